@@ -1,0 +1,29 @@
+"""One exception hierarchy: every error meant for a user derives from ConformanceError.
+
+The CLI prints such errors as one line and exits non-zero; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class ConformanceError(Exception):
+    """An error the user can act on; its message says what is wrong."""
+
+
+class ManifestError(ConformanceError):
+    """A manifest is missing, malformed, or uses something the target cannot apply."""
+
+
+class UnsupportedResource(ManifestError):
+    """A kind, field or image outside what a target implements."""
+
+
+class TargetUnavailable(ConformanceError):
+    """The chosen target cannot be used on this machine (or is not built yet)."""
+
+
+class NotConverged(ConformanceError):
+    """Configuration did not take effect within the consistency timeout."""
+
+
+class NotSupported(ConformanceError):
+    """The target or mesh cannot be asked this feature at all: reported NOT_SUPPORTED."""

@@ -1,0 +1,1 @@
+"""Turning traffic and stats into data: reply classifiers, batch helpers."""

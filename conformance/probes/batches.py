@@ -1,0 +1,56 @@
+"""Batches of requests: decoding a client's replies, and sending from outside the mesh."""
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from conformance.probes.classify import served_by
+from conformance.targets.base import Batch, Reply
+
+BODY_EXCERPT = 4096
+
+
+def reply_from_dict(data: Mapping[str, Any]) -> Reply:
+    body = str(data.get("body") or "")[:BODY_EXCERPT]
+    return Reply(
+        status=int(data.get("status", 0)),
+        headers={str(k).lower(): str(v) for k, v in (data.get("headers") or {}).items()},
+        body=body,
+        served_by=served_by(body),
+        error=data.get("error"),
+        elapsed=float(data.get("elapsed", 0.0)),
+    )
+
+
+def send_outside(
+    url: str,
+    count: int,
+    concurrency: int,
+    headers: Mapping[str, str] | None,
+    timeout: float,
+    client_name: str = "test-host",
+) -> Batch:
+    """Send from the harness process itself: the test host, outside the mesh."""
+    with httpx.Client(timeout=timeout, follow_redirects=False) as http:
+
+        def one(_: int) -> Reply:
+            started = time.monotonic()
+            try:
+                response = http.get(url, headers=dict(headers or {}))
+            except httpx.HTTPError as exc:
+                return Reply(0, {}, "", error=f"{type(exc).__name__}: {exc}", elapsed=time.monotonic() - started)
+            return reply_from_dict(
+                {
+                    "status": response.status_code,
+                    "headers": dict(response.headers),
+                    "body": response.text,
+                    "elapsed": time.monotonic() - started,
+                }
+            )
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            replies = tuple(pool.map(one, range(count)))
+    return Batch(url=url, client=client_name, replies=replies, request_headers=dict(headers or {}))

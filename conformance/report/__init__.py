@@ -1,0 +1,1 @@
+"""Results: per-feature records, the conformance report, the terminal summary."""

@@ -1,0 +1,33 @@
+"""The terminal summary: one line per feature, and where the run went."""
+
+from io import StringIO
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from conformance.report.results import Outcome, ResultBook
+
+_STYLE = {Outcome.PASSED: "green", Outcome.FAILED: "bold red", Outcome.SKIPPED: "yellow",
+          Outcome.NOT_SUPPORTED: "cyan"}
+
+
+def render(book: ResultBook, width: int = 110) -> str:
+    table = Table(title="meshconf conformance", title_justify="left")
+    for column in ("profile", "feature", "level", "outcome", "detail"):
+        table.add_column(column, overflow="fold")
+    for f in book.selected:
+        outcome, reason = book.feature_outcome(f)
+        table.add_row(f.profile, f.name, f.level.value, f"[{_STYLE[outcome]}]{outcome.value}[/]", reason)
+    out = StringIO()
+    console = Console(file=out, width=width, force_terminal=False, color_system=None)
+    if book.facts:
+        console.print(f"target: {book.facts.target} ({book.target_reason}); {book.facts.mode}")
+    console.print(table)
+    return out.getvalue()
+
+
+def print_summary(book: ResultBook, terminalreporter: Any) -> None:
+    terminalreporter.write_line("")
+    for line in render(book).splitlines():
+        terminalreporter.write_line(line)

@@ -1,0 +1,55 @@
+"""RunSettings and Timeouts: one object each, resolved from defaults, env and CLI flags."""
+
+import os
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from conformance.errors import ConformanceError
+
+TARGETS = ("auto", "kind", "kubeconfig", "local")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Named waits, in seconds. Env MESHCONF_TIMEOUT_<NAME> overrides each default."""
+
+    consistency: float = 30.0  # config applied -> every probe sees it
+    required_successes: int = 3  # consecutive probe successes that count as converged
+    poll: float = 0.1
+    request: float = 10.0
+    rollout: float = 60.0  # workloads ready
+    install: float = 300.0  # mesh installed
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Timeouts":
+        env = os.environ if environ is None else environ
+        values: dict[str, float | int] = {}
+        for f in fields(cls):
+            raw = env.get(f"MESHCONF_TIMEOUT_{f.name.upper()}")
+            if raw is None:
+                continue
+            try:
+                values[f.name] = int(raw) if f.type in (int, "int") else float(raw)
+            except ValueError:
+                raise ConformanceError(
+                    f"MESHCONF_TIMEOUT_{f.name.upper()}={raw!r} is not a number"
+                ) from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_overrides(self, **values: float | None) -> "Timeouts":
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    target: str = "local"
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    target_reason: str = ""
+    profiles: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    mutants: tuple[str, ...] = ()
+    context: str | None = None
+    report: Path | None = None
+    work_dir: Path = field(default_factory=lambda: Path(".meshconf"))
+    timeouts: Timeouts = field(default_factory=Timeouts)

@@ -1,0 +1,1 @@
+"""Where the mesh under test runs: one protocol (base.py), one module per environment."""

@@ -1,0 +1,125 @@
+"""The Target protocol and the value types every target returns.
+
+Suites talk only to a Target: never to kubernetes, kind, Envoy or subprocess.
+"""
+
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+Doc = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """What a report must say about where it ran."""
+
+    target: str  # kind | kubeconfig | local
+    mode: str  # e.g. "local reference mesh (Envoy sidecars, no Kubernetes)"
+    mesh: str  # e.g. "istio" or "meshconf-local"
+    mesh_version: str
+    envoy_version: str
+    kubernetes_version: str | None = None
+    context: str | None = None
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    containers: tuple[str, ...]
+    init_containers: tuple[str, ...]
+    ip: str
+    ready: bool
+    service_account: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP exchange as a client saw it; status 0 means no HTTP response."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: str  # an excerpt: enough to classify and to explain
+    served_by: str | None = None  # the pod that served it, when the body says so
+    error: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    url: str
+    client: str
+    replies: tuple[Reply, ...]
+    request_headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.replies)
+
+    def __iter__(self) -> Iterator[Reply]:
+        return iter(self.replies)
+
+    def statuses(self) -> Counter[int]:
+        return Counter(r.status for r in self.replies)
+
+    def served_by(self) -> Counter[str]:
+        return Counter(r.served_by or "<unknown>" for r in self.replies)
+
+    def errors(self) -> Counter[str]:
+        return Counter(r.error for r in self.replies if r.error)
+
+
+@runtime_checkable
+class Client(Protocol):
+    """A client workload in the mesh; one send() is one batch (one exec on a cluster)."""
+
+    name: str
+    namespace: str
+
+    def send(
+        self,
+        url: str,
+        count: int = 1,
+        concurrency: int = 1,
+        headers: Mapping[str, str] | None = None,
+    ) -> Batch: ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    name: str
+
+    # lifecycle
+    def up(self) -> None: ...
+    def down(self) -> None: ...
+    def facts(self) -> TargetFacts: ...
+    def phases(self) -> Mapping[str, float]:
+        """Wall seconds per bring-up/teardown phase, for reports and bench/."""
+        ...
+
+    # configuration
+    def apply(self, docs: Sequence[Doc], namespace: str) -> None: ...
+    def delete(self, docs: Sequence[Doc], namespace: str) -> None: ...
+    def namespace(self, name: str, labels: Mapping[str, str]) -> AbstractContextManager[str]: ...
+    def wait_ready(self, namespace: str) -> None: ...
+
+    # observation
+    def pods(self, namespace: str) -> list[PodView]: ...
+    def proxy_stats(self, pod: str, namespace: str) -> str: ...
+    def proxy_config(self, pod: str, namespace: str) -> dict[str, Any]: ...
+    def logs(self, pod: str, namespace: str) -> str: ...
+    def collect_debug(self, directory: Path) -> None: ...
+
+    # traffic
+    def client(self, name: str, namespace: str) -> Client: ...
+    def ingress_url(self) -> str: ...
+    def outside_client(self) -> Client:
+        """A client outside the mesh (the test host), for ingress and negative checks."""
+        ...
+
+    def supports(self, feature: str) -> bool: ...

@@ -1,0 +1,1 @@
+"""The local reference mesh: real Envoy sidecars and gateway, no Kubernetes."""

@@ -1,0 +1,77 @@
+"""The local mesh's view of the cluster: plain values the translator turns into Envoy config."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CLUSTER_DOMAIN = "cluster.local"
+
+# Ports every proxy owns on its pod address, as in Istio.
+ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+# An injected app listens on its container port + this offset; its sidecar owns the container port.
+APP_PORT_OFFSET = 20000
+# The control port of a client workload (the local stand-in for `kubectl exec`).
+CONTROL_PORT = 15900
+
+
+def app_port(container_port: int) -> int:
+    return container_port + APP_PORT_OFFSET
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    ports: tuple[ServicePort, ...]
+    selector: Mapping[str, str]
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.{CLUSTER_DOMAIN}"
+
+    def selects(self, pod: "Pod") -> bool:
+        """As Kubernetes: a Service selects pods of its own namespace only."""
+        return pod.namespace == self.namespace and pod.selected_by(self.selector)
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    ip: str
+    container_ports: tuple[int, ...]
+    service_account: str
+    # "sidecar": injected workload; "gateway": an ingress gateway proxy; "none": no proxy.
+    proxy: str
+
+    @property
+    def injected(self) -> bool:
+        return self.proxy == "sidecar"
+
+    def selected_by(self, selector: Mapping[str, str]) -> bool:
+        return bool(selector) and all(self.labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True)
+class MeshState:
+    """Everything applied and running, as the translator sees it.
+
+    Istio resources are kept as the applied documents (dicts), with
+    metadata.namespace always set.
+    """
+
+    services: tuple[Service, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    virtual_services: tuple[Mapping[str, Any], ...] = ()
+    destination_rules: tuple[Mapping[str, Any], ...] = ()
+    gateways: tuple[Mapping[str, Any], ...] = ()
+    mutants: frozenset[str] = field(default_factory=frozenset)

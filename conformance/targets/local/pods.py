@@ -1,0 +1,140 @@
+"""Running pods of the local mesh: an app process, an Envoy, or both."""
+
+import hashlib
+import json
+import random
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from conformance.targets.base import PodView
+from conformance.targets.local.envoy import EnvoyProxy
+from conformance.targets.local.injection import Decision
+from conformance.targets.local.model import CONTROL_PORT, OUTBOUND_PORT, Pod, app_port
+from conformance.targets.local.processes import Child, Supervisor
+from conformance.targets.local.workloads import Workload
+
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
+
+
+def pod_name(workload: Workload) -> str:
+    digest = hashlib.sha256(json.dumps([workload.image, sorted(workload.pod_labels.items())]).encode()).digest()
+    template_hash = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:10])
+    suffix = "".join(random.choice(_ALPHABET) for _ in range(5))
+    return f"{workload.name}-{template_hash}-{suffix}"
+
+
+@dataclass
+class RunningPod:
+    model: Pod
+    workload: Workload
+    injection: Decision
+    app: Child | None = None
+    proxy: EnvoyProxy | None = None
+
+    @property
+    def listen_port(self) -> int | None:
+        """Where the app process listens, or None for a proxy-only pod."""
+        if self.workload.app.app == "gateway":
+            return None
+        if self.workload.app.app == "client":
+            return CONTROL_PORT
+        if not self.workload.ports:
+            return None
+        port = self.workload.ports[0]
+        return app_port(port) if self.model.injected else port
+
+    def start(self, supervisor: Supervisor, run_dir: Path, registry: Path) -> None:
+        log_dir = run_dir / "pods" / f"{self.model.namespace}.{self.model.name}"
+        if self.model.proxy != "none":
+            self.proxy = EnvoyProxy(self.model, run_dir)
+            self.proxy.start(supervisor)
+        port = self.listen_port
+        if port is None:
+            return
+        argv = [
+            sys.executable, "-m", "conformance.targets.local.apps", self.workload.app.app,
+            "--listen", f"{self.model.ip}:{port}",
+            "--pod", self.model.name,
+            "--namespace", self.model.namespace,
+            "--registry", str(registry),
+        ]
+        if self.workload.app.version:
+            argv += ["--version", self.workload.app.version]
+        if self.model.injected:
+            argv += ["--proxy", f"{self.model.ip}:{OUTBOUND_PORT}"]
+        self.app = supervisor.start(f"app {self.model.namespace}/{self.model.name}", argv, log_dir / "app.log")
+
+    def stop(self, supervisor: Supervisor) -> None:
+        for child in (self.app, self.proxy.child if self.proxy else None):
+            if child is not None:
+                supervisor.stop(child)
+
+    def failure(self) -> str | None:
+        """Why this pod can never become ready (a process exited), else None."""
+        for what, child in (("app", self.app), ("envoy", self.proxy.child if self.proxy else None)):
+            if child is not None and not child.alive():
+                return (
+                    f"pod {self.model.namespace}/{self.model.name}: {what} exited with code "
+                    f"{child.process.returncode}: {child.log_tail(5)}"
+                )
+        return None
+
+    def ready(self) -> bool:
+        if self.proxy is not None and not self.proxy.ready():
+            return False
+        port = self.listen_port
+        return port is None or _listening(self.model.ip, port)
+
+    def view(self) -> PodView:
+        containers: tuple[str, ...] = (self.workload.container,)
+        init: tuple[str, ...] = ()
+        annotations = dict(self.workload.pod_annotations)
+        if self.model.injected:
+            containers += ("istio-proxy",)
+            init = ("istio-init",)
+            annotations["sidecar.istio.io/status"] = json.dumps(
+                {"initContainers": list(init), "containers": ["istio-proxy"], "revision": "default"}
+            )
+        return PodView(
+            name=self.model.name,
+            namespace=self.model.namespace,
+            labels=dict(self.model.labels),
+            annotations=annotations,
+            containers=containers,
+            init_containers=init,
+            ip=self.model.ip,
+            ready=self.ready(),
+            service_account=self.model.service_account,
+        )
+
+
+def _listening(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class AddressPool:
+    """Pod addresses 127.<block>.x.y: one /16 of loopback per run, so parallel runs never collide."""
+
+    def __init__(self) -> None:
+        self.block = _free_block()
+        self._next = 2
+
+    def allocate(self) -> str:
+        n = self._next
+        self._next += 1
+        return f"127.{self.block}.{n // 250}.{n % 250 + 1}"
+
+
+def _free_block() -> int:
+    for _ in range(50):
+        block = random.randint(2, 254)
+        if not _listening(f"127.{block}.0.3", 15000):
+            return block
+    raise RuntimeError("no free 127.x/16 block for the local mesh")
+

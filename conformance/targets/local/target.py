@@ -1,0 +1,235 @@
+"""The local target: the Target protocol on the local reference mesh."""
+
+import json
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conformance import __version__, manifests
+from conformance.errors import ConformanceError, NotSupported
+from conformance.probes.batches import reply_from_dict, send_outside
+from conformance.settings import RunSettings
+from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
+from conformance.targets.local.envoy import envoy_version
+from conformance.targets.local.mesh import LocalMesh
+from conformance.targets.local.model import CONTROL_PORT
+from conformance.targets.local.pods import RunningPod
+from conformance.targets.local.translator import KNOWN_MUTANTS
+
+MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Kubernetes"
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_MANIFEST = "local/ingressgateway.yaml"
+# Features the local mesh implements; anything else is NOT_SUPPORTED here.
+SUPPORTED = frozenset({"IngressGateway", "RouteToVersion"})
+
+
+def namespace_doc(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+
+
+class LocalClient:
+    """A client pod; send() is one call to its control port (the local `kubectl exec`)."""
+
+    def __init__(self, pod: RunningPod, request_timeout: float) -> None:
+        self.pod = pod
+        self.name = pod.workload.name
+        self.namespace = pod.model.namespace
+        self._timeout = request_timeout
+
+    def send(
+        self,
+        url: str,
+        count: int = 1,
+        concurrency: int = 1,
+        headers: Mapping[str, str] | None = None,
+    ) -> Batch:
+        body = {"url": url, "count": count, "concurrency": concurrency, "headers": dict(headers or {}),
+                "method": "GET", "timeout": self._timeout}
+        waves = -(-count // max(1, concurrency))
+        response = httpx.post(
+            f"http://{self.pod.model.ip}:{CONTROL_PORT}/batch",
+            json=body,
+            timeout=self._timeout * waves + 10,
+        )
+        if response.status_code != 200:
+            raise ConformanceError(f"client {self.namespace}/{self.name}: batch refused: {response.text.strip()}")
+        replies = tuple(reply_from_dict(r) for r in response.json()["replies"])
+        return Batch(url=url, client=f"{self.namespace}/{self.pod.model.name}", replies=replies,
+                     request_headers=dict(headers or {}))
+
+
+class OutsideClient:
+    name = "test-host"
+    namespace = ""
+
+    def __init__(self, request_timeout: float) -> None:
+        self._timeout = request_timeout
+
+    def send(self, url: str, count: int = 1, concurrency: int = 1,
+             headers: Mapping[str, str] | None = None) -> Batch:
+        return send_outside(url, count, concurrency, headers, self._timeout)
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(self, settings: RunSettings) -> None:
+        unknown = sorted(set(settings.mutants) - set(KNOWN_MUTANTS))
+        if unknown:
+            raise ConformanceError(
+                f"unknown local mutant(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_MUTANTS))}"
+            )
+        self.settings = settings
+        self.timeouts = settings.timeouts
+        self.run_dir = settings.work_dir.resolve() / f"run-{settings.run_id}"
+        self.mesh: LocalMesh | None = None
+        self._phases: dict[str, float] = {}
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def up(self) -> None:
+        started = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.mesh = LocalMesh(self.run_dir, frozenset(self.settings.mutants))
+        try:
+            self.mesh.apply([namespace_doc(GATEWAY_NAMESPACE, {})], GATEWAY_NAMESPACE)
+            self.mesh.apply(manifests.load(GATEWAY_MANIFEST), GATEWAY_NAMESPACE)
+            self.mesh.wait_ready(GATEWAY_NAMESPACE, self.timeouts.rollout, self.timeouts.poll)
+        except BaseException:
+            self.down()
+            raise
+        self._phases["mesh up"] = time.monotonic() - started
+
+    def down(self) -> None:
+        started = time.monotonic()
+        if self.mesh is not None:
+            self.mesh.stop()
+            self.mesh = None
+        # Config and logs of a failed test were copied into its debug bundle already.
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._phases["teardown"] = time.monotonic() - started
+
+    def facts(self) -> TargetFacts:
+        mutants = f" with mutants {', '.join(self.settings.mutants)}" if self.settings.mutants else ""
+        return TargetFacts(
+            target="local",
+            mode=MODE + mutants,
+            mesh="meshconf-local (Istio API subset)",
+            mesh_version=__version__,
+            envoy_version=envoy_version(),
+        )
+
+    def phases(self) -> Mapping[str, float]:
+        return dict(self._phases)
+
+    def record_phase(self, name: str, seconds: float) -> None:
+        self._phases[name] = seconds
+
+    @property
+    def _mesh(self) -> LocalMesh:
+        if self.mesh is None:
+            raise ConformanceError("the local mesh is not up")
+        return self.mesh
+
+    # -- configuration -------------------------------------------------------
+
+    def apply(self, docs: Sequence[Doc], namespace: str) -> None:
+        self._mesh.apply(docs, namespace)
+
+    def delete(self, docs: Sequence[Doc], namespace: str) -> None:
+        self._mesh.delete(docs, namespace)
+
+    @contextmanager
+    def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
+        doc = namespace_doc(name, labels)
+        self._mesh.apply([doc], name)
+        try:
+            yield name
+        finally:
+            if self.mesh is not None:
+                self.mesh.delete([doc], name)
+
+    def wait_ready(self, namespace: str) -> None:
+        self._mesh.wait_ready(namespace, self.timeouts.rollout, self.timeouts.poll)
+
+    # -- observation ---------------------------------------------------------
+
+    def pods(self, namespace: str) -> list[PodView]:
+        return [p.view() for p in self._mesh.running() if p.model.namespace == namespace]
+
+    def _pod(self, name: str, namespace: str) -> RunningPod:
+        """A pod by its name, or the first pod of a Deployment or app label of that name."""
+        candidates = [p for p in self._mesh.running() if p.model.namespace == namespace]
+        for match in (
+            lambda p: p.model.name == name,
+            lambda p: p.workload.name == name,
+            lambda p: p.model.labels.get("app") == name,
+        ):
+            found = [p for p in candidates if match(p)]
+            if found:
+                return found[0]
+        raise ConformanceError(f"no pod {name!r} in namespace {namespace!r}")
+
+    def _proxy(self, name: str, namespace: str) -> Any:
+        pod = self._pod(name, namespace)
+        if pod.proxy is None:
+            raise ConformanceError(f"pod {namespace}/{pod.model.name} has no proxy")
+        return pod.proxy
+
+    def proxy_stats(self, pod: str, namespace: str) -> str:
+        return self._proxy(pod, namespace).stats()
+
+    def proxy_config(self, pod: str, namespace: str) -> dict[str, Any]:
+        return self._proxy(pod, namespace).config_dump()
+
+    def logs(self, pod: str, namespace: str) -> str:
+        running = self._pod(pod, namespace)
+        parts = []
+        for label, child in (("app", running.app), ("istio-proxy", running.proxy.child if running.proxy else None)):
+            if child is not None:
+                parts.append(f"--- {label} ---\n{child.log_tail(200)}")
+        return "\n".join(parts)
+
+    def collect_debug(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        mesh = self._mesh
+        if mesh.registry.exists():
+            shutil.copy(mesh.registry, directory / "registry.json")
+        (directory / "objects.json").write_text(json.dumps(list(mesh.objects.values()), indent=1))
+        for pod in mesh.running():
+            base = directory / f"{pod.model.namespace}.{pod.model.name}"
+            (base.with_suffix(".log")).write_text(self.logs(pod.model.name, pod.model.namespace))
+            if pod.proxy is not None:
+                try:
+                    dump = pod.proxy.config_dump()
+                except httpx.HTTPError as exc:
+                    dump = {"error": str(exc)}
+                (base.with_suffix(".config_dump.json")).write_text(json.dumps(dump, indent=1))
+
+    # -- traffic -------------------------------------------------------------
+
+    def client(self, name: str, namespace: str) -> Client:
+        pod = self._pod(name, namespace)
+        if pod.workload.app.app != "client":
+            raise ConformanceError(f"{namespace}/{name} is not a client workload (image {pod.workload.image})")
+        return LocalClient(pod, self.timeouts.request)
+
+    def outside_client(self) -> Client:
+        return OutsideClient(self.timeouts.request)
+
+    def ingress_url(self) -> str:
+        gateway = self._pod("istio-ingressgateway", GATEWAY_NAMESPACE)
+        # No LoadBalancer or nodePort here: the test host reaches the gateway pod's HTTP port directly.
+        return f"http://{gateway.model.ip}:8080"
+
+    def supports(self, feature: str) -> bool:
+        return feature in SUPPORTED
+
+    def require(self, feature: str) -> None:
+        if not self.supports(feature):
+            raise NotSupported(f"{feature} is not implemented by the local reference mesh")

@@ -1,0 +1,28 @@
+"""Is a document something the local mesh can apply? One check for apply and for preflight."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from conformance.errors import UnsupportedResource
+from conformance.targets.local import istio_subset, workloads
+
+ISTIO_KINDS = ("VirtualService", "DestinationRule", "Gateway")
+
+
+def check_document(doc: Mapping[str, Any], namespace: str) -> None:
+    kind = doc.get("kind")
+    if kind in ISTIO_KINDS:
+        istio_subset.check_supported(doc)
+    elif kind in workloads.ALLOWED:
+        workloads.check(doc, namespace)
+    else:
+        name = doc.get("metadata", {}).get("name")
+        raise UnsupportedResource(f"{kind} {namespace}/{name}: kind {kind!r} is not implemented by the local mesh")
+
+
+def check_documents(docs: Sequence[Mapping[str, Any]], source: str) -> None:
+    for doc in docs:
+        try:
+            check_document(doc, doc.get("metadata", {}).get("namespace") or "default")
+        except UnsupportedResource as exc:
+            raise UnsupportedResource(f"{source}: {exc}") from None
