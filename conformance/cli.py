@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "--rootdir", str(REPO),
         "-c", str(REPO / "pyproject.toml"),
         "--target", settings.target,
+        "--target-reason", settings.target_reason,
         "--alluredir", str(alluredir),
         "--clean-alluredir",
         "--junitxml", str(results / "junit.xml"),

@@ -3,6 +3,8 @@
 Hooks and options only; the machinery lives in modules named for what they do.
 """
 
+import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--context", default=None, help="kubeconfig context (kubeconfig target)")
     group.addoption("--local-mutant", action="append", default=[], dest="local_mutant",
                     help="local target only: run with this deliberate defect (repeatable)")
+    # `meshconf run` resolves `auto` itself and hands the reason on, so the report can say why.
+    group.addoption("--target-reason", default=None, help=argparse.SUPPRESS)
     group.addoption("--report", default=None, help="write the YAML conformance report here")
     group.addoption("--meshconf-workdir", default=".meshconf", help="where runs keep config and logs")
     group.addoption("--consistency-timeout", type=float, default=None,
@@ -55,6 +59,8 @@ def settings(config: pytest.Config) -> RunSettings:
                 timeouts=timeouts,
             )
         )
+        if opt.target_reason:
+            resolved = replace(resolved, target_reason=opt.target_reason)
         config.stash[SETTINGS] = resolved
         book = config.stash[BOOK]
         book.run_id, book.target_reason = resolved.run_id, resolved.target_reason

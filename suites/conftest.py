@@ -1,3 +1,11 @@
 """The suites' fixtures live in fixtures/; this makes them visible here."""
 
-from fixtures.mesh import _feature_context, applied, bookinfo, evidence, run_settings, target  # noqa: F401
+from fixtures.mesh import (  # noqa: F401
+    _feature_context,
+    applied,
+    bookinfo,
+    evidence,
+    namespace,
+    run_settings,
+    target,
+)
