@@ -42,6 +42,42 @@ CATALOGUE: tuple[Feature, ...] = (
         Level.CORE,
         "A VirtualService routing reviews to one subset sends every request there (v1, then v3).",
     ),
+    Feature(
+        "WeightedSplit",
+        "MESH-TRAFFIC",
+        Level.CORE,
+        "Weighted reviews routes (80/20 v1/v2, 50/50 v1/v3, 50/30/20) hold, decided by a stated-error test.",
+    ),
+    Feature(
+        "HeaderMatchRouting",
+        "MESH-TRAFFIC",
+        Level.CORE,
+        "end-user: jason goes to reviews v2, everyone else to v1 (via productpage login and direct).",
+    ),
+    Feature(
+        "CanaryProgression",
+        "MESH-TRAFFIC",
+        Level.EXTENDED,
+        "Shifting reviews v1 to v3 in steps 100/0, 90/10, 50/50, 0/100: each step converges and holds.",
+    ),
+    Feature(
+        "FaultInjection",
+        "MESH-TRAFFIC",
+        Level.EXTENDED,
+        "An abort (500 for jason on ratings) and a partial delay (share decided, delay measured).",
+    ),
+    Feature(
+        "RequestTimeout",
+        "MESH-TRAFFIC",
+        Level.EXTENDED,
+        "A route timeout shorter than the upstream's delay gives 504 within the timeout plus a margin.",
+    ),
+    Feature(
+        "MeshHTTPRouteWeights",
+        "MESH-TRAFFIC",
+        Level.EXTENDED,
+        "An 80/20 split as a Gateway API HTTPRoute whose parent is the reviews Service (GAMMA).",
+    ),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in CATALOGUE}

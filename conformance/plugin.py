@@ -134,13 +134,17 @@ def _outcome(report: pytest.TestReport) -> tuple[Outcome, str]:
         if reason.startswith(NOT_SUPPORTED_PREFIX):
             return Outcome.NOT_SUPPORTED, reason.removeprefix(NOT_SUPPORTED_PREFIX)
         return Outcome.SKIPPED, reason
-    return Outcome.FAILED, _first_line(report)
+    return Outcome.FAILED, _failure_text(report)
 
 
-def _first_line(report: pytest.TestReport) -> str:
+def _failure_text(report: pytest.TestReport) -> str:
+    """The failure's own message (a verdict's table included), without pytest's introspection."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
-    return text.strip().splitlines()[0] if text.strip() else "failed"
+    lines = text.strip().splitlines()
+    if "assert " in [line[:7] for line in lines]:
+        lines = lines[: [line[:7] for line in lines].index("assert ")]
+    return "\n".join(lines) or "failed"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -21,6 +21,7 @@ DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "security
 
 WORKLOADS = [
     ("bookinfo/bookinfo.yaml", "bookinfo__platform__kube__bookinfo.yaml"),
+    ("bookinfo/bookinfo-versions.yaml", "bookinfo__platform__kube__bookinfo-versions.yaml"),
     ("clients/curl.yaml", "curl__curl.yaml"),
     ("clients/httpbin.yaml", "httpbin__httpbin.yaml"),
 ]
@@ -29,6 +30,10 @@ ISTIO_CONFIG = [
     ("istio/traffic/destination-rule-all.yaml", "bookinfo__networking__destination-rule-all.yaml"),
     ("istio/traffic/virtual-service-all-v1.yaml", "bookinfo__networking__virtual-service-all-v1.yaml"),
     ("istio/traffic/virtual-service-reviews-v3.yaml", "bookinfo__networking__virtual-service-reviews-v3.yaml"),
+    ("istio/traffic/virtual-service-reviews-80-20.yaml", "bookinfo__networking__virtual-service-reviews-80-20.yaml"),
+    ("istio/traffic/virtual-service-reviews-50-v3.yaml", "bookinfo__networking__virtual-service-reviews-50-v3.yaml"),
+    ("istio/traffic/virtual-service-reviews-test-v2.yaml", "bookinfo__networking__virtual-service-reviews-test-v2.yaml"),
+    ("istio/traffic/virtual-service-ratings-test-abort.yaml", "bookinfo__networking__virtual-service-ratings-test-abort.yaml"),
 ]
 
 

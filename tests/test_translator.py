@@ -74,11 +74,14 @@ BOOKINFO_PODS = (PRODUCTPAGE, *REVIEWS.values(), RATINGS, DETAILS, CURL, INGRESS
 
 def mesh(*docs: Mapping[str, Any], services: tuple[Service, ...] = BOOKINFO_SERVICES,
          pods: tuple[Pod, ...] = BOOKINFO_PODS, mutants: frozenset[str] = frozenset()) -> MeshState:
-    by_kind: dict[str, list[Mapping[str, Any]]] = {"VirtualService": [], "DestinationRule": [], "Gateway": []}
+    by_kind: dict[str, list[Mapping[str, Any]]] = {
+        "VirtualService": [], "DestinationRule": [], "Gateway": [], "HTTPRoute": [],
+    }
     for doc in docs:
         by_kind[doc["kind"]].append(doc)
     return MeshState(services, pods, tuple(by_kind["VirtualService"]),
-                     tuple(by_kind["DestinationRule"]), tuple(by_kind["Gateway"]), mutants)
+                     tuple(by_kind["DestinationRule"]), tuple(by_kind["Gateway"]), mutants,
+                     http_routes=tuple(by_kind["HTTPRoute"]))
 
 
 def _meta(name: str, namespace: str) -> dict:
@@ -558,8 +561,14 @@ def test_export_to_only_everywhere() -> None:
 def test_unknown_kind_and_version_are_refused() -> None:
     with pytest.raises(UnsupportedResource, match="kind 'ServiceEntry'"):
         check_supported({"apiVersion": ISTIO_API, "kind": "ServiceEntry", "metadata": _meta("x", NS)})
-    with pytest.raises(UnsupportedResource, match="apiVersion 'gateway.networking.k8s.io/v1'"):
+    with pytest.raises(UnsupportedResource, match="apiVersion 'gateway.networking.k8s.io/v1'.*"
+                                                  "Gateway API Gateways are not implemented by the local mesh yet"):
         check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": _meta("x", NS)})
+    with pytest.raises(UnsupportedResource, match="kind 'GRPCRoute'"):
+        check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute", "metadata": _meta("x", NS)})
+    with pytest.raises(UnsupportedResource, match="apiVersion 'gateway.networking.k8s.io/v1alpha2'"):
+        check_supported({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "HTTPRoute",
+                         "metadata": _meta("x", NS)})
 
 
 def test_translate_refuses_unimplemented_fields_too() -> None:
@@ -571,11 +580,10 @@ def test_translate_refuses_unimplemented_fields_too() -> None:
 ACCEPTED_SAMPLES = [
     "bookinfo-gateway", "destination-rule-all", "virtual-service-all-v1", "virtual-service-reviews-80-20",
     "virtual-service-reviews-50-v3", "virtual-service-reviews-test-v2", "virtual-service-reviews-v3",
+    "virtual-service-ratings-test-abort", "virtual-service-ratings-test-delay",
 ]
 REFUSED_SAMPLES = {
     "destination-rule-all-mtls": "spec.trafficPolicy",
-    "virtual-service-ratings-test-abort": r"spec.http\[0\].fault",
-    "virtual-service-ratings-test-delay": r"spec.http\[0\].fault",
 }
 
 
@@ -640,10 +648,37 @@ def _everything() -> list[dict]:
          "route": [to("ratings", "v1")], "timeout": "250ms"},
         {"route": [to("ratings", "v1", 50), to("ratings", "nosuch", 50)]},
     ])
-    shop = virtual_service("shop", [{"match": [{"uri": {"prefix": "/"}}], "route": [to("reviews", "v2")]}],
-                           hosts=["shop.example.com", "*.example.org"], gateways=["istio-system/gw", "mesh"])
+    shop = virtual_service("shop", [
+        {"match": [{"uri": {"prefix": "/slow"}}], "route": [to("reviews", "v2")],
+         "fault": {"delay": {"fixedDelay": "1.5s", "percentage": {"value": 0.1}}}},
+        {"match": [{"uri": {"prefix": "/"}}], "route": [to("reviews", "v2")],
+         "fault": {"abort": {"httpStatus": 503}, "delay": {"fixedDelay": "1ms", "percentage": {"value": 100}}}},
+    ], hosts=["shop.example.com", "*.example.org"], gateways=["istio-system/gw", "mesh"])
+    multi["spec"]["http"][1]["fault"] = {"abort": {"httpStatus": 500, "percentage": {"value": 33.3333}}}
+    # details: Gateway API for the mesh, every implemented field; no VirtualService names details.
+    details = {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": _meta("details", NS),
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "details", "port": 9080}],
+            "hostnames": ["details"],
+            "rules": [
+                {"name": "exact", "matches": [{"path": {"type": "Exact", "value": "/details/0"},
+                                               "headers": [{"name": "end-user", "value": "jason"},
+                                                           {"type": "RegularExpression", "name": "x-v", "value": "v[12]"}]}],
+                 "backendRefs": [{"name": "details", "port": 9080, "weight": 3},
+                                 {"name": "nosuch", "port": 9080, "weight": 1},
+                                 {"group": "", "kind": "Service", "name": "ratings", "port": 9080, "weight": 0}],
+                 "timeouts": {"request": "1m30s"}},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/api/"}},
+                             {"path": {"type": "RegularExpression", "value": "/r[0-9]+"}}],
+                 "backendRefs": [{"name": "details", "port": 9080}], "timeouts": {"request": "0s"}},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/empty"}}]},
+                {"backendRefs": [{"name": "ratings", "port": 9080}]},
+            ],
+        },
+    }
     return [
-        ALL_V1_DR, destination_rule("ratings", ["v1", "v2"]), multi, shop,
+        ALL_V1_DR, destination_rule("ratings", ["v1", "v2"]), multi, shop, details,
         virtual_service("reviews", [{"route": [to("reviews", "v1", 80), to("reviews", "v2", 20)]}]),
         gateway("gw", ["*.example.com", "*.example.org"]), gateway("gw80", ["*"], port=80),
         gateway_vs("any", ["*"], ["istio-system/gw80"]),

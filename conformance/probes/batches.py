@@ -32,6 +32,8 @@ def send_outside(
     headers: Mapping[str, str] | None,
     timeout: float,
     client_name: str = "test-host",
+    method: str = "GET",
+    body: str | None = None,
 ) -> Batch:
     """Send from the harness process itself: the test host, outside the mesh."""
     with httpx.Client(timeout=timeout, follow_redirects=False) as http:
@@ -39,7 +41,7 @@ def send_outside(
         def one(_: int) -> Reply:
             started = time.monotonic()
             try:
-                response = http.get(url, headers=dict(headers or {}))
+                response = http.request(method, url, headers=dict(headers or {}), content=body)
             except httpx.HTTPError as exc:
                 return Reply(0, {}, "", error=f"{type(exc).__name__}: {exc}", elapsed=time.monotonic() - started)
             return reply_from_dict(

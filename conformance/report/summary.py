@@ -18,7 +18,9 @@ def render(book: ResultBook, width: int = 110) -> str:
         table.add_column(column, overflow="fold")
     for f in book.selected:
         outcome, reason = book.feature_outcome(f)
-        table.add_row(f.profile, f.name, f.level.value, f"[{_STYLE[outcome]}]{outcome.value}[/]", reason)
+        # One line each here; the report keeps the whole text (a split's table included).
+        first = reason.splitlines()[0] if reason else ""
+        table.add_row(f.profile, f.name, f.level.value, f"[{_STYLE[outcome]}]{outcome.value}[/]", first)
     out = StringIO()
     console = Console(file=out, width=width, force_terminal=False, color_system=None)
     if book.facts:

@@ -76,7 +76,11 @@ class Batch:
 
 @runtime_checkable
 class Client(Protocol):
-    """A client workload in the mesh; one send() is one batch (one exec on a cluster)."""
+    """A client workload in the mesh; one send() is one batch (one exec on a cluster).
+
+    Replies come back in request order; concurrency is the number of parallel
+    keep-alive connections.
+    """
 
     name: str
     namespace: str
@@ -87,6 +91,8 @@ class Client(Protocol):
         count: int = 1,
         concurrency: int = 1,
         headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        body: str | None = None,
     ) -> Batch: ...
 
 

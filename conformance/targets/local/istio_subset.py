@@ -1,9 +1,12 @@
-"""The Istio networking API subset the local mesh implements, and a check that refuses the rest.
+"""The Istio networking and Gateway API subset the local mesh implements; a check refuses the rest.
 
 The translator reads only the fields allowed here. Anything else in a document
-(a mirror, a fault, a trafficPolicy...) would be ignored by it, and a check
+(a mirror, a retry policy, a trafficPolicy...) would be ignored by it, and a check
 could then pass on the local mesh for a configuration it never applied. So
 every field outside this allow-list is refused with its exact path.
+
+Of the Gateway API, only HTTPRoutes whose parents are Services (GAMMA, routing
+inside the mesh) are implemented.
 """
 
 from collections.abc import Mapping
@@ -13,6 +16,8 @@ from conformance.errors import UnsupportedResource
 
 API_GROUP = "networking.istio.io"
 API_VERSIONS = frozenset({f"{API_GROUP}/v1", f"{API_GROUP}/v1beta1", f"{API_GROUP}/v1alpha3"})
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_VERSIONS = frozenset({f"{GATEWAY_API_GROUP}/v1", f"{GATEWAY_API_GROUP}/v1beta1"})
 
 
 class _Any:
@@ -51,11 +56,20 @@ _HTTP_ROUTE_DESTINATION: Mapping[str, _Node] = {
     "weight": ANY,
 }
 
+# An HTTP status abort and a fixed delay, each with an optional percentage. Refused:
+# grpcStatus, http2Error, exponentialDelay and the deprecated integer delay.percent.
+_PERCENT: Mapping[str, _Node] = {"value": ANY}
+_HTTP_FAULT: Mapping[str, _Node] = {
+    "abort": {"httpStatus": ANY, "percentage": _PERCENT},
+    "delay": {"fixedDelay": ANY, "percentage": _PERCENT},
+}
+
 _HTTP_ROUTE: Mapping[str, _Node] = {
     "name": ANY,
     "match": _ListOf(_HTTP_MATCH),
     "route": _ListOf(_HTTP_ROUTE_DESTINATION),
     "timeout": ANY,
+    "fault": _HTTP_FAULT,
 }
 
 # Top-level fields common to every kind; status is written by the cluster, not configuration.
@@ -83,6 +97,31 @@ _SCHEMAS: Mapping[str, Mapping[str, _Node]] = {
 
 SUPPORTED_KINDS = tuple(_SCHEMAS)
 
+# Gateway API HTTPRoute for the mesh: parents are Services, backends are Services.
+_GATEWAY_API_SCHEMAS: Mapping[str, Mapping[str, _Node]] = {
+    "HTTPRoute": {
+        **_COMMON,
+        "spec": {
+            "parentRefs": _ListOf({"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY}),
+            # Accepted and ignored: for a Service parent the Service names the host, as in Istio.
+            "hostnames": ANY,
+            "rules": _ListOf({
+                "name": ANY,
+                "matches": _ListOf({
+                    "path": {"type": ANY, "value": ANY},
+                    "headers": _ListOf({"type": ANY, "name": ANY, "value": ANY}),
+                }),
+                "backendRefs": _ListOf(
+                    {"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY, "weight": ANY}
+                ),
+                "timeouts": {"request": ANY},
+            }),
+        },
+    },
+}
+
+GATEWAY_API_KINDS = tuple(_GATEWAY_API_SCHEMAS)
+
 
 def describe(doc: Mapping[str, Any]) -> str:
     """`Kind ns/name` (or `Kind name` without a namespace), as messages name a document."""
@@ -92,13 +131,23 @@ def describe(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')} {namespace}/{name}" if namespace else f"{doc.get('kind')} {name}"
 
 
+def api_group(doc: Mapping[str, Any]) -> str:
+    """The group of a document's apiVersion ("" for the core group, as in `v1`)."""
+    api_version = str(doc.get("apiVersion") or "")
+    return api_version.split("/", 1)[0] if "/" in api_version else ""
+
+
 def check_supported(doc: Mapping[str, Any]) -> None:
     """Raise UnsupportedResource unless the local mesh implements every field of `doc`."""
+    if api_group(doc) == GATEWAY_API_GROUP:
+        _check_gateway_api(doc)
+        return
     kind = doc.get("kind")
     if kind not in _SCHEMAS:
         raise UnsupportedResource(
             f"kind {kind!r} ({doc.get('apiVersion')}) is not implemented by the local mesh; "
-            f"it implements {', '.join(SUPPORTED_KINDS)} of {API_GROUP}"
+            f"it implements {', '.join(SUPPORTED_KINDS)} of {API_GROUP} "
+            f"and {', '.join(GATEWAY_API_KINDS)} of {GATEWAY_API_GROUP}"
         )
     if doc.get("apiVersion") not in API_VERSIONS:
         raise UnsupportedResource(
@@ -107,6 +156,64 @@ def check_supported(doc: Mapping[str, Any]) -> None:
         )
     _walk(doc, _SCHEMAS[kind], "", doc)
     _check_values(doc)
+
+
+def _check_gateway_api(doc: Mapping[str, Any]) -> None:
+    kind = doc.get("kind")
+    if kind == "Gateway":
+        raise UnsupportedResource(
+            f"{describe(doc)}: kind Gateway of apiVersion {doc.get('apiVersion')!r}: Gateway API Gateways "
+            f"are not implemented by the local mesh yet (an Istio Gateway of {API_GROUP} is)"
+        )
+    if kind not in _GATEWAY_API_SCHEMAS:
+        raise UnsupportedResource(
+            f"kind {kind!r} ({doc.get('apiVersion')}) is not implemented by the local mesh; of "
+            f"{GATEWAY_API_GROUP} it implements {', '.join(GATEWAY_API_KINDS)} with Service parents"
+        )
+    if doc.get("apiVersion") not in GATEWAY_API_VERSIONS:
+        raise UnsupportedResource(
+            f"{describe(doc)}: apiVersion {doc.get('apiVersion')!r} is not implemented by the "
+            f"local mesh (use one of {', '.join(sorted(GATEWAY_API_VERSIONS))})"
+        )
+    _walk(doc, _GATEWAY_API_SCHEMAS[kind], "", doc)
+    _check_http_route_refs(doc)
+
+
+def _check_http_route_refs(doc: Mapping[str, Any]) -> None:
+    """Parents must be Services (GAMMA) and backends Services of the route's own namespace."""
+    spec = doc.get("spec") or {}
+    for index, ref in enumerate(spec.get("parentRefs") or []):
+        # Gateway API defaults: group gateway.networking.k8s.io, kind Gateway.
+        group = ref.get("group", GATEWAY_API_GROUP)
+        kind = ref.get("kind", "Gateway")
+        if (group, kind) == (GATEWAY_API_GROUP, "Gateway"):
+            raise UnsupportedResource(
+                f"{describe(doc)}: field spec.parentRefs[{index}] names Gateway {ref.get('name')!r}: "
+                f"Gateway API Gateways are not implemented by the local mesh yet (only Service parents, "
+                f"group \"\" kind Service)"
+            )
+        if (group, kind) != ("", "Service"):
+            raise UnsupportedResource(
+                f"{describe(doc)}: field spec.parentRefs[{index}] of group {group!r} kind {kind!r} is not "
+                f"implemented by the local mesh (only Service parents, group \"\" kind Service)"
+            )
+    namespace = (doc.get("metadata") or {}).get("namespace")
+    for rule_index, rule in enumerate(spec.get("rules") or []):
+        for index, ref in enumerate(rule.get("backendRefs") or []):
+            path = f"spec.rules[{rule_index}].backendRefs[{index}]"
+            # Gateway API defaults for a backend: the core group, kind Service.
+            group, kind = ref.get("group", ""), ref.get("kind", "Service")
+            if (group, kind) != ("", "Service"):
+                raise UnsupportedResource(
+                    f"{describe(doc)}: field {path} of group {group!r} kind {kind!r} is not implemented "
+                    f"by the local mesh (only Services)"
+                )
+            if ref.get("namespace") not in (None, namespace):
+                # Another namespace needs a ReferenceGrant, which the local mesh does not implement.
+                raise UnsupportedResource(
+                    f"{describe(doc)}: field {path}.namespace {ref['namespace']!r} is not implemented by the "
+                    f"local mesh (only the route's own namespace)"
+                )
 
 
 def _walk(value: Any, node: _Node, path: str, doc: Mapping[str, Any]) -> None:

@@ -128,6 +128,7 @@ class LocalMesh:
             destination_rules=docs("DestinationRule"),
             gateways=docs("Gateway"),
             mutants=self.mutants,
+            http_routes=docs("HTTPRoute"),
         )
 
     def push(self) -> None:

@@ -65,8 +65,8 @@ class Pod:
 class MeshState:
     """Everything applied and running, as the translator sees it.
 
-    Istio resources are kept as the applied documents (dicts), with
-    metadata.namespace always set.
+    Istio and Gateway API resources are kept as the applied documents (dicts),
+    with metadata.namespace always set, in the order they were created.
     """
 
     services: tuple[Service, ...] = ()
@@ -75,3 +75,5 @@ class MeshState:
     destination_rules: tuple[Mapping[str, Any], ...] = ()
     gateways: tuple[Mapping[str, Any], ...] = ()
     mutants: frozenset[str] = field(default_factory=frozenset)
+    # Gateway API HTTPRoutes (gateway.networking.k8s.io); last, so positional callers keep working.
+    http_routes: tuple[Mapping[str, Any], ...] = ()

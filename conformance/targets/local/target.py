@@ -25,7 +25,11 @@ MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Ku
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
-SUPPORTED = frozenset({"IngressGateway", "RouteToVersion"})
+SUPPORTED = frozenset({
+    "IngressGateway",
+    "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
+    "RequestTimeout", "MeshHTTPRouteWeights",
+})
 
 
 def namespace_doc(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
@@ -47,13 +51,15 @@ class LocalClient:
         count: int = 1,
         concurrency: int = 1,
         headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        body: str | None = None,
     ) -> Batch:
-        body = {"url": url, "count": count, "concurrency": concurrency, "headers": dict(headers or {}),
-                "method": "GET", "timeout": self._timeout}
+        spec = {"url": url, "count": count, "concurrency": concurrency, "headers": dict(headers or {}),
+                "method": method, "body": body, "timeout": self._timeout}
         waves = -(-count // max(1, concurrency))
         response = httpx.post(
             f"http://{self.pod.model.ip}:{CONTROL_PORT}/batch",
-            json=body,
+            json=spec,
             timeout=self._timeout * waves + 10,
         )
         if response.status_code != 200:
@@ -70,9 +76,9 @@ class OutsideClient:
     def __init__(self, request_timeout: float) -> None:
         self._timeout = request_timeout
 
-    def send(self, url: str, count: int = 1, concurrency: int = 1,
-             headers: Mapping[str, str] | None = None) -> Batch:
-        return send_outside(url, count, concurrency, headers, self._timeout)
+    def send(self, url: str, count: int = 1, concurrency: int = 1, headers: Mapping[str, str] | None = None,
+             method: str = "GET", body: str | None = None) -> Batch:
+        return send_outside(url, count, concurrency, headers, self._timeout, method=method, body=body)
 
 
 class LocalTarget:

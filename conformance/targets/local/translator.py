@@ -8,8 +8,9 @@ drain them instead).
 """
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from conformance.errors import ConformanceError, ManifestError, UnsupportedResource
@@ -28,6 +29,13 @@ Doc = Mapping[str, Any]
 KNOWN_MUTANTS: dict[str, str] = {
     "swap-subsets": "a route to a subset goes to the next subset of its DestinationRule "
     "(v1->v2, v2->v3, v3->v1)",
+    "ignore-weights": "weighted destinations (VirtualService and HTTPRoute) all get equal weight, "
+    "zero weights included",
+    "ignore-header-match": "header conditions of VirtualService and HTTPRoute matches are dropped "
+    "(a match with only headers matches every request)",
+    "no-fault-injection": "VirtualService faults (abort, delay) are not configured",
+    "no-timeouts": "route timeouts (VirtualService timeout, HTTPRoute timeouts.request) are not "
+    "configured: no timeout, as by Istio's default",
 }
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -38,6 +46,8 @@ HCM_TYPE = (
     "HttpConnectionManager"
 )
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+FAULT_FILTER = "envoy.filters.http.fault"
+FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 
 SERVER_NAME = "istio-envoy"
 OUTBOUND_ROUTE = "outbound"
@@ -70,7 +80,7 @@ def translate(pod: Pod, state: MeshState, config_dir: str) -> ProxyConfig:
         )
     # The store checks documents when they are applied; checking again here means a field
     # the translator does not read can never be ignored silently.
-    for doc in (*state.virtual_services, *state.destination_rules, *state.gateways):
+    for doc in (*state.virtual_services, *state.destination_rules, *state.gateways, *state.http_routes):
         check_supported(doc)
     index = _Index.build(state)
     if pod.proxy == "sidecar":
@@ -230,8 +240,11 @@ def _http_listener(
             "route_config_name": route_name,
             "config_source": rds_config_source(route_name, config_dir),
         },
+        # As Istio: every HCM has the fault filter, doing nothing unless a route carries a fault
+        # in typed_per_filter_config (which needs the filter in the chain, before the router).
         "http_filters": [
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
+            {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }
     if absolute_urls:
@@ -299,16 +312,22 @@ def _sidecar(pod: Pod, index: _Index, config_dir: str) -> ProxyConfig:
 
 
 def _outbound_virtual_hosts(pod: Pod, index: _Index) -> list[dict]:
-    """One virtual host per service port; a VirtualService for the service replaces its routes."""
+    """One virtual host per service port; a VirtualService or HTTPRoutes replace its default route."""
     rules = _sidecar_rules(index)
+    attached = _mesh_http_routes(pod, index)
     virtual_hosts = []
     for svc in index.state.services:
         rule = rules.get(svc.fqdn)
         for sp in svc.ports:
-            if rule is None:
-                routes = [_catch_all(outbound_cluster_name(sp.port, svc.fqdn))]
-            else:
+            http_routes = _routes_on_port(attached.get(svc.fqdn, []), sp.port)
+            if rule is not None:
+                # Istio documents a VirtualService and an HTTPRoute for one service as
+                # unsupported; here the VirtualService wins.
                 routes = _vs_routes(rule, index, sp.port)
+            elif http_routes:
+                routes = _http_route_routes(http_routes, index)
+            else:
+                routes = [_catch_all(outbound_cluster_name(sp.port, svc.fqdn))]
             virtual_hosts.append(
                 {
                     "name": f"{svc.fqdn}:{sp.port}",
@@ -456,18 +475,23 @@ def _vs_routes(vs: Doc, index: _Index, vhost_port: int | None) -> list[dict]:
 
     No catch-all is added: a request no http route matches gets 404, as in Istio.
     """
+    mutants = index.state.mutants
     routes = []
     for position, http in enumerate(vs["spec"].get("http") or []):
         action = _route_action(vs, position, http, index, vhost_port)
+        fault = _fault_config(http.get("fault"), f"{describe(vs)}: spec.http[{position}].fault")
         for match in http.get("match") or [None]:
-            route: dict[str, Any] = {"match": _route_match(match), "route": action}
+            route: dict[str, Any] = {"match": _route_match(match, mutants), "route": action}
             if http.get("name"):
                 route["name"] = http["name"]
+            if fault is not None and "no-fault-injection" not in mutants:
+                # Read by the HCM's fault filter: the client's sidecar injects the fault, as Istio.
+                route["typed_per_filter_config"] = {FAULT_FILTER: fault}
             routes.append(route)
     return routes
 
 
-def _route_match(match: Doc | None) -> dict:
+def _route_match(match: Doc | None, mutants: frozenset[str]) -> dict:
     """Istio HTTPMatchRequest -> Envoy RouteMatch; the fields of one match are ANDed."""
     result: dict[str, Any] = {"prefix": "/"}
     if match is None:
@@ -483,7 +507,7 @@ def _route_match(match: Doc | None) -> dict:
     headers = [
         _header_match(name, spec or {}) for name, spec in (match.get("headers") or {}).items()
     ]
-    if headers:
+    if headers and "ignore-header-match" not in mutants:
         result["headers"] = headers
     return result
 
@@ -504,6 +528,7 @@ def _route_action(vs: Doc, position: int, http: Doc, index: _Index, vhost_port: 
     destinations = http.get("route") or []
     if not destinations:
         raise ManifestError(f"{where} has no route (the local mesh needs route destinations)")
+    mutants = index.state.mutants
     clusters = [
         (_destination_cluster(d["destination"], vs, index, vhost_port, where), d.get("weight"))
         for d in destinations
@@ -511,12 +536,14 @@ def _route_action(vs: Doc, position: int, http: Doc, index: _Index, vhost_port: 
     if len(clusters) == 1:
         action = _cluster_action(clusters[0][0])
     else:
+        if "ignore-weights" in mutants:
+            clusters = [(name, 1) for name, _ in clusters]
         # Istio drops the destinations that get no traffic (weight omitted or 0).
         weighted = [{"name": name, "weight": int(w)} for name, w in clusters if w]
         if not weighted:
             raise ManifestError(f"{where}: the route weights add up to 0")
         action = {"weighted_clusters": {"clusters": weighted}, "timeout": NO_TIMEOUT}
-    if http.get("timeout") is not None:
+    if http.get("timeout") is not None and "no-timeouts" not in mutants:
         action["timeout"] = envoy_duration(str(http["timeout"]), f"{where}.timeout")
     return action
 
@@ -563,6 +590,216 @@ def _next_subset(names: list[str], subset: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# VirtualService faults
+
+
+def _fault_config(fault: Doc | None, where: str) -> dict | None:
+    """Istio HTTPFaultInjection -> Envoy HTTPFault for a route's typed_per_filter_config."""
+    if not fault:
+        return None
+    abort, delay = fault.get("abort"), fault.get("delay")
+    if not abort and not delay:
+        raise ManifestError(f"{where} needs an abort and/or a delay")
+    config: dict[str, Any] = {"@type": FAULT_TYPE}
+    if abort:
+        config["abort"] = {
+            "http_status": _abort_status(abort.get("httpStatus"), f"{where}.abort.httpStatus"),
+            "percentage": _fraction(abort.get("percentage"), f"{where}.abort.percentage.value"),
+        }
+    if delay:
+        fixed = delay.get("fixedDelay")
+        if fixed is None:
+            raise ManifestError(f"{where}.delay needs fixedDelay (the local mesh implements fixed delays)")
+        if duration_nanos(str(fixed), f"{where}.delay.fixedDelay") < 10**6:
+            raise ManifestError(f"{where}.delay.fixedDelay {fixed!r} must be at least 1ms")
+        config["delay"] = {
+            "fixed_delay": envoy_duration(str(fixed), f"{where}.delay.fixedDelay"),
+            "percentage": _fraction(delay.get("percentage"), f"{where}.delay.percentage.value"),
+        }
+    return config
+
+
+def _abort_status(status: Any, where: str) -> int:
+    # Envoy refuses a status outside [200, 600); so does Istio's validation.
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status < 600:
+        raise ManifestError(f"{where}: {status!r} is not an HTTP status from 200 to 599")
+    return status
+
+
+def _fraction(percentage: Doc | None, where: str) -> dict:
+    """Istio Percent (0-100, a double) -> Envoy FractionalPercent per million.
+
+    Decimal keeps values such as 0.1 exact (1000 per million); a float product
+    could land just below and be truncated. Absent means no request is faulted,
+    as Istio documents (istio/api virtual_service.proto: "If not specified, no
+    request will be aborted" / "delayed").
+    """
+    raw = (percentage or {}).get("value")
+    raw = 0 if raw is None else raw
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if isinstance(raw, bool) or not value.is_finite() or not 0 <= value <= 100:
+        raise ManifestError(f"{where}: {raw!r} is not a percentage from 0 to 100")
+    return {"numerator": int(value * 10000), "denominator": "MILLION"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Gateway API HTTPRoutes for the mesh (GAMMA: the parent is a Service)
+
+
+@dataclass(frozen=True)
+class _Attachment:
+    route: Doc
+    port: int | None  # parentRef.port; None: every port of the Service
+    consumer: bool  # the route lives in another namespace than the Service
+
+
+def _mesh_http_routes(pod: Pod, index: _Index) -> dict[str, list[_Attachment]]:
+    """Service fqdn -> the HTTPRoutes attached to it that apply to `pod`'s sidecar.
+
+    GAMMA: a route in the Service's namespace (producer route) applies to every
+    client; a route in another namespace (consumer route) applies only to
+    clients in its own namespace, and there it replaces the producer routes.
+    """
+    found: dict[str, list[_Attachment]] = {}
+    for route in index.state.http_routes:
+        route_ns = _namespace(route)
+        # check_supported has refused every parent that is not a Service.
+        for ref in route["spec"].get("parentRefs") or []:
+            service_ns = ref.get("namespace") or route_ns
+            fqdn = resolve_host(ref["name"], service_ns)
+            consumer = service_ns != route_ns
+            # A parent naming no Service attaches nowhere, like a VirtualService host.
+            if fqdn not in index.services or (consumer and pod.namespace != route_ns):
+                continue
+            port = ref.get("port")
+            found.setdefault(fqdn, []).append(
+                _Attachment(route, None if port is None else int(port), consumer)
+            )
+    for fqdn, attachments in found.items():
+        if any(a.consumer for a in attachments):
+            found[fqdn] = [a for a in attachments if a.consumer]
+    return found
+
+
+def _routes_on_port(attachments: Sequence[_Attachment], port: int) -> list[Doc]:
+    """The routes for one service port, each once, in creation order."""
+    routes: list[Doc] = []
+    for attachment in attachments:
+        if attachment.port in (None, port) and not any(r is attachment.route for r in routes):
+            routes.append(attachment.route)
+    return routes
+
+
+def _http_route_routes(http_routes: Sequence[Doc], index: _Index) -> list[dict]:
+    """Envoy routes for the rules of all routes attached to one service port.
+
+    One Envoy route per match, ordered by the Gateway API's precedence (exact
+    path, longest prefix, most headers), ties kept in route then rule order, as
+    Istio merges and sorts them. No catch-all is added: a request no rule
+    matches gets 404, as the Gateway API requires.
+    """
+    ranked: list[tuple[tuple[int, int, int], dict]] = []
+    for route in http_routes:
+        # Absent rules and matches take the CRD defaults: one rule, matching every path.
+        for position, rule in enumerate(route["spec"].get("rules") or [{}]):
+            where = f"{describe(route)}: spec.rules[{position}]"
+            action = _backend_action(rule, route, index, where)
+            # Istio's name for an unnamed rule.
+            name = rule.get("name") or f"{_namespace(route)}.{_name(route)}.{position}"
+            for number, match in enumerate(rule.get("matches") or [{}]):
+                at = f"{where}.matches[{number}]"
+                path_type, path = _gateway_path(match.get("path") or {}, f"{at}.path")
+                headers = match.get("headers") or []
+                envoy_match = _gateway_match(path_type, path, headers, index.state.mutants, at)
+                # Lower sorts first: the path type (Exact, PathPrefix, then RegularExpression as
+                # Istio), then the longer path, then more headers.
+                rank = (_PATH_ORDER.index(path_type), -len(path), -len(headers))
+                ranked.append((rank, {"name": name, "match": envoy_match, **action}))
+    # A stable sort: equal ranks keep route (creation) order, then rule order.
+    return [route for _, route in sorted(ranked, key=lambda item: item[0])]
+
+
+_PATH_ORDER = ("Exact", "PathPrefix", "RegularExpression")
+
+
+def _gateway_path(path: Doc, where: str) -> tuple[str, str]:
+    """(type, value) with the CRD defaults; a prefix loses its trailing `/`, as in Istio."""
+    path_type = path.get("type", "PathPrefix")
+    value = str(path.get("value", "/"))
+    if path_type not in _PATH_ORDER:
+        raise ManifestError(f"{where}.type {path_type!r} is not Exact, PathPrefix or RegularExpression")
+    if path_type == "PathPrefix":
+        value = value.rstrip("/") or "/"
+    return path_type, value
+
+
+def _gateway_match(
+    path_type: str, path: str, headers: Sequence[Doc], mutants: frozenset[str], where: str
+) -> dict:
+    if path_type == "Exact":
+        result: dict[str, Any] = {"path": path}
+    elif path_type == "RegularExpression":
+        result = {"safe_regex": {"regex": path}}
+    elif path == "/":
+        result = {"prefix": "/"}
+    else:
+        # A Gateway API prefix matches whole path segments: /api matches /api/x, not /apix.
+        result = {"path_separated_prefix": path}
+    matchers = [_gateway_header(header, f"{where}.headers[{n}]") for n, header in enumerate(headers)]
+    if matchers and "ignore-header-match" not in mutants:
+        result["headers"] = matchers
+    return result
+
+
+def _gateway_header(header: Doc, where: str) -> dict:
+    header_type = header.get("type", "Exact")
+    value = str(header.get("value", ""))
+    if header_type == "Exact":
+        return {"name": header["name"], "string_match": {"exact": value}}
+    if header_type == "RegularExpression":
+        return {"name": header["name"], "string_match": {"safe_regex": {"regex": value}}}
+    raise ManifestError(f"{where}.type {header_type!r} is not Exact or RegularExpression")
+
+
+def _backend_action(rule: Doc, route: Doc, index: _Index, where: str) -> dict:
+    """`route` (an Envoy RouteAction) or `direct_response` for one HTTPRoute rule."""
+    mutants = index.state.mutants
+    refs = rule.get("backendRefs") or []
+    weights = [1 if "ignore-weights" in mutants else int(ref.get("weight", 1)) for ref in refs]
+    clusters = [
+        (_backend_cluster(ref, route, f"{where}.backendRefs[{n}]"), weight)
+        for n, (ref, weight) in enumerate(zip(refs, weights))
+        if weight > 0  # a weight of 0 gets no traffic
+    ]
+    if not clusters:
+        # The Gateway API asks for 500 when no backend has a weight above 0; Istio does so.
+        return {"direct_response": {"status": 500}}
+    if len(clusters) == 1:
+        action = _cluster_action(clusters[0][0])
+    else:
+        weighted = [{"name": name, "weight": weight} for name, weight in clusters]
+        action = {"weighted_clusters": {"clusters": weighted}, "timeout": NO_TIMEOUT}
+    # A backend that does not exist names a missing cluster: the Gateway API asks for 500
+    # there (Envoy's default would be 503), as Istio configures.
+    action["cluster_not_found_response_code"] = "INTERNAL_SERVER_ERROR"
+    request_timeout = (rule.get("timeouts") or {}).get("request")
+    if request_timeout is not None and "no-timeouts" not in mutants:
+        # "0s" disables the timeout, which is Envoy's meaning of 0 too.
+        action["timeout"] = envoy_duration(str(request_timeout), f"{where}.timeouts.request")
+    return {"route": action}
+
+
+def _backend_cluster(ref: Doc, route: Doc, where: str) -> str:
+    """A backend Service of the route's namespace (check_supported refused any other)."""
+    if ref.get("port") is None:
+        raise ManifestError(f"{where}: a Service backend needs port")
+    return outbound_cluster_name(int(ref["port"]), resolve_host(ref["name"], _namespace(route)))
+
+
+# ---------------------------------------------------------------------------------------------
 # Durations and file names
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
@@ -573,6 +810,12 @@ _NANOS = {
 
 def envoy_duration(text: str, where: str) -> str:
     """A Go/Istio duration ("2s", "1m30s", "250ms") as protobuf JSON ("90s", "0.250000000s")."""
+    seconds, rest = divmod(duration_nanos(text, where), 10**9)
+    return f"{seconds}.{rest:09d}s" if rest else f"{seconds}s"
+
+
+def duration_nanos(text: str, where: str) -> int:
+    """A Go/Istio/Gateway API duration in nanoseconds."""
     parts = _DURATION_PART.findall(text)
     if not text or "".join(number + unit for number, unit in parts) != text:
         raise ManifestError(f"{where}: {text!r} is not a duration (e.g. 2s, 500ms)")
@@ -581,8 +824,7 @@ def envoy_duration(text: str, where: str) -> str:
         whole, _, fraction = number.partition(".")
         scale = _NANOS[unit]
         nanos += int(whole or 0) * scale + int(fraction or 0) * scale // 10 ** len(fraction or "")
-    seconds, rest = divmod(nanos, 10**9)
-    return f"{seconds}.{rest:09d}s" if rest else f"{seconds}s"
+    return nanos
 
 
 def _check_rds_file_names(routes: Mapping[str, dict]) -> None:

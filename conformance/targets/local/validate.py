@@ -11,7 +11,9 @@ ISTIO_KINDS = ("VirtualService", "DestinationRule", "Gateway")
 
 def check_document(doc: Mapping[str, Any], namespace: str) -> None:
     kind = doc.get("kind")
-    if kind in ISTIO_KINDS:
+    # Every Gateway API kind goes to the subset check: HTTPRoute is implemented, and the
+    # others (a Gateway API Gateway among them) are refused there with a clear reason.
+    if kind in ISTIO_KINDS or istio_subset.api_group(doc) == istio_subset.GATEWAY_API_GROUP:
         istio_subset.check_supported(doc)
     elif kind in workloads.ALLOWED:
         workloads.check(doc, namespace)
