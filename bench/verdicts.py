@@ -27,20 +27,6 @@ CASES = {  # expected split (v1/v2) -> true splits: itself first, then the wrong
 ATTEMPTS = 10
 
 
-def meshconf_sim(test: DestinationTest, share: float, runs: int, rng: np.random.Generator) -> tuple[float, float]:
-    """All runs at once: each look draws a batch for the runs still going."""
-    count, used = np.zeros(runs, dtype=np.int64), np.zeros(runs, dtype=np.int64)
-    state = np.full(runs, CONTINUE, dtype=np.int8)
-    for look in range(1, test.looks + 1):
-        going = np.nonzero(state == CONTINUE)[0]
-        if len(going) == 0:
-            break
-        count[going] += rng.binomial(test.batch, share, len(going))
-        state[going] = test.codes(look, count[going])
-        used[going] = look * test.batch
-    return float((state == REJECT).mean()), float(used.mean())
-
-
 def meshconf(test: DestinationTest, tested: str) -> tuple[Rule, Rule]:
     """meshconf's sequential rule, simulated and exact (its DP); `tested` is the destination it tests."""
 
@@ -48,7 +34,7 @@ def meshconf(test: DestinationTest, tested: str) -> tuple[Rule, Rule]:
         return v2 if tested == "v2" else 1 - v2
 
     def simulate(v2: float, runs: int, rng: np.random.Generator) -> tuple[float, float]:
-        return meshconf_sim(test, share_of(v2), runs, rng)
+        return test.simulate(share_of(v2), runs, rng)
 
     def exact(v2: float, runs: int, rng: np.random.Generator) -> tuple[float, float]:
         reject, expected = test.operating([share_of(v2)])

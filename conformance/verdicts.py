@@ -300,6 +300,22 @@ class DestinationTest:
         trace = _trace(self.p0, self.alternatives, self.level, self.batch, a, b, self.looks, tuple(ps))
         return tuple(trace.reject[0, self.looks]), tuple(trace.expected[0, self.looks])
 
+    def simulate(self, p: float, runs: int, rng: np.random.Generator) -> tuple[float, float]:
+        """Monte Carlo of this test at true share p, all runs at once: P(reject), mean N.
+
+        The check on the exact figures above (tests and bench/verdicts.py).
+        """
+        count, used = np.zeros(runs, dtype=np.int64), np.zeros(runs, dtype=np.int64)
+        state = np.full(runs, CONTINUE, dtype=np.int8)
+        for look in range(1, self.looks + 1):
+            going = np.nonzero(state == CONTINUE)[0]
+            if len(going) == 0:
+                break
+            count[going] += rng.binomial(self.batch, p, len(going))
+            state[going] = self.codes(look, count[going])
+            used[going] = look * self.batch
+        return float((state == REJECT).mean()), float(used.mean())
+
 
 @dataclass(frozen=True)
 class _Trace:

@@ -41,21 +41,6 @@ def sender(true: Mapping[str, float], seed: int) -> Send:
     return send
 
 
-def simulate(test: DestinationTest, p: float, runs: int, seed: int) -> tuple[float, float]:
-    """Monte Carlo of one destination's sequential test, all runs at once: P(reject), mean N."""
-    rng = np.random.default_rng(seed)
-    count, used = np.zeros(runs, dtype=np.int64), np.zeros(runs, dtype=np.int64)
-    state = np.full(runs, CONTINUE, dtype=np.int8)
-    for look in range(1, test.looks + 1):
-        running = np.nonzero(state == CONTINUE)[0]
-        if len(running) == 0:
-            break
-        count[running] += rng.binomial(test.batch, p, len(running))
-        state[running] = test.codes(look, count[running])
-        used[running] = look * test.batch
-    return float((state == REJECT).mean()), float(used.mean())
-
-
 def problem(verdict: SplitVerdict) -> str:
     """The line of a failure message that says what is wrong (the rest is the table)."""
     return next(line for line in verdict.message.splitlines() if " received " in line)
@@ -220,7 +205,7 @@ def test_exact_power_confirmed_by_monte_carlo() -> None:
     (test,) = plan_split({"v1": 80, "v2": 20}).tests.values()
     runs = 20_000
     exact_reject, exact_n = test.operating([0.15])  # p0 - delta for v2
-    observed, mean_n = simulate(test, 0.15, runs, seed=21)
+    observed, mean_n = test.simulate(0.15, runs, np.random.default_rng(21))
     assert within_noise(observed, exact_reject[0], runs), (observed, exact_reject)
     assert mean_n == pytest.approx(exact_n[0], rel=0.02)
 
@@ -230,7 +215,7 @@ def test_exact_alpha_confirmed_by_monte_carlo_at_a_loose_level() -> None:
     (test,) = plan.tests.values()
     assert 0.04 < test.alpha <= 0.05
     runs = 100_000
-    observed, mean_n = simulate(test, 0.2, runs, seed=22)
+    observed, mean_n = test.simulate(0.2, runs, np.random.default_rng(22))
     assert within_noise(observed, test.alpha, runs), (observed, test.alpha)
     assert mean_n == pytest.approx(test.expected_h0, rel=0.01)
 

@@ -1,0 +1,80 @@
+"""The in-pod batch script, run for real with sh and curl against a local httpbin."""
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from conformance.probes import curl_batch
+from conformance.waiting import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def httpbin() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "conformance.targets.local.apps", "httpbin", "--listen",
+                             f"127.0.0.1:{port}", "--pod", "httpbin-x", "--namespace", "t"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> str | None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return None
+        except OSError:
+            return "not listening"
+
+    try:
+        wait_for(listening, 10, 0.02, "httpbin")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def run(url: str, count: int = 1, concurrency: int = 1, headers: dict[str, str] | None = None,
+        method: str = "GET", body: str | None = None):  # type: ignore[no-untyped-def]
+    argv = curl_batch.command(url, count, concurrency, headers, method, body, timeout=5)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return curl_batch.parse(done.stdout)
+
+
+def test_statuses_in_order_and_count(httpbin: str) -> None:
+    replies = run(f"{httpbin}/status/418", count=30, concurrency=6)
+    assert [r.status for r in replies] == [418] * 30
+    assert all(r.error is None and r.elapsed > 0 for r in replies)
+
+
+def test_headers_both_ways_and_body(httpbin: str) -> None:
+    (reply,) = run(f"{httpbin}/headers", headers={"end-user": "jason", "x-two": "a b"})
+    seen = json.loads(reply.body)["headers"]
+    assert seen["End-User"] == ["jason"] and seen["X-Two"] == ["a b"]
+    assert reply.headers["content-type"].startswith("application/json")
+
+
+def test_post_body(httpbin: str) -> None:
+    (reply,) = run(f"{httpbin}/anything", method="POST", body="username=jason&passwd=password",
+                   headers={"content-type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200 and "jason" in reply.body
+
+
+def test_unreachable_is_status_zero_with_curl_error() -> None:
+    replies = run(f"http://127.0.0.1:{free_port()}/", count=2)
+    assert [r.status for r in replies] == [0, 0]
+    assert all(r.error and r.error.startswith("curl exit 7") for r in replies)
+
+
+def test_served_by_is_classified_like_the_local_target() -> None:
+    out = "@@meshconf 1 0 200 0.01\nHTTP/1.1 200 OK\nServer: istio-envoy\n@@body\n" \
+          '{"podname": "reviews-v2-abc-123"}\n@@error \n@@end\n'
+    (reply,) = curl_batch.parse(out)
+    assert reply.served_by == "reviews-v2-abc-123" and reply.headers["server"] == "istio-envoy"
