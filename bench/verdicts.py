@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from conformance.verdicts import CONTINUE, REJECT, DestinationTest, plan_split
+from conformance.verdicts import DestinationTest, plan_split
 
 Rule = Callable[[float, int, np.random.Generator], tuple[float, float]]  # true v2 share -> P(fail), mean requests
 CASES = {  # expected split (v1/v2) -> true splits: itself first, then the wrong ones

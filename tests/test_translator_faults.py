@@ -32,7 +32,6 @@ from tests.test_translator import (  # running_envoy and loopback_ips are fixtur
     _dynamic_bootstrap,
     _envoy_validate,
     _eventually,
-    _get,
     _hcm,
     _meta,
     _pod,
@@ -43,10 +42,10 @@ from tests.test_translator import (  # running_envoy and loopback_ips are fixtur
     destination_rule,
     gateway,
     load_reference,
-    loopback_ips,
+    loopback_ips,  # noqa: F401 (a fixture)
     mesh,
     outbound_routes,
-    running_envoy,
+    running_envoy,  # noqa: F401 (a fixture)
     sidecar,
     to,
     virtual_service,

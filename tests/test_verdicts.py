@@ -15,7 +15,6 @@ from conformance.verdicts import (
     ACCEPT,
     CONTINUE,
     REJECT,
-    DestinationTest,
     SequentialSplit,
     SplitVerdict,
     binomial_pvalues,
