@@ -56,3 +56,17 @@ def send_outside(
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             replies = tuple(pool.map(one, range(count)))
     return Batch(url=url, client=client_name, replies=replies, request_headers=dict(headers or {}))
+
+
+class HostClient:
+    """The test host itself as a client: outside the mesh (ingress checks, negative checks)."""
+
+    name = "test-host"
+    namespace = ""
+
+    def __init__(self, request_timeout: float) -> None:
+        self._timeout = request_timeout
+
+    def send(self, url: str, count: int = 1, concurrency: int = 1, headers: Mapping[str, str] | None = None,
+             method: str = "GET", body: str | None = None) -> Batch:
+        return send_outside(url, count, concurrency, headers, self._timeout, method=method, body=body)

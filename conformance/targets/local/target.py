@@ -12,7 +12,7 @@ import httpx
 
 from conformance import __version__, manifests
 from conformance.errors import ConformanceError, NotSupported
-from conformance.probes.batches import reply_from_dict, send_outside
+from conformance.probes.batches import HostClient, reply_from_dict
 from conformance.settings import RunSettings
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
 from conformance.targets.local.envoy import envoy_version
@@ -67,18 +67,6 @@ class LocalClient:
         replies = tuple(reply_from_dict(r) for r in response.json()["replies"])
         return Batch(url=url, client=f"{self.namespace}/{self.pod.model.name}", replies=replies,
                      request_headers=dict(headers or {}))
-
-
-class OutsideClient:
-    name = "test-host"
-    namespace = ""
-
-    def __init__(self, request_timeout: float) -> None:
-        self._timeout = request_timeout
-
-    def send(self, url: str, count: int = 1, concurrency: int = 1, headers: Mapping[str, str] | None = None,
-             method: str = "GET", body: str | None = None) -> Batch:
-        return send_outside(url, count, concurrency, headers, self._timeout, method=method, body=body)
 
 
 class LocalTarget:
@@ -226,7 +214,7 @@ class LocalTarget:
         return LocalClient(pod, self.timeouts.request)
 
     def outside_client(self) -> Client:
-        return OutsideClient(self.timeouts.request)
+        return HostClient(self.timeouts.request)
 
     def ingress_url(self) -> str:
         gateway = self._pod("istio-ingressgateway", GATEWAY_NAMESPACE)
