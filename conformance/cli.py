@@ -1,4 +1,4 @@
-"""meshconf: run | list."""
+"""meshconf: run | up | down | doctor | list."""
 
 import argparse
 import sys
@@ -16,26 +16,48 @@ from conformance.targets import select
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
+# Cluster settings that `meshconf run` hands on to the pytest plugin unchanged.
+CLUSTER_FLAGS = ("istio_version", "kubernetes_version", "install_method", "cluster_name")
+CLUSTER_SWITCHES = ("reuse", "keep", "force")
 
 console = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshconf", description="End-to-end service-mesh conformance.")
     sub = p.add_subparsers(dest="command", required=True)
+    defaults = RunSettings()
 
-    run = sub.add_parser("run", help="bring up a target, run the suites, write the results")
+    cluster = argparse.ArgumentParser(add_help=False)
+    cluster.add_argument("--context", help="kubeconfig context (selects the kubeconfig target under auto)")
+    cluster.add_argument("--istio-version", default=defaults.istio_version, help="cluster targets: Istio version")
+    cluster.add_argument("--kubernetes-version", default=defaults.kubernetes_version,
+                         help="kind: Kubernetes minor of the pinned node image")
+    cluster.add_argument("--install-method", choices=("istioctl", "helm"), default=defaults.install_method)
+    cluster.add_argument("--cluster-name", default=defaults.cluster_name, help="kind: cluster name")
+    cluster.add_argument("--reuse", action="store_true", help="kind: use an existing cluster of that name")
+    cluster.add_argument("--keep", action="store_true", help="leave what the run created in place")
+    cluster.add_argument("--force", action="store_true",
+                         help="run an Istio/Kubernetes pair outside Istio's support matrix")
+
+    run = sub.add_parser("run", parents=[cluster], help="bring up a target, run the suites, write the results")
     run.add_argument("--target", default="auto", help=f"one of {', '.join(TARGETS)} (default auto)")
     run.add_argument("--profile", action="append", default=[], help="run this profile (repeatable)")
     run.add_argument("--feature", action="append", default=[], help="run this feature (repeatable)")
-    run.add_argument("--context", help="kubeconfig context (selects the kubeconfig target under auto)")
     run.add_argument("--local-mutant", action="append", default=[],
                      help="local target: run with a deliberate defect (see `meshconf list --mutants`)")
     run.add_argument("--results", default="results", help="results directory (default ./results)")
     run.add_argument("--alluredir", help="Allure results directory (default RESULTS/allure)")
     run.add_argument("--report", help="conformance report file (default RESULTS/report.yaml)")
     run.add_argument("--consistency-timeout", type=float, help="seconds for config to converge (default 30)")
+    run.add_argument("--plan", action="store_true", help="print what the run would do, and run nothing")
     run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
+
+    for name, text in (("up", "provision only: a kind cluster with Istio; prints the kubeconfig path"),
+                       ("down", "delete the kind cluster that `meshconf up` created")):
+        sub.add_parser(name, parents=[cluster], help=text)
+    sub.add_parser("doctor", help="check every prerequisite of the kind target, each with its fix")
 
     lst = sub.add_parser("list", help="print the feature catalogue")
     lst.add_argument("--mutants", action="store_true", help="list the local mesh's mutants instead")
@@ -44,13 +66,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    commands = {"list": lambda: list_mutants() if args.mutants else list_features(),
+                "run": lambda: run(args), "up": lambda: up(args), "down": lambda: down(args),
+                "doctor": doctor}
     try:
-        if args.command == "list":
-            return list_mutants() if args.mutants else list_features()
-        return run(args)
+        return commands[args.command]()
     except ConformanceError as exc:
         console.print(f"meshconf: error: {exc}", soft_wrap=True)
         return 2
+
+
+def settings_from(args: argparse.Namespace, target: str) -> RunSettings:
+    values = {name: getattr(args, name) for name in (*CLUSTER_FLAGS, *CLUSTER_SWITCHES)}
+    return RunSettings(target=target, context=args.context,
+                       mutants=tuple(getattr(args, "local_mutant", ())), **values)
 
 
 def list_features() -> int:
@@ -59,7 +88,7 @@ def list_features() -> int:
         table.add_column(column)
     for f in features.CATALOGUE:
         table.add_row(f.profile, f.name, f.level.value, f.description)
-    Console(highlight=False).print(table)
+    out.print(table)
     return 0
 
 
@@ -71,14 +100,22 @@ def list_mutants() -> int:
     table.add_column("defect")
     for name, description in sorted(KNOWN_MUTANTS.items()):
         table.add_row(name, description)
-    Console(highlight=False).print(table)
+    out.print(table)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     features.select(args.profile, args.feature)  # unknown names fail here, before anything starts
-    settings = select.resolve(RunSettings(target=args.target, context=args.context, mutants=tuple(args.local_mutant)))
+    settings = select.resolve(settings_from(args, args.target))
     console.print(f"meshconf: target [bold]{settings.target}[/] ({settings.target_reason})")
+    if settings.target == "kind":
+        from conformance.targets.provision import check_versions
+
+        warning = check_versions(settings)
+        if warning:
+            console.print(f"meshconf: warning: {warning}", soft_wrap=True)
+    if args.plan:
+        return plan(settings)
     if settings.target == "local":
         console.print("meshconf: the local reference mesh is real Envoy on loopback, not Kubernetes and not Istio; "
                       "features it cannot run are reported NOT_SUPPORTED")
@@ -103,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
                          ("--local-mutant", args.local_mutant)):
         for value in values:
             pytest_args += [flag, value]
+    for name in CLUSTER_FLAGS:
+        pytest_args += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    pytest_args += ["--" + name for name in CLUSTER_SWITCHES if getattr(args, name)]
     if args.context:
         pytest_args += ["--context", args.context]
     if args.consistency_timeout:
@@ -113,17 +153,71 @@ def run(args: argparse.Namespace) -> int:
 
 
 def preflight(settings: RunSettings) -> None:
-    """Check every manifest a run may apply before anything starts: bad input creates nothing."""
-    from conformance import manifests
+    """Check what a run needs before anything starts: bad input creates nothing."""
+    if settings.target == "kind":
+        from conformance.targets import kind
+        from conformance.targets.preflight import require
 
+        require(kind.preflight(timeouts=settings.timeouts))
     if settings.target != "local":
         return
+    from conformance import manifests
     from conformance.targets.local.validate import CLUSTER_ONLY, check_documents
 
     for path in manifests.all_files():
         name = path.relative_to(manifests.manifests_dir()).as_posix()
         if not name.startswith(CLUSTER_ONLY):
             check_documents(manifests.load_file(path), name)
+
+
+def plan(settings: RunSettings) -> int:
+    """`run --plan`: the cluster config, the exact commands and the manifests; nothing runs."""
+    from conformance.targets.provision import KindProvisioner, manifests_to_apply
+
+    if settings.target == "kind":
+        for line in KindProvisioner(settings).plan():
+            out.print(line, soft_wrap=True)
+    else:
+        out.print(f"# target {settings.target}: no provisioning commands")
+    out.print("# manifests the suites apply (server-side apply on clusters):")
+    for name, objects in manifests_to_apply():
+        out.print(f"{name}: {', '.join(objects)}", soft_wrap=True)
+    return 0
+
+
+def up(args: argparse.Namespace) -> int:
+    from conformance.targets.provision import KindProvisioner
+
+    settings = settings_from(args, "kind")
+    provisioner = KindProvisioner(settings)
+    try:
+        access = provisioner.up()
+    except BaseException:
+        provisioner.down()
+        raise
+    provisioner.mark_created()
+    out.print(str(access.kubeconfig))
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    from conformance.targets.provision import KindProvisioner
+
+    KindProvisioner(settings_from(args, "kind")).down_from_up()
+    return 0
+
+
+def doctor() -> int:
+    from conformance.targets import kind
+
+    checks = kind.preflight()
+    for check in checks:
+        mark = "[green]ok  [/]" if check.ok else "[bold red]FAIL[/]"
+        out.print(f"{mark} {check.name}: {check.detail}" + ("" if check.ok else f"\n     fix: {check.fix}"),
+                  soft_wrap=True)
+    failed = sum(not c.ok for c in checks)
+    out.print(f"{len(checks) - failed} of {len(checks)} prerequisites met")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -53,3 +53,14 @@ class RunSettings:
     report: Path | None = None
     work_dir: Path = field(default_factory=lambda: Path(".meshconf"))
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Cluster targets (kind, kubeconfig)
+    istio_version: str = "1.28.0"
+    kubernetes_version: str = "1.34"  # kind node image; supported by the Istio above
+    install_method: str = "istioctl"  # or helm
+    cluster_name: str = "meshconf"
+    reuse: bool = False  # kind: run on an existing cluster of that name
+    keep: bool = False  # leave what the run created in place
+    force: bool = False  # run an Istio/Kubernetes pair outside the support matrix
+    install_mesh: bool | None = None  # kubeconfig: install Istio (None: assume it is there)
+    yes: bool = False  # kubeconfig: consent to install/remove a mesh on a context we did not create
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "meshconf")

@@ -35,9 +35,9 @@ def test_unknown_target(tmp_path: Path) -> None:
 
 
 def test_unbuilt_target_is_a_message_not_a_traceback(tmp_path: Path) -> None:
-    done = meshconf(["run", "--target", "kind"], cwd=tmp_path)
+    done = meshconf(["run", "--target", "kubeconfig"], cwd=tmp_path)
     assert done.returncode == 2
-    assert "kind target is not built yet" in one_error_line(done.stderr)
+    assert "kubeconfig target is not built yet" in one_error_line(done.stderr)
 
 
 @pytest.mark.parametrize(("flag", "value", "text"), [

@@ -1,0 +1,200 @@
+"""The Target protocol on a Kubernetes cluster with Istio (kind or an existing kubeconfig context).
+
+Provisioning differs per target (a kind cluster created here, or a context that
+exists); everything after it is the same Kubernetes and Istio operations.
+"""
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from conformance.errors import ConformanceError, NotSupported
+from conformance.probes import curl_batch
+from conformance.probes.batches import HostClient
+from conformance.settings import RunSettings
+from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
+from conformance.targets.kube import Kube
+
+PROXY_CONTAINER = "istio-proxy"
+RUN_LABEL = "meshconf.dev/run-id"
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """What provisioning hands on: how to reach the cluster and its ingress."""
+
+    kubeconfig: Path
+    context: str | None
+    ingress_url: str
+    kubernetes_version: str | None
+    mesh_version: str
+
+
+class Provisioner(Protocol):
+    """Brings a cluster with Istio up and down; deletes only what it created."""
+
+    name: str
+
+    def up(self) -> ClusterAccess: ...
+    def down(self) -> None: ...
+    def collect_debug(self, directory: Path) -> None: ...
+    def phases(self) -> Mapping[str, float]: ...
+
+
+class ExecClient:
+    """A client pod; one send() is ONE exec of a shell loop of curls, never one exec per request."""
+
+    def __init__(self, kube: Kube, pod: PodView, container: str, request_timeout: float) -> None:
+        self.kube, self.pod, self.container = kube, pod, container
+        self.name = pod.labels.get("app", pod.name)
+        self.namespace = pod.namespace
+        self._timeout = request_timeout
+
+    def send(self, url: str, count: int = 1, concurrency: int = 1, headers: Mapping[str, str] | None = None,
+             method: str = "GET", body: str | None = None) -> Batch:
+        argv = curl_batch.command(url, count, concurrency, headers, method, body, self._timeout)
+        waves = -(-count // max(1, concurrency))
+        result = self.kube.exec(self.pod.name, self.namespace, self.container, argv,
+                                timeout=self._timeout * waves + 30)
+        replies = curl_batch.parse(result.stdout)
+        if result.exit_code != 0 or len(replies) != count:
+            raise ConformanceError(
+                f"batch in {self.namespace}/{self.pod.name} ended with exit {result.exit_code} and "
+                f"{len(replies)} of {count} replies: {result.stderr.strip()[-300:]}"
+            )
+        return Batch(url=url, client=f"{self.namespace}/{self.pod.name}", replies=tuple(replies),
+                     request_headers=dict(headers or {}))
+
+
+class ClusterTarget:
+    def __init__(self, settings: RunSettings, provisioner: Provisioner,
+                 kube_factory: Any = Kube) -> None:
+        self.name = provisioner.name
+        self.settings = settings
+        self.timeouts = settings.timeouts
+        self.provisioner = provisioner
+        self._kube_factory = kube_factory
+        self.access: ClusterAccess | None = None
+        self._kube: Kube | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def up(self) -> None:
+        try:
+            self.access = self.provisioner.up()
+            self._kube = self._kube_factory(self.access.kubeconfig, self.access.context, timeouts=self.timeouts)
+        except BaseException:
+            self.down()  # a half-provisioned cluster is removed (when this run created it)
+            raise
+
+    def down(self) -> None:
+        if self._kube is not None:
+            self._kube.close()
+            self._kube = None
+        self.provisioner.down()
+
+    def facts(self) -> TargetFacts:
+        access = self._access
+        return TargetFacts(
+            target=self.name,
+            mode=f"Kubernetes cluster ({self.name}) with Istio",
+            mesh="istio",
+            mesh_version=access.mesh_version,
+            envoy_version="istio-proxy",
+            kubernetes_version=access.kubernetes_version,
+            context=access.context,
+        )
+
+    def phases(self) -> Mapping[str, float]:
+        return self.provisioner.phases()
+
+    @property
+    def _access(self) -> ClusterAccess:
+        if self.access is None:
+            raise ConformanceError(f"the {self.name} target is not up")
+        return self.access
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            raise ConformanceError(f"the {self.name} target is not up")
+        return self._kube
+
+    # -- configuration -----------------------------------------------------------
+
+    def apply(self, docs: Sequence[Doc], namespace: str) -> None:
+        self.kube.apply(docs, namespace)
+
+    def delete(self, docs: Sequence[Doc], namespace: str) -> None:
+        self.kube.delete(docs, namespace)
+
+    @contextmanager
+    def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
+        # Every namespace a run creates carries its run id: only those are ever deleted.
+        self.kube.create_namespace(name, {**labels, RUN_LABEL: self.settings.run_id})
+        try:
+            yield name
+        finally:
+            self.kube.delete_namespace(name, self.settings.run_id)
+
+    def wait_ready(self, namespace: str) -> None:
+        self.kube.wait_rollout(namespace)
+
+    # -- observation -------------------------------------------------------------
+
+    def pods(self, namespace: str) -> list[PodView]:
+        return self.kube.pods(namespace)
+
+    def _pod(self, name: str, namespace: str) -> PodView:
+        pods = self.kube.pods(namespace)
+        for match in (lambda p: p.name == name, lambda p: p.labels.get("app") == name):
+            found = [p for p in pods if match(p) and p.ready]
+            if found:
+                return found[0]
+        raise ConformanceError(f"no ready pod {name!r} in namespace {namespace!r}")
+
+    def _pilot_agent(self, pod: str, namespace: str, path: str) -> str:
+        view = self._pod(pod, namespace)
+        result = self.kube.exec(view.name, namespace, PROXY_CONTAINER,
+                                ["pilot-agent", "request", "GET", path], timeout=self.timeouts.request)
+        if result.exit_code != 0:
+            raise ConformanceError(f"pilot-agent request GET {path} in {namespace}/{view.name}: {result.stderr[-300:]}")
+        return result.stdout
+
+    def proxy_stats(self, pod: str, namespace: str) -> str:
+        return self._pilot_agent(pod, namespace, "stats")
+
+    def proxy_config(self, pod: str, namespace: str) -> dict[str, Any]:
+        return json.loads(self._pilot_agent(pod, namespace, "config_dump"))
+
+    def logs(self, pod: str, namespace: str) -> str:
+        view = self._pod(pod, namespace)
+        return "\n".join(f"--- {c} ---\n{self.kube.logs(view.name, namespace, c)}"
+                         for c in (*view.containers, *view.init_containers))
+
+    def collect_debug(self, directory: Path) -> None:
+        self.provisioner.collect_debug(directory)
+
+    # -- traffic -------------------------------------------------------------------
+
+    def client(self, name: str, namespace: str) -> Client:
+        pod = self._pod(name, namespace)
+        container = next((c for c in pod.containers if c != PROXY_CONTAINER), pod.containers[0])
+        return ExecClient(self.kube, pod, container, self.timeouts.request)
+
+    def outside_client(self) -> Client:
+        return HostClient(self.timeouts.request)
+
+    def ingress_url(self) -> str:
+        return self._access.ingress_url
+
+    def supports(self, feature: str) -> bool:
+        return True  # Istio implements every feature in the catalogue
+
+    def require(self, feature: str) -> None:
+        if not self.supports(feature):
+            raise NotSupported(feature)
+

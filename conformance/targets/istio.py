@@ -1,0 +1,584 @@
+"""Istio on a cluster: support matrix, release download, install/uninstall, readiness, addons.
+
+No Kubernetes client code lives here (that is targets/kube.py). This module
+builds command lines, runs them through an injectable runner, fetches and
+verifies the release archive, and decides readiness from callables it is given.
+Facts it relies on are in /work/shared/FACTS.md ("Install", "Support matrix",
+"Telemetry", the validating webhook); upstream sources are named where used.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol
+
+import httpx
+import tenacity
+import yaml
+
+from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
+from conformance.settings import Timeouts
+from conformance.waiting import wait_for
+
+# Release assets: <base>/<v>/istio-<v>-linux-<arch>.tar.gz and a .sha256 beside it
+# (istio/release-builder pkg/build/archive.go; the .sha256 holds "<hex> <file name>").
+OFFICIAL_RELEASES = "https://github.com/istio/istio/releases/download"
+# Helm charts base, istiod and gateway (istio.io "Install with Helm").
+HELM_REPO = "https://istio-release.storage.googleapis.com/charts"
+ISTIO_NAMESPACE = "istio-system"
+
+# Release name of the Helm gateway. The gateway chart labels its pods
+# `istio: <release name without "istio-">` (manifests/charts/gateway/templates/_helpers.tpl),
+# so this name gives the same `istio: ingressgateway` label and Service name as the
+# istioctl demo profile: one Gateway manifest and one ingress lookup serve both methods.
+HELM_GATEWAY_RELEASE = "istio-ingressgateway"
+
+# What the refusal of an invalid object contains (FACTS.md, validating webhook).
+WEBHOOK_DENIED = 'admission webhook "validation.istio.io" denied the request'
+# Our own known-invalid VirtualService (manifests/), applied by wait_validation_webhook's caller.
+INVALID_VIRTUALSERVICE = "istio/readiness/invalid-virtualservice.yaml"
+
+# Istio's integration tests lower the addon's 15s scrape interval to 5s for faster
+# telemetry checks, and its 10s scrape timeout to 5s with it
+# (istio/istio pkg/test/framework/components/prometheus/kube.go): Prometheus refuses a
+# config whose global scrape_timeout exceeds scrape_interval.
+SCRAPE_INTERVAL = "5s"
+
+# Istio minor -> Kubernetes minors it supports (FACTS.md, "Support matrix").
+SUPPORT_MATRIX: dict[str, tuple[str, ...]] = {
+    "1.26": ("1.29", "1.30", "1.31", "1.32", "1.33"),
+    "1.27": ("1.29", "1.30", "1.31", "1.32", "1.33"),
+    "1.28": ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34"),
+    "1.29": ("1.31", "1.32", "1.33", "1.34", "1.35"),
+    "1.30": ("1.32", "1.33", "1.34", "1.35", "1.36"),
+}
+
+_VERIFIED_MARKER = ".meshconf-verified"
+_DOWNLOAD_ATTEMPTS = 4
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --- support matrix -----------------------------------------------------------------------
+
+
+def minor(version: str) -> str:
+    """'1.28.2' -> '1.28'; 'v1.33.1' and '1.33' -> '1.33'."""
+    match = re.match(r"^v?(\d+)\.(\d+)(?:[.+-].*)?$", version.strip())
+    if match is None:
+        raise ConformanceError(f"{version!r} is not a version like 1.28.2")
+    return f"{match.group(1)}.{match.group(2)}"
+
+
+def check_support(istio_version: str, kubernetes_version: str, force: bool = False) -> str | None:
+    """None when Istio supports this Kubernetes; otherwise an error, or with force a warning."""
+    istio, kube = minor(istio_version), minor(kubernetes_version)
+    supported = SUPPORT_MATRIX.get(istio)
+    if supported is None:
+        known = ", ".join(SUPPORT_MATRIX)
+        problem = f"Istio {istio_version} is not in the support matrix (known minors: {known})"
+        advice = "pick one of those Istio versions, or force it to run anyway"
+    elif kube not in supported:
+        problem = (
+            f"Istio {istio_version} supports Kubernetes {supported[0]}-{supported[-1]}, "
+            f"not {kubernetes_version}"
+        )
+        advice = f"use a Kubernetes version in {supported[0]}-{supported[-1]}, or force it to run anyway"
+    else:
+        return None
+    if not force:
+        raise ConformanceError(f"{problem}: {advice}")
+    return f"{problem}; running anyway because it was forced: results may reflect the mismatch"
+
+
+# --- release download -----------------------------------------------------------------------
+
+
+def archive_name(version: str, arch: str = "amd64") -> str:
+    return f"istio-{version}-linux-{arch}.tar.gz"
+
+
+def release_url(version: str, base_url: str = OFFICIAL_RELEASES, arch: str = "amd64") -> str:
+    return f"{base_url.rstrip('/')}/{version}/{archive_name(version, arch)}"
+
+
+def fetch_release(
+    version: str,
+    cache_dir: Path,
+    base_url: str = OFFICIAL_RELEASES,
+    arch: str = "amd64",
+    timeout: float = Timeouts().request,
+) -> Path:
+    """The extracted release, cache_dir/istio-<v>/ (bin/istioctl, samples/addons/...).
+
+    Downloads the archive and its .sha256, verifies the digest, extracts safely and
+    records the verified digest in a marker; a later call that finds the marker
+    returns at once without any request.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    release_dir = cache_dir / f"istio-{version}"
+    name = archive_name(version, arch)
+    # Parallel runs (xdist workers, two CLIs) share the cache: one downloads, the rest reuse.
+    with _locked(cache_dir / f".istio-{version}.lock"):
+        if _verified_marker(release_dir) == name:
+            return release_dir
+        url = release_url(version, base_url, arch)
+        with httpx.Client(follow_redirects=True, timeout=timeout) as client:
+            # GitHub answers release downloads with a redirect to its object store.
+            expected = _parse_sha256(_get_text(client, f"{url}.sha256"), name, f"{url}.sha256")
+            archive = cache_dir / name
+            actual = _download(client, url, archive)
+        try:
+            if actual != expected:
+                raise ConformanceError(
+                    f"SHA-256 mismatch for {name}: expected {expected}, got {actual} "
+                    f"(download deleted; retry, or check the mirror {base_url})"
+                )
+            _extract(archive, release_dir, {"archive": name, "sha256": actual, "url": url})
+        finally:
+            # The verified tree is what we reuse; the archive is not needed after it.
+            archive.unlink(missing_ok=True)
+    return release_dir
+
+
+def _verified_marker(release_dir: Path) -> str | None:
+    """The archive name a complete, verified extraction recorded, if any."""
+    try:
+        return str(json.loads((release_dir / _VERIFIED_MARKER).read_text())["archive"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _retrying() -> tenacity.Retrying:
+    # Only transport errors (reset, timeout, DNS) heal by trying again; an HTTP
+    # status is an answer and is reported as it is.
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(httpx.TransportError),
+        stop=tenacity.stop_after_attempt(_DOWNLOAD_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+        reraise=True,
+    )
+
+
+def _get_text(client: httpx.Client, url: str) -> str:
+    try:
+        for attempt in _retrying():
+            with attempt:
+                response = client.get(url)
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
+    _check_status(response, url)
+    return response.text
+
+
+def _download(client: httpx.Client, url: str, dest: Path) -> str:
+    """Stream url into dest; the SHA-256 of what was written."""
+    partial = dest.with_name(dest.name + ".part")
+    try:
+        for attempt in _retrying():
+            with attempt:
+                digest = hashlib.sha256()
+                with client.stream("GET", url) as response:
+                    _check_status(response, url)
+                    with partial.open("wb") as out:
+                        for chunk in response.iter_bytes():
+                            digest.update(chunk)
+                            out.write(chunk)
+        partial.replace(dest)
+    except httpx.TransportError as exc:
+        raise _unreachable(url, exc) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
+def _check_status(response: httpx.Response, url: str) -> None:
+    if response.status_code == 404:
+        raise ConformanceError(f"not found: {url} (is the Istio version right?)")
+    if response.status_code >= 400:
+        raise TargetUnavailable(f"download failed: {url} answered HTTP {response.status_code}")
+
+
+def _unreachable(url: str, exc: Exception) -> TargetUnavailable:
+    return TargetUnavailable(
+        f"cannot download {url} after {_DOWNLOAD_ATTEMPTS} attempts: {str(exc) or type(exc).__name__} "
+        "(check the network, or use a mirror)"
+    )
+
+
+def _parse_sha256(text: str, name: str, url: str) -> str:
+    """The digest from a sha256sum-style line: '<hex> <file>' (or '<hex>  *<file>')."""
+    fields = text.split()
+    digest = fields[0].lower() if fields else ""
+    if not _SHA256_HEX.match(digest):
+        raise ConformanceError(f"{url} does not hold a SHA-256 digest")
+    if len(fields) > 1 and fields[1].lstrip("*") != name:
+        raise ConformanceError(f"{url} is the digest of {fields[1]}, not of {name}")
+    return digest
+
+
+def _extract(archive: Path, release_dir: Path, marker: dict[str, str]) -> None:
+    """Extract archive's istio-<v>/ into release_dir, refusing members that would escape."""
+    top = release_dir.name
+    staging = Path(tempfile.mkdtemp(prefix=f".{top}.", dir=release_dir.parent))
+    try:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _check_member(member, staging)
+                # The data filter repeats our checks and also drops setuid bits and device files.
+                tar.extractall(staging, members=members, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ConformanceError(f"cannot extract {archive.name}: {exc}") from None
+        extracted = staging / top
+        if not (extracted / "bin" / "istioctl").is_file():
+            raise ConformanceError(f"{archive.name} has no {top}/bin/istioctl: not an Istio release archive")
+        (extracted / _VERIFIED_MARKER).write_text(json.dumps(marker) + "\n")
+        # A leftover tree without a marker is from an interrupted run: replace it.
+        shutil.rmtree(release_dir, ignore_errors=True)
+        extracted.rename(release_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts:
+        raise ConformanceError(f"refusing archive member {member.name!r}: it points outside the release folder")
+    if member.issym():
+        target = (dest / name.parent / member.linkname).resolve()
+        if not target.is_relative_to(dest.resolve()):
+            raise ConformanceError(
+                f"refusing archive member {member.name!r}: symlink to {member.linkname!r} leaves the release folder"
+            )
+    if member.islnk():
+        linked = PurePosixPath(member.linkname)
+        if linked.is_absolute() or ".." in linked.parts:
+            raise ConformanceError(
+                f"refusing archive member {member.name!r}: hard link to {member.linkname!r} leaves the release folder"
+            )
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise ConformanceError(f"refusing archive member {member.name!r}: not a file, folder or link")
+
+
+# --- running commands -------------------------------------------------------------------------
+
+
+class Runner(Protocol):
+    """Runs one command line; raises ConformanceError on timeout, TargetUnavailable if missing."""
+
+    def __call__(self, argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_command(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run argv with output captured; kill it (and its children) after timeout seconds."""
+    what = _describe(argv)
+    try:
+        # A session of its own, so that a timeout kills whatever the tool started too.
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise TargetUnavailable(f"{argv[0]} not found{_on_path(argv[0])}: {_install_hint(argv[0])}") from None
+    except PermissionError:
+        raise TargetUnavailable(f"{argv[0]} is not executable: fix its permissions or reinstall it") from None
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise ConformanceError(
+            f"{what} did not finish within {timeout:g}s: check the cluster's pods and events, "
+            "or raise the install timeout"
+        ) from None
+    except BaseException:  # Ctrl-C: the tool must not outlive us in its own session
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def _describe(argv: Sequence[str]) -> str:
+    """'istioctl install', 'helm upgrade', ...: the tool and its subcommand."""
+    words = [Path(argv[0]).name, *(a for a in argv[1:2] if not a.startswith("-"))]
+    return " ".join(words)
+
+
+def _on_path(program: str) -> str:
+    return "" if os.sep in program else " on PATH"
+
+
+def _install_hint(program: str) -> str:
+    tool = Path(program).name
+    if tool == "helm":
+        return "install Helm 3 (https://helm.sh/docs/intro/install/) or install Istio with istioctl instead"
+    if tool == "istioctl" and os.sep in program:
+        return "the Istio release is incomplete: delete its folder from the cache and run again"
+    if tool == "istioctl":
+        return "let the harness download the Istio release, or put istioctl of that version on PATH"
+    return f"install {tool}"
+
+
+def _check(result: subprocess.CompletedProcess[str]) -> None:
+    if result.returncode == 0:
+        return
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    last = lines[-1] if lines else "no output"
+    # Error lines name what failed; prefer the last one over trailing progress output.
+    errors = [line for line in lines if "error" in line.lower()]
+    reason = errors[-1] if errors else last
+    raise ConformanceError(f"{_describe(result.args)} failed (exit {result.returncode}): {reason}")
+
+
+# --- install / uninstall ----------------------------------------------------------------------
+
+
+@dataclass
+class IstioInstall:
+    """One Istio installation on one cluster, by istioctl or Helm.
+
+    The *_argv(s) methods are pure: they are what `--plan` prints. Every command
+    names the kubeconfig (and context) explicitly so the user's default is never used.
+    """
+
+    version: str
+    kubeconfig: Path
+    method: Literal["istioctl", "helm"] = "istioctl"
+    profile: str = "demo"
+    revision: str | None = None
+    # --set key=value: IstioOperator paths for istioctl; istiod chart values for Helm.
+    values: dict[str, str] = field(default_factory=dict)
+    context: str | None = None
+    release_dir: Path | None = None
+    timeout: float = Timeouts().install  # each command's budget, in seconds
+    helm: str = "helm"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("istioctl", "helm"):
+            raise ConformanceError(f"unknown Istio install method {self.method!r}: use istioctl or helm")
+
+    @property
+    def istioctl(self) -> str:
+        return str(self.release_dir / "bin" / "istioctl") if self.release_dir else "istioctl"
+
+    @property
+    def readiness_timeout(self) -> int:
+        # Shorter than our own budget, so istioctl/helm report which component was not
+        # ready before we would kill them.
+        return max(1, int(self.timeout * 0.8))
+
+    def install_argvs(self) -> list[list[str]]:
+        return [self.install_argv()] if self.method == "istioctl" else self.helm_argvs()
+
+    def uninstall_argvs(self) -> list[list[str]]:
+        return [self.uninstall_argv()] if self.method == "istioctl" else self.helm_uninstall_argvs()
+
+    def plan(self) -> list[str]:
+        """The install commands as shell lines, for `--plan`."""
+        return [shlex.join(argv) for argv in self.install_argvs()]
+
+    # istioctl
+
+    def install_argv(self) -> list[str]:
+        """`istioctl install --set profile=demo ... -y` (FACTS.md, Install)."""
+        argv = [self.istioctl, "install", *self._istioctl_cluster(), "--set", f"profile={self.profile}"]
+        if self.revision:
+            argv += ["--revision", self.revision]
+        for key, value in self.values.items():
+            argv += ["--set", f"{key}={value}"]
+        return [*argv, "--readiness-timeout", f"{self.readiness_timeout}s", "-y"]
+
+    def uninstall_argv(self) -> list[str]:
+        # --purge would also remove other revisions: with a revision, remove only ours.
+        scope = ["--revision", self.revision] if self.revision else ["--purge"]
+        return [self.istioctl, "uninstall", *self._istioctl_cluster(), *scope, "-y"]
+
+    def _istioctl_cluster(self) -> list[str]:
+        flags = ["--kubeconfig", str(self.kubeconfig)]
+        return flags + ["--context", self.context] if self.context else flags
+
+    # helm
+
+    def helm_argvs(self) -> list[list[str]]:
+        """base, istiod, gateway, in that order (CRDs first, the gateway needs istiod's injector)."""
+        rev = self.revision
+        base = ["--set", f"defaultRevision={rev}"] if rev else []  # the default validator -> our istiod
+        istiod = ["--set", f"profile={self.profile}"] + (["--set", f"revision={rev}"] if rev else [])
+        for key, value in self.values.items():
+            istiod += ["--set", f"{key}={value}"]
+        gateway = ["--set", f"revision={rev}"] if rev else []
+        return [
+            self._helm_upgrade("istio-base", "base", base),
+            self._helm_upgrade(self._istiod_release, "istiod", istiod),
+            self._helm_upgrade(HELM_GATEWAY_RELEASE, "gateway", gateway),
+        ]
+
+    def helm_uninstall_argvs(self) -> list[list[str]]:
+        """The releases in reverse order. Namespaces stay: kube code deletes what the run created."""
+        releases = [HELM_GATEWAY_RELEASE, self._istiod_release, "istio-base"]
+        return [
+            [self.helm, "uninstall", name, "--namespace", ISTIO_NAMESPACE, *self._helm_cluster()]
+            for name in releases
+        ]
+
+    @property
+    def _istiod_release(self) -> str:
+        return f"istiod-{self.revision}" if self.revision else "istiod"
+
+    def _helm_upgrade(self, release: str, chart: str, sets: list[str]) -> list[str]:
+        # --repo instead of `helm repo add`: no state in the user's Helm config changes.
+        return [
+            self.helm, "upgrade", "--install", release, chart,
+            "--repo", HELM_REPO, "--version", self.version,
+            "--namespace", ISTIO_NAMESPACE, "--create-namespace",
+            *self._helm_cluster(), *sets,
+            "--wait", "--timeout", f"{self.readiness_timeout}s",
+        ]
+
+    def _helm_cluster(self) -> list[str]:
+        flags = ["--kubeconfig", str(self.kubeconfig)]
+        return flags + ["--kube-context", self.context] if self.context else flags
+
+    # running
+
+    def install(self, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
+        """Run the install commands in order; the first failure or timeout raises.
+
+        The caller owns cleanup: call uninstall() in a finally, whatever happened here.
+        """
+        results = []
+        for argv in self.install_argvs():
+            result = runner(argv, self.timeout)
+            _check(result)
+            results.append(result)
+        return results
+
+    def uninstall(self, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
+        """Run every uninstall command even if one fails (a half install is the usual case)."""
+        results, first_error = [], None
+        for argv in self.uninstall_argvs():
+            try:
+                result = runner(argv, self.timeout)
+                if not _helm_release_missing(result):
+                    _check(result)
+                results.append(result)
+            except ConformanceError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def addons_manifests(self) -> list[Path]:
+        """samples/addons/prometheus.yaml and kiali.yaml of the release (FACTS.md, Telemetry)."""
+        if self.release_dir is None:
+            raise ConformanceError("no Istio release folder: fetch the release before installing addons")
+        return addon_paths(self.release_dir)
+
+
+def _helm_release_missing(result: subprocess.CompletedProcess[str]) -> bool:
+    # Uninstalling after a failed install: a release that never got created is not an error.
+    return Path(result.args[0]).name == "helm" and result.returncode != 0 and "not found" in result.stderr
+
+
+# --- addons ---------------------------------------------------------------------------------
+
+
+def addon_paths(release_dir: Path) -> list[Path]:
+    addons = Path(release_dir) / "samples" / "addons"
+    paths = [addons / "prometheus.yaml", addons / "kiali.yaml"]
+    for path in paths:
+        if not path.is_file():
+            raise ConformanceError(f"addon manifest missing: {path} (is {release_dir} a complete Istio release?)")
+    return paths
+
+
+def prometheus_addon(release_dir: Path) -> list[dict[str, Any]]:
+    """The Prometheus addon's documents with a 5s global scrape interval (and timeout).
+
+    The caller applies them. Only the `global` section changes: per-job intervals
+    (the addon's "slow" jobs use 5m) stay as upstream wrote them.
+    """
+    path = Path(release_dir) / "samples" / "addons" / "prometheus.yaml"
+    try:
+        docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    except OSError as exc:
+        raise ConformanceError(f"cannot read the Prometheus addon {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConformanceError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
+    config_map = next(
+        (d for d in docs if d.get("kind") == "ConfigMap" and d.get("metadata", {}).get("name") == "prometheus"),
+        None,
+    )
+    text = (config_map or {}).get("data", {}).get("prometheus.yml")
+    if not isinstance(text, str):
+        raise ConformanceError(f"{path}: no ConfigMap 'prometheus' with data 'prometheus.yml'; has the addon changed?")
+    config = yaml.safe_load(text) or {}
+    scrape_global = config.setdefault("global", {})
+    scrape_global["scrape_interval"] = SCRAPE_INTERVAL
+    scrape_global["scrape_timeout"] = SCRAPE_INTERVAL
+    config_map["data"]["prometheus.yml"] = yaml.safe_dump(config, sort_keys=False)  # type: ignore[index]
+    return docs
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+def wait_validation_webhook(
+    apply_invalid: Callable[[], None],
+    delete_invalid: Callable[[], None],
+    timeout: float,
+    interval: float = 2.0,
+) -> None:
+    """Return once Istio's validating webhook refuses a known-invalid VirtualService.
+
+    apply_invalid applies manifests/istio/readiness/invalid-virtualservice.yaml (one
+    HTTP route with both route and redirect). On a fresh install the webhook may
+    accept everything (failurePolicy Ignore) until istiod patches it, up to about a
+    minute (FACTS.md): while it is accepted we delete it again and retry; errors
+    other than the webhook's refusal (e.g. the webhook not reachable yet) also retry.
+    """
+
+    def pending() -> str | None:
+        try:
+            apply_invalid()
+        except Exception as exc:  # the kube layer's error type is not ours to know
+            text = " ".join(str(exc).split())
+            return None if WEBHOOK_DENIED in text else f"apply failed without the webhook's refusal: {text}"
+        delete_invalid()  # it must not stay in the mesh
+        return "the invalid VirtualService was accepted (validation not active yet)"
+
+    try:
+        wait_for(pending, timeout, interval, "Istio validation webhook")
+    except NotConverged as exc:
+        hint = f"is istiod running? check `kubectl -n {ISTIO_NAMESPACE} logs deploy/istiod`"
+        raise NotConverged(f"{exc}; {hint}") from None

@@ -1,0 +1,196 @@
+"""Bringing a cluster with Istio up and down: a kind cluster created here, or an existing context.
+
+Each provisioner deletes only what it created, and records how long each phase took.
+"""
+
+import shlex
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conformance import manifests
+from conformance.errors import ConformanceError
+from conformance.settings import RunSettings
+from conformance.targets import istio, kind, preflight
+from conformance.targets.cluster import ClusterAccess
+from conformance.targets.kube import Kube, redacted_kubeconfig
+
+NODEPORTS = "kind/ingress-nodeports.yaml"
+ISTIO_SYSTEM = "istio-system"
+
+
+class Phases:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.monotonic() - started
+
+
+def kind_cluster(settings: RunSettings) -> kind.KindCluster:
+    return kind.KindCluster(
+        name=settings.cluster_name,
+        kubernetes=settings.kubernetes_version,
+        work_dir=settings.work_dir.resolve() / f"kind-{settings.cluster_name}",
+        timeouts=settings.timeouts,
+    )
+
+
+def istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path | None,
+                  context: str | None = None) -> istio.IstioInstall:
+    return istio.IstioInstall(
+        version=settings.istio_version,
+        kubeconfig=kubeconfig,
+        method="helm" if settings.install_method == "helm" else "istioctl",
+        context=context,
+        release_dir=release_dir,
+        timeout=settings.timeouts.install,
+    )
+
+
+def check_versions(settings: RunSettings) -> str | None:
+    """Refuse before anything runs: a Kubernetes with no pinned node image, or an Istio/Kubernetes
+    pair outside Istio's support matrix (unless forced; then a warning)."""
+    kind_cluster(settings)
+    return istio.check_support(settings.istio_version, settings.kubernetes_version, settings.force)
+
+
+class KindProvisioner:
+    """A kind cluster made for this run (or reused with --reuse), with Istio installed on it."""
+
+    name = "kind"
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.cluster = kind_cluster(settings)
+        self.created = False
+        self.kube: Kube | None = None
+        self.warning: str | None = None
+        self._phases = Phases()
+
+    def up(self) -> ClusterAccess:
+        s = self.settings
+        self.warning = check_versions(s)
+        preflight.require(kind.preflight(timeouts=s.timeouts))
+        with self._phases("istio release"):
+            release = istio.fetch_release(s.istio_version, s.cache_dir, timeout=s.timeouts.install)
+        with self._phases("cluster up"):
+            self.created = self.cluster.create(reuse=s.reuse)
+        self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
+        install = istio_install(s, self.cluster.kubeconfig, release)
+        with self._phases("mesh up"):
+            install.install()
+            self.kube.apply(manifests.load(NODEPORTS), ISTIO_SYSTEM)
+            self.kube.apply(istio.prometheus_addon(release), ISTIO_SYSTEM)
+            self.kube.apply([d for d in yaml.safe_load_all(istio.addon_paths(release)[1].read_text()) if d],
+                            ISTIO_SYSTEM)
+            self._wait_mesh_ready()
+        return ClusterAccess(
+            kubeconfig=self.cluster.kubeconfig,
+            context=None,
+            ingress_url=f"http://127.0.0.1:{self.cluster.http_port}",
+            kubernetes_version=self.cluster.image.split(":")[1].split("@")[0],
+            mesh_version=s.istio_version,
+        )
+
+    def _wait_mesh_ready(self) -> None:
+        kube = self._kube
+        kube.wait_rollout(ISTIO_SYSTEM)
+        invalid = manifests.load(istio.INVALID_VIRTUALSERVICE)
+        istio.wait_validation_webhook(lambda: kube.apply(invalid, "default"), lambda: kube.delete(invalid, "default"),
+                                      self.settings.timeouts.install)
+
+    @property
+    def _kube(self) -> Kube:
+        if self.kube is None:
+            raise ConformanceError("the kind cluster is not up")
+        return self.kube
+
+    def down(self) -> None:
+        with self._phases("teardown"):
+            if self.kube is not None:
+                self.kube.close()
+                self.kube = None
+            # Deleting the cluster removes Istio with it; a reused cluster keeps both.
+            self.cluster.release(self.created, keep=self.settings.keep)
+            self.created = False
+
+    # `meshconf up` leaves the cluster running; `meshconf down` deletes it only if up made it.
+    @property
+    def _marker(self) -> Path:
+        return self.cluster.work_dir / "created-by-meshconf-up"
+
+    def mark_created(self) -> None:
+        if self.created:
+            self._marker.write_text(self.cluster.name)
+        if self.kube is not None:
+            self.kube.close()
+            self.kube = None
+
+    def down_from_up(self) -> None:
+        if not self._marker.is_file():
+            raise ConformanceError(
+                f"no kind cluster {self.cluster.name!r} created by `meshconf up` here ({self._marker} is missing); "
+                f"meshconf deletes only clusters it created: use `kind delete cluster --name {self.cluster.name}`"
+            )
+        self.cluster.delete()
+        self._marker.unlink()
+
+    def collect_debug(self, directory: Path) -> None:
+        collect_cluster_debug(self.kube, directory, self.cluster.kubeconfig)
+        try:
+            self.cluster.export_logs(directory / "kind-logs")
+        except ConformanceError as exc:
+            (directory / "kind-logs.error").write_text(str(exc))
+
+    def phases(self) -> Mapping[str, float]:
+        return dict(self._phases.seconds)
+
+    def plan(self) -> list[str]:
+        """What a run would do, for `meshconf run --plan`: nothing runs."""
+        s = self.settings
+        install = istio_install(s, self.cluster.kubeconfig, s.cache_dir / f"istio-{s.istio_version}")
+        return [
+            f"# kind {kind.KIND_VERSION}, Kubernetes {s.kubernetes_version} ({self.cluster.image})",
+            f"# kind config ({self.cluster.config_path}):",
+            *("    " + line for line in yaml.safe_dump(self.cluster.config(), sort_keys=False).splitlines()),
+            f"# Istio {s.istio_version} from {istio.release_url(s.istio_version)} (SHA-256 checked), "
+            f"cached in {s.cache_dir}",
+            "# commands:",
+            *(shlex.join(argv) for argv in (self.cluster.get_clusters_argv(), self.cluster.create_argv())),
+            *install.plan(),
+            f"# server-side apply (field manager meshconf): {NODEPORTS}, samples/addons/prometheus.yaml "
+            "(scrape interval 5s), samples/addons/kiali.yaml",
+            "# teardown: " + (shlex.join(self.cluster.delete_argv()) if not s.keep else "none (--keep)"),
+        ]
+
+
+def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path) -> None:
+    """Events, pod logs (istio-proxy included) and webhooks; the kubeconfig only redacted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kubeconfig.redacted.yaml").write_text(redacted_kubeconfig(kubeconfig))
+    if kube is None:
+        return
+    (directory / "webhooks.yaml").write_text(yaml.safe_dump(kube.webhooks(), sort_keys=False))
+    for namespace in (ISTIO_SYSTEM,):
+        (directory / f"events.{namespace}.txt").write_text("\n".join(kube.events(namespace)))
+
+
+def manifests_to_apply() -> list[tuple[str, list[str]]]:
+    """Every manifest file with the objects in it, for `--plan`."""
+    listing: list[tuple[str, list[str]]] = []
+    for path in manifests.all_files():
+        docs: list[Any] = manifests.load_file(path)
+        name = path.relative_to(manifests.manifests_dir()).as_posix()
+        listing.append((name, [f"{d['kind']}/{d['metadata']['name']}" for d in docs]))
+    return listing
+

@@ -1,0 +1,68 @@
+"""The cluster-side CLI on a machine without Docker: doctor, run --plan, up/down refusals.
+
+Real `meshconf` processes with only fake tools on PATH (tests/fakes).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import meshconf
+from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+
+DOCKER_DOWN = {"docker": {"info": {"exit": 1, "stderr": "Cannot connect to the Docker daemon"}}}
+
+
+@pytest.mark.parametrize("scenario", [DOCKER_DOWN])
+def test_doctor_names_docker_and_the_fix(tmp_path: Path, fake_tools: FakeTools) -> None:
+    done = meshconf(["doctor"], cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    docker = next(i for i, line in enumerate(lines) if line.startswith("FAIL docker"))
+    assert "Cannot connect to the Docker daemon" in lines[docker]
+    assert lines[docker + 1].strip().startswith("fix: start the Docker engine")
+    assert lines[-1].endswith("prerequisites met")
+
+
+def test_doctor_passes_when_everything_is_there(tmp_path: Path, fake_tools: FakeTools) -> None:
+    fake_tools.set_scenario({"kind": {"version": {"stdout": "kind v0.32.0 go1.24.2 linux/amd64\n"}}})
+    done = meshconf(["doctor"], cwd=tmp_path)
+    docker = next(line for line in done.stdout.splitlines() if "docker" in line)
+    assert docker.startswith("ok")
+
+
+@pytest.mark.parametrize("scenario", [DOCKER_DOWN])
+def test_plan_prints_and_runs_nothing(tmp_path: Path, fake_tools: FakeTools) -> None:
+    done = meshconf(["run", "--target", "kind", "--plan", "--istio-version", "1.28.0",
+                     "--kubernetes-version", "1.34"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "apiVersion: kind.x-k8s.io/v1alpha4" in text and "listenAddress: 127.0.0.1" in text
+    assert "kind create cluster --name meshconf" in text and "--retain" in text and "--kubeconfig" in text
+    assert "istioctl install --kubeconfig" in text and "--set profile=demo" in text
+    assert "bookinfo/bookinfo.yaml: Service/details" in text
+    assert fake_tools.all_calls() == []  # nothing ran, not even docker info
+    assert not (tmp_path / ".meshconf").exists()
+
+
+def test_plan_refuses_an_unsupported_pair_without_force(tmp_path: Path, fake_tools: FakeTools) -> None:
+    done = meshconf(["run", "--target", "kind", "--istio-version", "1.26.0", "--kubernetes-version", "1.36"],
+                    cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no kind v0.32.0 node image" in done.stderr or "supports Kubernetes" in done.stderr
+
+
+@pytest.mark.parametrize("scenario", [DOCKER_DOWN])
+def test_run_on_kind_without_docker_fails_before_creating_anything(tmp_path: Path, fake_tools: FakeTools) -> None:
+    done = meshconf(["run", "--target", "kind"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert "docker" in done.stderr and "Traceback" not in done.stderr
+    assert fake_tools.calls("kind") == [["kind", "version"]]  # preflight only: no create
+
+
+def test_down_refuses_a_cluster_it_did_not_create(tmp_path: Path, fake_tools: FakeTools) -> None:
+    fake_tools.set_scenario({"state": {"kind": {"clusters": ["meshconf"]}}})
+    done = meshconf(["down"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert "meshconf deletes only clusters it created" in done.stderr
+    assert fake_tools.calls("kind") == []

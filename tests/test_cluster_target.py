@@ -1,0 +1,115 @@
+"""The cluster target's own logic with a recording Kube and provisioner (no cluster here).
+
+Traffic runs for real: the fake exec runs the batch script with this machine's
+sh and curl against a local httpbin, so one send() is one exec of the real script.
+"""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conformance.errors import ConformanceError
+from conformance.settings import RunSettings
+from conformance.targets.base import PodView
+from conformance.targets.cluster import ClusterAccess, ClusterTarget
+from conformance.targets.kube import ExecResult
+from tests.test_curl_batch import httpbin  # noqa: F401 (a fixture)
+
+CURL = PodView("curl-7d9f-abcde", "ns", {"app": "curl"}, {}, ("curl", "istio-proxy"), ("istio-init",),
+               "10.0.0.5", True, "curl")
+
+
+class FakeKube:
+    def __init__(self, kubeconfig: Path, context: str | None, timeouts: object) -> None:
+        self.calls: list[tuple] = []
+
+    def exec(self, pod: str, namespace: str, container: str, command: list[str], timeout: float) -> ExecResult:
+        self.calls.append(("exec", pod, container, command[:2] if command[0] == "sh" else command))
+        if command[0] == "sh":
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            return ExecResult(done.stdout, done.stderr, done.returncode)
+        return ExecResult("cluster.outbound|8000||httpbin.ns.svc.cluster.local.upstream_rq_pending_overflow: 3\n",
+                          "", 0)
+
+    def pods(self, namespace: str) -> list[PodView]:
+        return [CURL]
+
+    def create_namespace(self, name: str, labels: dict) -> None:
+        self.calls.append(("create_namespace", name, dict(labels)))
+
+    def delete_namespace(self, name: str, run_id: str) -> None:
+        self.calls.append(("delete_namespace", name, run_id))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+class FakeProvisioner:
+    name = "kind"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.events = fail, []
+
+    def up(self) -> ClusterAccess:
+        self.events.append("up")
+        if self.fail:
+            raise ConformanceError("istioctl install did not finish within 300s")
+        return ClusterAccess(Path("/tmp/kubeconfig"), None, "http://127.0.0.1:8080", "1.34.0", "1.28.0")
+
+    def down(self) -> None:
+        self.events.append("down")
+
+    def collect_debug(self, directory: Path) -> None:
+        pass
+
+    def phases(self) -> dict:
+        return {}
+
+
+def target(provisioner: FakeProvisioner) -> ClusterTarget:
+    return ClusterTarget(RunSettings(target="kind", run_id="r1"), provisioner, kube_factory=FakeKube)
+
+
+def test_one_exec_per_batch_with_the_real_script(httpbin: str) -> None:  # noqa: F811
+    t = target(FakeProvisioner())
+    t.up()
+    batch = t.client("curl", "ns").send(f"{httpbin}/status/418", count=25, concurrency=5)
+    assert [r.status for r in batch] == [418] * 25
+    execs = [c for c in t.kube.calls if c[0] == "exec"]
+    assert execs == [("exec", "curl-7d9f-abcde", "curl", ["sh", "-c"])]  # the app container, not istio-proxy
+
+
+def test_proxy_stats_through_pilot_agent() -> None:
+    t = target(FakeProvisioner())
+    t.up()
+    assert "upstream_rq_pending_overflow: 3" in t.proxy_stats("curl", "ns")
+    assert t.kube.calls[-1] == ("exec", "curl-7d9f-abcde", "istio-proxy", ["pilot-agent", "request", "GET", "stats"])
+
+
+def test_namespaces_carry_the_run_label_and_only_those_are_deleted() -> None:
+    t = target(FakeProvisioner())
+    t.up()
+    with t.namespace("bookinfo-r1", {"istio-injection": "enabled"}):
+        pass
+    assert ("create_namespace", "bookinfo-r1", {"istio-injection": "enabled", "meshconf.dev/run-id": "r1"}) \
+        in t.kube.calls
+    assert ("delete_namespace", "bookinfo-r1", "r1") in t.kube.calls
+
+
+def test_failed_bring_up_tears_down_what_was_provisioned() -> None:
+    provisioner = FakeProvisioner(fail=True)
+    with pytest.raises(ConformanceError, match="istioctl install did not finish"):
+        target(provisioner).up()
+    assert provisioner.events == ["up", "down"]
+
+
+def test_facts_say_where_it_ran() -> None:
+    t = target(FakeProvisioner())
+    t.up()
+    facts = t.facts()
+    assert (facts.target, facts.mesh, facts.mesh_version, facts.kubernetes_version) == \
+        ("kind", "istio", "1.28.0", "1.34.0")
+    t.down()
+    with pytest.raises(ConformanceError, match="not up"):
+        t.kube

@@ -1,0 +1,552 @@
+"""conformance.targets.istio without a cluster: fake istioctl/helm, a local HTTP server, tmp files.
+
+The fakes are tests/fakes/bin/istioctl and helm (see tests/fakes/engine.py): only they
+are on PATH, each call is logged, and the scenario says what each subcommand answers.
+"""
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance import manifests, schema
+from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
+from conformance.targets import istio
+from conformance.targets.istio import IstioInstall
+from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+
+KUBECONFIG = Path("/tmp/meshconf-run/kubeconfig")
+REPO = "https://istio-release.storage.googleapis.com/charts"
+
+# Every istioctl/helm subcommand the module runs, answering success.
+HEALTHY: dict[str, Any] = {
+    "istioctl": {"install": {"stdout": "\u2714 Installation complete\n"}, "uninstall": {}},
+    "helm": {"upgrade": {}, "uninstall": {}},
+}
+
+
+def _answer(fake: FakeTools, tool: str, subcommand: str, **spec: Any) -> None:
+    current = json.loads(fake.scenario_path.read_text())
+    current.setdefault(tool, {})[subcommand] = spec
+    fake.set_scenario(current)
+
+
+def _processes_under(directory: Path) -> list[str]:
+    """Live processes whose command line names directory (the fakes run from there)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if proc.name.isdigit() and state != "Z" and str(directory) in args:
+            found.append(args)
+    return found
+
+
+def _install(**changes: Any) -> IstioInstall:
+    return IstioInstall(version="1.28.2", kubeconfig=KUBECONFIG, **changes)
+
+
+# --- argv builders --------------------------------------------------------------------------
+
+
+def test_istioctl_install_argv_defaults() -> None:
+    assert _install().install_argv() == [
+        "istioctl", "install", "--kubeconfig", str(KUBECONFIG),
+        "--set", "profile=demo", "--readiness-timeout", "240s", "-y",
+    ]
+
+
+def test_istioctl_install_argv_everything() -> None:
+    inst = _install(
+        revision="canary", context="kind-meshconf", timeout=100,
+        values={"meshConfig.accessLogFile": "/dev/stdout", "values.pilot.traceSampling": "100"},
+        release_dir=Path("/cache/istio-1.28.2"),
+    )
+    assert inst.install_argv() == [
+        "/cache/istio-1.28.2/bin/istioctl", "install",
+        "--kubeconfig", str(KUBECONFIG), "--context", "kind-meshconf",
+        "--set", "profile=demo", "--revision", "canary",
+        "--set", "meshConfig.accessLogFile=/dev/stdout", "--set", "values.pilot.traceSampling=100",
+        "--readiness-timeout", "80s", "-y",
+    ]
+    assert inst.install_argvs() == [inst.install_argv()]
+
+
+def test_istioctl_uninstall_argv_purges_without_revision() -> None:
+    assert _install(context="c").uninstall_argv() == [
+        "istioctl", "uninstall", "--kubeconfig", str(KUBECONFIG), "--context", "c", "--purge", "-y",
+    ]
+
+
+def test_istioctl_uninstall_argv_removes_only_its_revision() -> None:
+    argv = _install(revision="canary").uninstall_argv()
+    assert argv == ["istioctl", "uninstall", "--kubeconfig", str(KUBECONFIG), "--revision", "canary", "-y"]
+    assert "--purge" not in argv
+
+
+def test_helm_install_argvs() -> None:
+    inst = _install(method="helm", values={"meshConfig.accessLogFile": "/dev/stdout"})
+    common = ["--repo", REPO, "--version", "1.28.2", "--namespace", "istio-system", "--create-namespace",
+              "--kubeconfig", str(KUBECONFIG)]
+    wait = ["--wait", "--timeout", "240s"]
+    assert inst.helm_argvs() == [
+        ["helm", "upgrade", "--install", "istio-base", "base", *common, *wait],
+        ["helm", "upgrade", "--install", "istiod", "istiod", *common,
+         "--set", "profile=demo", "--set", "meshConfig.accessLogFile=/dev/stdout", *wait],
+        ["helm", "upgrade", "--install", "istio-ingressgateway", "gateway", *common, *wait],
+    ]
+    assert inst.install_argvs() == inst.helm_argvs()
+
+
+def test_helm_argvs_with_revision_and_context() -> None:
+    inst = _install(method="helm", revision="canary", context="kind-x")
+    base, istiod, gateway = inst.helm_argvs()
+    for argv in (base, istiod, gateway):
+        assert argv[argv.index("--kubeconfig") + 1] == str(KUBECONFIG)
+        assert argv[argv.index("--kube-context") + 1] == "kind-x"
+        assert "--context" not in argv  # helm's flag is --kube-context
+    assert base[3] == "istio-base" and "defaultRevision=canary" in base
+    assert istiod[3] == "istiod-canary" and "revision=canary" in istiod
+    assert "revision=canary" in gateway
+
+
+def test_helm_uninstall_argvs_reverse_order() -> None:
+    inst = _install(method="helm", context="c")
+    cluster = ["--namespace", "istio-system", "--kubeconfig", str(KUBECONFIG), "--kube-context", "c"]
+    assert inst.uninstall_argvs() == [
+        ["helm", "uninstall", "istio-ingressgateway", *cluster],
+        ["helm", "uninstall", "istiod", *cluster],
+        ["helm", "uninstall", "istio-base", *cluster],
+    ]
+
+
+def test_every_command_names_the_kubeconfig() -> None:
+    for method in ("istioctl", "helm"):
+        inst = _install(method=method)
+        for argv in inst.install_argvs() + inst.uninstall_argvs():
+            assert argv[argv.index("--kubeconfig") + 1] == str(KUBECONFIG), argv
+
+
+def test_plan_is_shell_lines() -> None:
+    inst = _install(values={"meshConfig.defaultConfig.proxyMetadata.X": "a b"})
+    assert inst.plan() == [(
+        f"istioctl install --kubeconfig {KUBECONFIG} --set profile=demo "
+        "--set 'meshConfig.defaultConfig.proxyMetadata.X=a b' --readiness-timeout 240s -y"
+    )]
+
+
+def test_unknown_method_is_refused() -> None:
+    with pytest.raises(ConformanceError, match="unknown Istio install method 'kubectl'"):
+        _install(method="kubectl")
+
+
+# --- running through the fakes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_istioctl_install_and_uninstall_run(fake_tools: FakeTools) -> None:
+    inst = _install(revision="r1", context="c")
+    inst.install()
+    inst.uninstall()
+    assert fake_tools.all_calls() == [inst.install_argv(), inst.uninstall_argv()]
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_helm_install_runs_three_releases(fake_tools: FakeTools) -> None:
+    inst = _install(method="helm")
+    inst.install()
+    assert fake_tools.calls("helm") == inst.helm_argvs()
+    assert [argv[3:5] for argv in fake_tools.calls("helm")] == [
+        ["istio-base", "base"], ["istiod", "istiod"], ["istio-ingressgateway", "gateway"]]
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_istioctl_timeout_is_a_clear_error_and_cleanup_still_runs(fake_tools: FakeTools) -> None:
+    _answer(fake_tools, "istioctl", "install", sleep=30)
+    inst = _install(timeout=1)
+    started = time.monotonic()
+    with pytest.raises(ConformanceError, match=r"^istioctl install did not finish within 1s"):
+        try:
+            inst.install()
+        finally:
+            inst.uninstall()  # the caller's cleanup, as the run's teardown does it
+    assert time.monotonic() - started < 15
+    assert [argv[1] for argv in fake_tools.all_calls()] == ["install", "uninstall"]
+    assert _processes_under(fake_tools.bin_dir) == []  # the sleeping fake was killed, not left behind
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_failing_install_names_the_error(fake_tools: FakeTools) -> None:
+    _answer(fake_tools, "istioctl", "install", exit=1, stdout="- Processing resources for Istiod.\n",
+            stderr="Istiod encountered an error: failed to wait for resource: resources not ready after 4m0s\n"
+                   "Error: failed to install manifests: errors occurred during operation\n")
+    with pytest.raises(ConformanceError) as caught:
+        _install().install()
+    message = str(caught.value)
+    assert message.startswith("istioctl install failed (exit 1): Error: failed to install manifests")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_helm_failure_stops_before_the_next_chart(fake_tools: FakeTools) -> None:
+    _answer(fake_tools, "helm", "upgrade --install istiod", exit=1, stderr="Error: context deadline exceeded\n")
+    with pytest.raises(ConformanceError, match=r"helm upgrade failed \(exit 1\): Error: context deadline exceeded"):
+        _install(method="helm").install()
+    assert [argv[3] for argv in fake_tools.calls("helm")] == ["istio-base", "istiod"]
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_helm_uninstall_tolerates_missing_releases_and_tries_all(fake_tools: FakeTools) -> None:
+    _answer(fake_tools, "helm", "uninstall istio-ingressgateway", exit=1,
+            stderr="Error: uninstall: Release not loaded: istio-ingressgateway: release: not found\n")
+    _answer(fake_tools, "helm", "uninstall istiod", exit=1, stderr="Error: Kubernetes cluster unreachable\n")
+    with pytest.raises(ConformanceError, match="Kubernetes cluster unreachable"):
+        _install(method="helm").uninstall()
+    assert [argv[2] for argv in fake_tools.calls("helm")] == ["istio-ingressgateway", "istiod", "istio-base"]
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_helm_missing_from_path(fake_tools: FakeTools) -> None:
+    fake_tools.remove("helm")
+    with pytest.raises(TargetUnavailable, match=r"^helm not found on PATH: install Helm 3"):
+        _install(method="helm").install()
+    assert fake_tools.all_calls() == []
+
+
+@pytest.mark.parametrize("scenario", [HEALTHY])
+def test_istioctl_missing_from_path(fake_tools: FakeTools) -> None:
+    fake_tools.remove("istioctl")
+    with pytest.raises(TargetUnavailable, match=r"^istioctl not found on PATH: let the harness download"):
+        _install().install()
+
+
+def test_istioctl_missing_from_release(tmp_path: Path) -> None:
+    with pytest.raises(TargetUnavailable, match=r"istioctl not found: the Istio release is incomplete"):
+        _install(release_dir=tmp_path / "istio-1.28.2").install()
+
+
+def test_runner_is_injectable() -> None:
+    seen: list[tuple[list[str], float]] = []
+
+    def runner(argv: Any, timeout: float) -> Any:
+        import subprocess
+
+        seen.append((list(argv), timeout))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    inst = _install(method="helm", timeout=42)
+    inst.install(runner)
+    assert [argv for argv, _ in seen] == inst.helm_argvs()
+    assert {timeout for _, timeout in seen} == {42}
+
+
+# --- support matrix -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("istio_version", "kube"), [
+    ("1.26.0", "1.29"), ("1.27.3", "v1.33.1"), ("1.28.2", "1.34.0"), ("1.29.0", "1.35"), ("1.30.1", "1.36.1"),
+])
+def test_supported_pairs(istio_version: str, kube: str) -> None:
+    assert istio.check_support(istio_version, kube, force=False) is None
+
+
+@pytest.mark.parametrize(("istio_version", "kube", "text"), [
+    ("1.28.2", "1.35.0", "Istio 1.28.2 supports Kubernetes 1.29-1.34, not 1.35.0"),
+    ("1.30.0", "1.31", "Istio 1.30.0 supports Kubernetes 1.32-1.36, not 1.31"),
+    ("1.25.1", "1.30", "Istio 1.25.1 is not in the support matrix"),
+])
+def test_unsupported_pairs_refused(istio_version: str, kube: str, text: str) -> None:
+    with pytest.raises(ConformanceError, match=text) as caught:
+        istio.check_support(istio_version, kube, force=False)
+    assert "force" in str(caught.value)
+
+
+def test_forced_unsupported_pair_warns() -> None:
+    warning = istio.check_support("1.26.1", "1.36.0", force=True)
+    assert warning is not None
+    assert "Istio 1.26.1 supports Kubernetes 1.29-1.33, not 1.36.0" in warning
+
+
+def test_support_matrix_matches_facts() -> None:
+    assert istio.SUPPORT_MATRIX["1.28"] == ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34")
+    assert {k: (v[0], v[-1]) for k, v in istio.SUPPORT_MATRIX.items()} == {
+        "1.26": ("1.29", "1.33"), "1.27": ("1.29", "1.33"), "1.28": ("1.29", "1.34"),
+        "1.29": ("1.31", "1.35"), "1.30": ("1.32", "1.36"),
+    }
+
+
+def test_version_that_is_not_one() -> None:
+    with pytest.raises(ConformanceError, match="'latest' is not a version"):
+        istio.check_support("latest", "1.30")
+
+
+# --- release download -----------------------------------------------------------------------
+
+
+class _Server:
+    """A local HTTP server answering from `files` (path -> bytes) and recording request paths."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.drop_next = 0  # close the connection without answering this many times
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                if server.drop_next:
+                    server.drop_next -= 1
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/releases"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def publish(self, version: str, archive: bytes, digest: str | None = None) -> None:
+        name = istio.archive_name(version)
+        digest = digest or hashlib.sha256(archive).hexdigest()
+        self.files[f"/releases/{version}/{name}"] = archive
+        # The format istio/release-builder writes: "<hex> <file name>\n".
+        self.files[f"/releases/{version}/{name}.sha256"] = f"{digest} {name}\n".encode()
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    found = _Server()
+    found.thread.start()
+    yield found
+    found.httpd.shutdown()
+    found.httpd.server_close()
+
+
+def _tarball(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if "/bin/" in name else 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _release(version: str = "1.28.2", extra: dict[str, bytes] | None = None) -> bytes:
+    top = f"istio-{version}"
+    return _tarball({
+        f"{top}/bin/istioctl": b"#!/bin/sh\necho fake\n",
+        f"{top}/samples/addons/prometheus.yaml": b"kind: ConfigMap\n",
+        f"{top}/samples/addons/kiali.yaml": b"kind: Service\n",
+        **(extra or {}),
+    })
+
+
+def test_fetch_verifies_extracts_and_caches(server: _Server, tmp_path: Path) -> None:
+    server.publish("1.28.2", _release())
+    cache = tmp_path / "cache"
+    release = istio.fetch_release("1.28.2", cache, base_url=server.url)
+    assert release == cache / "istio-1.28.2"
+    assert os.access(release / "bin" / "istioctl", os.X_OK)
+    assert istio.addon_paths(release) == [
+        release / "samples/addons/prometheus.yaml", release / "samples/addons/kiali.yaml"]
+    assert server.requests == [
+        "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256",
+        "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz",
+    ]
+    marker = json.loads((release / ".meshconf-verified").read_text())
+    assert marker["sha256"] == hashlib.sha256(_release()).hexdigest()
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == ["istio-1.28.2"]
+
+    again = istio.fetch_release("1.28.2", cache, base_url=server.url)
+    assert again == release
+    assert len(server.requests) == 2  # the verified copy was reused without a request
+
+
+def test_fetch_bad_digest_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+    archive = _release()
+    wrong = "0" * 64
+    server.publish("1.28.2", archive, digest=wrong)
+    cache = tmp_path / "cache"
+    with pytest.raises(ConformanceError) as caught:
+        istio.fetch_release("1.28.2", cache, base_url=server.url)
+    message = str(caught.value)
+    assert f"expected {wrong}" in message and f"got {hashlib.sha256(archive).hexdigest()}" in message
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_fetch_refuses_path_traversal(server: _Server, tmp_path: Path) -> None:
+    server.publish("1.28.2", _release(extra={"istio-1.28.2/../../escaped.txt": b"owned"}))
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(ConformanceError, match=r"refusing archive member 'istio-1.28.2/../../escaped.txt'"):
+        istio.fetch_release("1.28.2", cache, base_url=server.url)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_fetch_refuses_escaping_symlink(server: _Server, tmp_path: Path) -> None:
+    archive = _tarball({"istio-1.28.2/bin/istioctl": b"x"}, links={"istio-1.28.2/evil": "../../../etc/passwd"})
+    server.publish("1.28.2", archive)
+    with pytest.raises(ConformanceError, match="symlink to '../../../etc/passwd' leaves the release folder"):
+        istio.fetch_release("1.28.2", tmp_path / "cache", base_url=server.url)
+
+
+def test_fetch_unknown_version_is_not_found(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(ConformanceError, match=r"not found: .*/1\.99\.0/istio-1\.99\.0-linux-amd64\.tar\.gz\.sha256"):
+        istio.fetch_release("1.99.0", tmp_path / "cache", base_url=server.url)
+
+
+def test_fetch_retries_transport_errors(server: _Server, tmp_path: Path) -> None:
+    server.publish("1.28.2", _release())
+    server.drop_next = 1  # the first request is cut off: httpx raises a transport error
+    release = istio.fetch_release("1.28.2", tmp_path / "cache", base_url=server.url)
+    assert (release / "bin" / "istioctl").is_file()
+    assert server.requests[:2] == ["/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256"] * 2
+
+
+def test_official_url_layout() -> None:
+    assert istio.release_url("1.28.2") == (
+        "https://github.com/istio/istio/releases/download/1.28.2/istio-1.28.2-linux-amd64.tar.gz"
+    )
+    assert istio.release_url("1.28.2", arch="arm64").endswith("/1.28.2/istio-1.28.2-linux-arm64.tar.gz")
+
+
+# --- addons ---------------------------------------------------------------------------------
+
+# Same shape as istio/istio samples/addons/prometheus.yaml: several documents, the
+# ConfigMap `prometheus` holding prometheus.yml as a string with a global section
+# and per-job intervals (the "slow" jobs use 5m).
+_PROMETHEUS_YML = """\
+global:
+  evaluation_interval: 1m
+  scrape_interval: 15s
+  scrape_timeout: 10s
+rule_files:
+- /etc/config/recording_rules.yml
+scrape_configs:
+- job_name: prometheus
+  static_configs:
+  - targets:
+    - localhost:9090
+- job_name: kubernetes-pods-slow
+  scrape_interval: 5m
+  scrape_timeout: 30s
+"""
+
+
+def _addon_release(tmp_path: Path) -> Path:
+    release = tmp_path / "istio-1.28.2"
+    addons = release / "samples" / "addons"
+    addons.mkdir(parents=True)
+    docs = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "prometheus", "namespace": "istio-system"}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prometheus", "namespace": "istio-system"},
+         "data": {"allow-snippet-annotations": "false", "prometheus.yml": _PROMETHEUS_YML, "rules": "{}\n"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "prometheus", "namespace": "istio-system"},
+         "spec": {"ports": [{"name": "http", "port": 9090}]}},
+    ]
+    (addons / "prometheus.yaml").write_text("---\n" + yaml.safe_dump_all(docs, sort_keys=False) + "---\n")
+    (addons / "kiali.yaml").write_text("kind: Service\n")
+    return release
+
+
+def test_prometheus_addon_scrapes_every_5s(tmp_path: Path) -> None:
+    docs = istio.prometheus_addon(_addon_release(tmp_path))
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "ConfigMap", "Service"]
+    config = yaml.safe_load(docs[1]["data"]["prometheus.yml"])
+    assert config["global"] == {"evaluation_interval": "1m", "scrape_interval": "5s", "scrape_timeout": "5s"}
+    # Only the global section changes; a job's own interval stays.
+    assert config["scrape_configs"][1]["scrape_interval"] == "5m"
+    assert config["scrape_configs"][0]["static_configs"] == [{"targets": ["localhost:9090"]}]
+    assert docs[1]["data"]["rules"] == "{}\n"
+
+
+def test_prometheus_addon_without_configmap(tmp_path: Path) -> None:
+    release = _addon_release(tmp_path)
+    (release / "samples/addons/prometheus.yaml").write_text("kind: Service\nmetadata: {name: prometheus}\n")
+    with pytest.raises(ConformanceError, match="no ConfigMap 'prometheus' with data 'prometheus.yml'"):
+        istio.prometheus_addon(release)
+
+
+def test_addons_manifests(tmp_path: Path) -> None:
+    release = _addon_release(tmp_path)
+    assert _install(release_dir=release).addons_manifests() == [
+        release / "samples/addons/prometheus.yaml", release / "samples/addons/kiali.yaml"]
+    (release / "samples/addons/kiali.yaml").unlink()
+    with pytest.raises(ConformanceError, match="addon manifest missing: .*kiali.yaml"):
+        _install(release_dir=release).addons_manifests()
+    with pytest.raises(ConformanceError, match="no Istio release folder"):
+        _install().addons_manifests()
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+def test_invalid_virtualservice_passes_the_schema_but_is_invalid_for_istio() -> None:
+    docs = manifests.load(istio.INVALID_VIRTUALSERVICE)
+    assert len(docs) == 1
+    doc = docs[0]
+    assert doc["kind"] == "VirtualService"
+    assert schema.SchemaSet().validate(doc) == []
+    # What Istio's webhook refuses: one HTTP route with both route and redirect.
+    assert len(doc["spec"]["http"]) == 1
+    assert {"route", "redirect"} <= set(doc["spec"]["http"][0])
+
+
+DENIED = ('error when creating "invalid-virtualservice.yaml": admission webhook "validation.istio.io" '
+          "denied the request: configuration is invalid: HTTP route cannot contain both route and redirect")
+
+
+def test_webhook_wait_retries_until_refused() -> None:
+    events: list[str] = []
+    answers = iter(["accept", "unreachable", "accept", "deny"])
+
+    def apply_invalid() -> None:
+        answer = next(answers)
+        events.append(f"apply:{answer}")
+        if answer == "unreachable":
+            raise RuntimeError('Internal error occurred: failed calling webhook "validation.istio.io": connection refused')
+        if answer == "deny":
+            raise RuntimeError(DENIED)
+
+    istio.wait_validation_webhook(apply_invalid, lambda: events.append("delete"), timeout=10, interval=0.01)
+    assert events == ["apply:accept", "delete", "apply:unreachable", "apply:accept", "delete", "apply:deny"]
+
+
+def test_webhook_wait_times_out_with_the_last_observation() -> None:
+    deletes: list[int] = []
+    with pytest.raises(NotConverged, match="invalid VirtualService was accepted .*is istiod running"):
+        istio.wait_validation_webhook(lambda: None, lambda: deletes.append(1), timeout=0.2, interval=0.05)
+    assert deletes  # every accepted copy was removed again
