@@ -221,7 +221,7 @@ def test_helm_uninstall_tolerates_missing_releases_and_tries_all(fake_tools: Fak
 @pytest.mark.parametrize("scenario", [HEALTHY])
 def test_helm_missing_from_path(fake_tools: FakeTools) -> None:
     fake_tools.remove("helm")
-    with pytest.raises(TargetUnavailable, match=r"^helm not found on PATH: install Helm 3"):
+    with pytest.raises(TargetUnavailable, match=r"^helm is not installed \(not on PATH\): install Helm 3"):
         _install(method="helm").install()
     assert fake_tools.all_calls() == []
 
@@ -229,12 +229,12 @@ def test_helm_missing_from_path(fake_tools: FakeTools) -> None:
 @pytest.mark.parametrize("scenario", [HEALTHY])
 def test_istioctl_missing_from_path(fake_tools: FakeTools) -> None:
     fake_tools.remove("istioctl")
-    with pytest.raises(TargetUnavailable, match=r"^istioctl not found on PATH: let the harness download"):
+    with pytest.raises(TargetUnavailable, match=r"^istioctl is not installed \(not on PATH\): let the harness download"):
         _install().install()
 
 
 def test_istioctl_missing_from_release(tmp_path: Path) -> None:
-    with pytest.raises(TargetUnavailable, match=r"istioctl not found: the Istio release is incomplete"):
+    with pytest.raises(TargetUnavailable, match=r"istioctl is not installed: the Istio release is incomplete"):
         _install(release_dir=tmp_path / "istio-1.28.2").install()
 
 

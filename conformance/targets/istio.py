@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -30,6 +29,7 @@ import yaml
 
 from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
 from conformance.settings import Timeouts
+from conformance.targets.preflight import run_tool
 from conformance.waiting import wait_for
 
 # Release assets: <base>/<v>/istio-<v>-linux-<arch>.tar.gz and a .sha256 beside it
@@ -294,48 +294,20 @@ class Runner(Protocol):
 
 
 def run_command(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run argv with output captured; kill it (and its children) after timeout seconds."""
-    what = _describe(argv)
-    try:
-        # A session of its own, so that a timeout kills whatever the tool started too.
-        proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise TargetUnavailable(f"{argv[0]} not found{_on_path(argv[0])}: {_install_hint(argv[0])}") from None
-    except PermissionError:
-        raise TargetUnavailable(f"{argv[0]} is not executable: fix its permissions or reinstall it") from None
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
+    """Run argv with output captured; a timeout (tool and children killed) is an error."""
+    result = run_tool(argv, timeout, _install_hint(argv[0]))
+    if result.timed_out:
         raise ConformanceError(
-            f"{what} did not finish within {timeout:g}s: check the cluster's pods and events, "
+            f"{_describe(argv)} did not finish within {timeout:g}s: check the cluster's pods and events, "
             "or raise the install timeout"
-        ) from None
-    except BaseException:  # Ctrl-C: the tool must not outlive us in its own session
-        _kill_group(proc)
-        raise
-    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
+        )
+    return subprocess.CompletedProcess(list(argv), result.returncode, result.stdout, result.stderr)
 
 
 def _describe(argv: Sequence[str]) -> str:
     """'istioctl install', 'helm upgrade', ...: the tool and its subcommand."""
     words = [Path(argv[0]).name, *(a for a in argv[1:2] if not a.startswith("-"))]
     return " ".join(words)
-
-
-def _on_path(program: str) -> str:
-    return "" if os.sep in program else " on PATH"
 
 
 def _install_hint(program: str) -> str:

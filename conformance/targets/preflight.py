@@ -70,9 +70,10 @@ def run_tool(argv: Sequence[str], timeout: float, install_hint: str) -> ToolResu
             start_new_session=True,
         )
     except FileNotFoundError:
-        raise TargetUnavailable(f"{tool} is not installed (not on PATH): {install_hint}") from None
+        where = "" if os.sep in tool else " (not on PATH)"
+        raise TargetUnavailable(f"{tool} is not installed{where}: {install_hint}") from None
     except PermissionError:
-        raise TargetUnavailable(f"{tool} on PATH is not executable: {install_hint}") from None
+        raise TargetUnavailable(f"{tool} is not executable: {install_hint}") from None
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -80,6 +81,9 @@ def run_tool(argv: Sequence[str], timeout: float, install_hint: str) -> ToolResu
         stdout, stderr = process.communicate()
         stderr += f"\n{tool} timed out after {timeout:g}s and was stopped"
         return ToolResult(tuple(argv), process.returncode, stdout, stderr, timed_out=True)
+    except BaseException:  # Ctrl-C: a tool in its own session must not outlive us
+        _kill_group(process)
+        raise
     return ToolResult(tuple(argv), process.returncode, stdout, stderr)
 
 
