@@ -9,16 +9,13 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from conformance import features
+from conformance import features, options
 from conformance.errors import ConformanceError
 from conformance.settings import TARGETS, RunSettings
 from conformance.targets import select
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
-# Cluster settings that `meshconf run` hands on to the pytest plugin unchanged.
-CLUSTER_FLAGS = ("istio_version", "kubernetes_version", "install_method", "cluster_name")
-CLUSTER_SWITCHES = ("reuse", "keep", "force")
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -27,19 +24,10 @@ out = Console(highlight=False)
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshconf", description="End-to-end service-mesh conformance.")
     sub = p.add_subparsers(dest="command", required=True)
-    defaults = RunSettings()
 
     cluster = argparse.ArgumentParser(add_help=False)
     cluster.add_argument("--context", help="kubeconfig context (selects the kubeconfig target under auto)")
-    cluster.add_argument("--istio-version", default=defaults.istio_version, help="cluster targets: Istio version")
-    cluster.add_argument("--kubernetes-version", default=defaults.kubernetes_version,
-                         help="kind: Kubernetes minor of the pinned node image")
-    cluster.add_argument("--install-method", choices=("istioctl", "helm"), default=defaults.install_method)
-    cluster.add_argument("--cluster-name", default=defaults.cluster_name, help="kind: cluster name")
-    cluster.add_argument("--reuse", action="store_true", help="kind: use an existing cluster of that name")
-    cluster.add_argument("--keep", action="store_true", help="leave what the run created in place")
-    cluster.add_argument("--force", action="store_true",
-                         help="run an Istio/Kubernetes pair outside Istio's support matrix")
+    options.add_cluster_options(cluster.add_argument)
 
     run = sub.add_parser("run", parents=[cluster], help="bring up a target, run the suites, write the results")
     run.add_argument("--target", default="auto", help=f"one of {', '.join(TARGETS)} (default auto)")
@@ -77,9 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def settings_from(args: argparse.Namespace, target: str) -> RunSettings:
-    values = {name: getattr(args, name) for name in (*CLUSTER_FLAGS, *CLUSTER_SWITCHES)}
     return RunSettings(target=target, context=args.context,
-                       mutants=tuple(getattr(args, "local_mutant", ())), **values)
+                       mutants=tuple(getattr(args, "local_mutant", ())), **options.settings_values(args))
 
 
 def list_features() -> int:
@@ -140,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
                          ("--local-mutant", args.local_mutant)):
         for value in values:
             pytest_args += [flag, value]
-    for name in CLUSTER_FLAGS:
-        pytest_args += ["--" + name.replace("_", "-"), str(getattr(args, name))]
-    pytest_args += ["--" + name for name in CLUSTER_SWITCHES if getattr(args, name)]
+    pytest_args += options.as_pytest_args(args)
     if args.context:
         pytest_args += ["--context", args.context]
     if args.consistency_timeout:

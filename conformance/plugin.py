@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import features
+from conformance import features, options
 from conformance.errors import ConformanceError
 from conformance.report import conformance_report, summary
 from conformance.report.results import NOT_SUPPORTED_PREFIX, Outcome, ResultBook, Record
@@ -35,15 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--meshconf-workdir", default=".meshconf", help="where runs keep config and logs")
     group.addoption("--consistency-timeout", type=float, default=None,
                     help="seconds for configuration to converge (default 30)")
-    cluster = RunSettings()
-    group.addoption("--istio-version", default=cluster.istio_version, help="cluster targets: Istio to install")
-    group.addoption("--kubernetes-version", default=cluster.kubernetes_version,
-                    help="kind: Kubernetes minor of the node image")
-    group.addoption("--install-method", choices=("istioctl", "helm"), default=cluster.install_method)
-    group.addoption("--cluster-name", default=cluster.cluster_name, help="kind: cluster name")
-    group.addoption("--reuse", action="store_true", help="kind: run on an existing cluster of that name")
-    group.addoption("--keep", action="store_true", help="cluster targets: leave what the run created")
-    group.addoption("--force", action="store_true", help="allow an Istio/Kubernetes pair outside the support matrix")
+    options.add_cluster_options(group.addoption)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,13 +58,7 @@ def settings(config: pytest.Config) -> RunSettings:
                 report=Path(opt.report) if opt.report else None,
                 work_dir=Path(opt.meshconf_workdir),
                 timeouts=timeouts,
-                istio_version=opt.istio_version,
-                kubernetes_version=opt.kubernetes_version,
-                install_method=opt.install_method,
-                cluster_name=opt.cluster_name,
-                reuse=opt.reuse,
-                keep=opt.keep,
-                force=opt.force,
+                **options.settings_values(opt),
             )
         )
         if opt.target_reason:
