@@ -144,6 +144,10 @@ def preflight(settings: RunSettings) -> None:
         from conformance.targets.preflight import require
 
         require(kind.preflight(timeouts=settings.timeouts))
+    if settings.target == "kubeconfig":
+        from conformance.targets import existing
+
+        existing.preflight(settings)
     if settings.target != "local":
         return
     from conformance import manifests

@@ -1,5 +1,6 @@
 """Cluster-target options, declared once for both `meshconf` (argparse) and the pytest plugin."""
 
+import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -7,7 +8,7 @@ from conformance.settings import RunSettings
 
 # The RunSettings fields these options fill; `meshconf run` hands them on to pytest unchanged.
 VALUES = ("istio_version", "kubernetes_version", "install_method", "cluster_name")
-SWITCHES = ("reuse", "keep", "force")
+SWITCHES = ("reuse", "keep", "force", "yes")
 
 
 def add_cluster_options(add: Callable[..., Any]) -> None:
@@ -22,6 +23,10 @@ def add_cluster_options(add: Callable[..., Any]) -> None:
     add("--reuse", action="store_true", help="kind: run on an existing cluster of that name")
     add("--keep", action="store_true", help="leave what the run created in place")
     add("--force", action="store_true", help="run an Istio/Kubernetes pair outside Istio's support matrix")
+    add("--install-mesh", action=argparse.BooleanOptionalAction, default=None,
+        help="kubeconfig: install Istio (default: assume it is installed)")
+    add("--yes", action="store_true",
+        help="kubeconfig: allow installing or removing a mesh on a context meshconf did not create")
 
 
 def as_pytest_args(values: Any) -> list[str]:
@@ -29,9 +34,11 @@ def as_pytest_args(values: Any) -> list[str]:
     args = []
     for name in VALUES:
         args += ["--" + name.replace("_", "-"), str(getattr(values, name))]
+    if values.install_mesh is not None:
+        args.append("--install-mesh" if values.install_mesh else "--no-install-mesh")
     return args + ["--" + name for name in SWITCHES if getattr(values, name)]
 
 
 def settings_values(values: Any) -> dict[str, Any]:
     """The options' values as RunSettings keyword arguments."""
-    return {name: getattr(values, name) for name in (*VALUES, *SWITCHES)}
+    return {name: getattr(values, name) for name in (*VALUES, *SWITCHES, "install_mesh")}

@@ -34,10 +34,22 @@ def test_unknown_target(tmp_path: Path) -> None:
     assert "unknown target 'minikube'" in one_error_line(done.stderr)
 
 
-def test_unbuilt_target_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+def test_kubeconfig_target_needs_a_context(tmp_path: Path) -> None:
     done = meshconf(["run", "--target", "kubeconfig"], cwd=tmp_path)
     assert done.returncode == 2
-    assert "kubeconfig target is not built yet" in one_error_line(done.stderr)
+    assert "needs --context NAME" in one_error_line(done.stderr)
+
+
+def test_kubeconfig_target_refuses_to_install_without_consent(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\ncontexts:\n- name: prod\n  context: {cluster: c, user: u}\n")
+    done = meshconf(["run", "--target", "kubeconfig", "--context", "prod", "--install-mesh"], cwd=tmp_path,
+                    env={"KUBECONFIG": str(config)})
+    assert done.returncode == 2
+    assert "refusing to install Istio" in one_error_line(done.stderr) and "--yes" in done.stderr
+    missing = meshconf(["run", "--target", "kubeconfig", "--context", "staging"], cwd=tmp_path,
+                       env={"KUBECONFIG": str(config)})
+    assert "context 'staging' is not in" in one_error_line(missing.stderr)
 
 
 @pytest.mark.parametrize(("flag", "value", "text"), [

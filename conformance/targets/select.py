@@ -3,7 +3,7 @@
 import shutil
 from dataclasses import replace
 
-from conformance.errors import ConformanceError, TargetUnavailable
+from conformance.errors import ConformanceError
 from conformance.settings import TARGETS, RunSettings
 from conformance.targets.base import Target
 from conformance.targets.preflight import docker_check
@@ -35,8 +35,8 @@ def make(settings: RunSettings) -> Target:
 
         return ClusterTarget(settings, KindProvisioner(settings))
     if settings.target == "kubeconfig":
-        raise TargetUnavailable(
-            "the kubeconfig target is not built yet in this version of meshconf; "
-            "use --target kind or --target local (the local reference mesh)"
-        )
+        from conformance.targets.cluster import ClusterTarget
+        from conformance.targets.existing import ExistingClusterProvisioner
+
+        return ClusterTarget(settings, ExistingClusterProvisioner(settings))
     raise ConformanceError(f"unknown target {settings.target!r}; choose one of: {', '.join(TARGETS[1:])}")

@@ -1,0 +1,133 @@
+"""The kubeconfig target's provisioning: an existing cluster, reached through a named context.
+
+Rules (README, "On an existing cluster"): the cluster is never created or deleted;
+only namespaces labelled with the run's id are; Istio is assumed installed unless
+--install-mesh is given, and installing or removing a mesh on a context meshconf
+did not create needs --yes.
+"""
+
+import os
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+import yaml
+
+from conformance.errors import ConformanceError, TargetUnavailable
+from conformance.settings import RunSettings
+from conformance.targets import istio
+from conformance.targets.cluster import ClusterAccess
+from conformance.targets.kube import Kube
+from conformance.targets.provision import ISTIO_SYSTEM, Phases, collect_cluster_debug, istio_install
+
+GATEWAY_SERVICE = "istio-ingressgateway"
+GATEWAY_HTTP_PORT = 8080  # the gateway pod's HTTP port behind service port 80 (demo profile)
+
+
+def user_kubeconfig() -> Path:
+    """The file kubectl would use; read only (Kube never writes it back)."""
+    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    return Path(first) if first else Path.home() / ".kube" / "config"
+
+
+class ExistingClusterProvisioner:
+    name = "kubeconfig"
+
+    def __init__(self, settings: RunSettings, kubeconfig: Path | None = None) -> None:
+        if not settings.context:
+            raise ConformanceError("the kubeconfig target needs --context NAME (the context to test)")
+        self.settings = settings
+        self.kubeconfig = kubeconfig or user_kubeconfig()
+        self.kube: Kube | None = None
+        self.installed: istio.IstioInstall | None = None
+        self._stack = ExitStack()
+        self._phases = Phases()
+
+    def up(self) -> ClusterAccess:
+        s = self.settings
+        self.kube = Kube(self.kubeconfig, s.context, timeouts=s.timeouts)
+        kubernetes = self.kube.server_version()
+        if s.install_mesh:
+            self._install(kubernetes)
+            version = s.istio_version
+        else:
+            version = self._installed_version()
+        return ClusterAccess(self.kubeconfig, s.context, self._ingress_url(), kubernetes.lstrip("v"), version)
+
+    def _install(self, kubernetes: str) -> None:
+        s = self.settings
+        require_consent(s, f"install Istio {s.istio_version}")
+        istio.check_support(s.istio_version, kubernetes, s.force)
+        with self._phases("mesh up"):
+            release = istio.fetch_release(s.istio_version, s.cache_dir, timeout=s.timeouts.install)
+            install = istio_install(s, self.kubeconfig, release, context=s.context)
+            self.installed = install  # set first: a failed install is still uninstalled at down()
+            install.install()
+
+    def _installed_version(self) -> str:
+        istiod = self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_SYSTEM)
+        if istiod is None:
+            raise TargetUnavailable(
+                f"no Istio on context {self.settings.context!r} (no Deployment istiod in {ISTIO_SYSTEM}); "
+                "install it, or pass --install-mesh --yes to let meshconf install it"
+            )
+        image = istiod["spec"]["template"]["spec"]["containers"][0]["image"]
+        return image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
+
+    def _ingress_url(self) -> str:
+        """The gateway's LoadBalancer address, else a port-forward held for the whole run."""
+        service = self._kube.get("v1", "Service", GATEWAY_SERVICE, ISTIO_SYSTEM)
+        if service is None:
+            raise TargetUnavailable(f"no Service {GATEWAY_SERVICE} in {ISTIO_SYSTEM} on {self.settings.context!r}")
+        for entry in (service.get("status", {}).get("loadBalancer", {}).get("ingress") or []):
+            address = entry.get("ip") or entry.get("hostname")
+            if address:
+                return f"http://{address}:80"
+        pods = [p for p in self._kube.pods(ISTIO_SYSTEM) if p.labels.get("istio") == "ingressgateway" and p.ready]
+        if not pods:
+            raise TargetUnavailable(f"no ready ingress gateway pod in {ISTIO_SYSTEM} on {self.settings.context!r}")
+        host, port = self._stack.enter_context(self._kube.port_forward(pods[0].name, ISTIO_SYSTEM, GATEWAY_HTTP_PORT))
+        return f"http://{host}:{port}"
+
+    @property
+    def _kube(self) -> Kube:
+        if self.kube is None:
+            raise ConformanceError("the cluster is not connected")
+        return self.kube
+
+    def down(self) -> None:
+        with self._phases("teardown"):
+            self._stack.close()
+            if self.installed is not None and not self.settings.keep:
+                self.installed.uninstall()
+                self.installed = None
+            if self.kube is not None:
+                self.kube.close()
+                self.kube = None
+
+    def collect_debug(self, directory: Path) -> None:
+        collect_cluster_debug(self.kube, directory, self.kubeconfig)
+
+    def phases(self) -> Mapping[str, float]:
+        return dict(self._phases.seconds)
+
+
+def require_consent(settings: RunSettings, action: str) -> None:
+    """Installing or removing a mesh on a context meshconf did not create needs --yes."""
+    if not settings.yes:
+        raise ConformanceError(
+            f"refusing to {action} on context {settings.context!r}, which meshconf did not create; "
+            "pass --yes to allow it"
+        )
+
+
+def preflight(settings: RunSettings, kubeconfig: Path | None = None) -> None:
+    """Before anything starts: the context exists, and consent was given where it is needed."""
+    path = kubeconfig or user_kubeconfig()
+    if not path.is_file():
+        raise TargetUnavailable(f"kubeconfig {path} does not exist (set KUBECONFIG or create it)")
+    contexts = [c.get("name") for c in (yaml.safe_load(path.read_text()) or {}).get("contexts") or []]
+    if settings.context not in contexts:
+        raise TargetUnavailable(f"context {settings.context!r} is not in {path} (contexts: {', '.join(contexts) or 'none'})")
+    if settings.install_mesh:
+        require_consent(settings, f"install Istio {settings.istio_version}")
