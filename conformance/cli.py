@@ -11,7 +11,7 @@ from rich.table import Table
 
 from conformance import features, options
 from conformance.errors import ConformanceError
-from conformance.settings import TARGETS, RunSettings
+from conformance.settings import TARGETS, RunSettings, Timeouts
 from conformance.targets import select
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,12 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command]()
     except ConformanceError as exc:
-        console.print(f"meshconf: error: {exc}", soft_wrap=True)
+        # markup=False: an error quoting "[/...]" (a path, a list) would otherwise raise or lose text.
+        console.print(f"meshconf: error: {exc}", soft_wrap=True, markup=False)
         return 2
 
 
 def settings_from(args: argparse.Namespace, target: str) -> RunSettings:
-    return RunSettings(target=target, context=args.context,
+    return RunSettings(target=target, context=args.context, timeouts=Timeouts.from_env(),
                        mutants=tuple(getattr(args, "local_mutant", ())), **options.settings_values(args))
 
 
@@ -185,7 +186,9 @@ def up(args: argparse.Namespace) -> int:
         provisioner.down()
         raise
     provisioner.mark_created()
-    out.print(str(access.kubeconfig))
+    # Plain print: scripts read this line, and rich would wrap a long path at 80 columns
+    # and take "[...]" in it for markup.
+    print(access.kubeconfig)
     return 0
 
 

@@ -9,6 +9,16 @@ from conformance.errors import ConformanceError
 
 TARGETS = ("auto", "kind", "kubeconfig", "local")
 
+# Where Istio release archives are downloaded from: <base>/<version>/istio-<version>-linux-<arch>.tar.gz
+# (conformance.targets.istio.release_url). Env MESHCONF_ISTIO_RELEASES points it at a mirror
+# that keeps the same layout, with the .sha256 files beside the archives (air-gapped machines).
+OFFICIAL_ISTIO_RELEASES = "https://github.com/istio/istio/releases/download"
+ISTIO_RELEASES_ENV = "MESHCONF_ISTIO_RELEASES"
+
+
+def istio_releases_from_env() -> str:
+    return os.environ.get(ISTIO_RELEASES_ENV, "").strip() or OFFICIAL_ISTIO_RELEASES
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -55,6 +65,7 @@ class RunSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     # Cluster targets (kind, kubeconfig)
     istio_version: str = "1.28.0"
+    istio_releases: str = field(default_factory=istio_releases_from_env)  # release download base URL
     kubernetes_version: str = "1.34"  # kind node image; supported by the Istio above
     install_method: str = "istioctl"  # or helm
     cluster_name: str = "meshconf"

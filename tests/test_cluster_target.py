@@ -60,8 +60,8 @@ class FakeProvisioner:
     def down(self) -> None:
         self.events.append("down")
 
-    def collect_debug(self, directory: Path) -> None:
-        pass
+    def collect_debug(self, directory: Path, namespaces=(), applied=None) -> None:  # type: ignore[no-untyped-def]
+        self.events.append(("debug", tuple(namespaces), len(applied or [])))
 
     def phases(self) -> dict:
         return {}
@@ -95,6 +95,17 @@ def test_namespaces_carry_the_run_label_and_only_those_are_deleted() -> None:
     assert ("create_namespace", "bookinfo-r1", {"istio-injection": "enabled", "meshconf.dev/run-id": "r1"}) \
         in t.kube.calls
     assert ("delete_namespace", "bookinfo-r1", "r1") in t.kube.calls
+
+
+def test_debug_bundle_covers_what_the_run_created(tmp_path: Path) -> None:
+    provisioner = FakeProvisioner()
+    t = target(provisioner)
+    t.up()
+    t.kube.apply = lambda docs, ns: None  # type: ignore[attr-defined]
+    with t.namespace("bookinfo-r1", {}):
+        t.apply([{"kind": "VirtualService"}, {"kind": "DestinationRule"}], "bookinfo-r1")
+        t.collect_debug(tmp_path)
+    assert provisioner.events[-1] == ("debug", ("bookinfo-r1",), 2)
 
 
 def test_failed_bring_up_tears_down_what_was_provisioned() -> None:

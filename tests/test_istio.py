@@ -5,14 +5,9 @@ are on PATH, each call is logged, and the scenario says what each subcommand ans
 """
 
 import hashlib
-import http.server
-import io
 import json
 import os
-import tarfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +19,7 @@ from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
 from conformance.targets import istio
 from conformance.targets.istio import IstioInstall
 from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+from tests.release_server import ReleaseServer, release_server, tarball  # noqa: F401 (fixture)
 
 KUBECONFIG = Path("/tmp/meshconf-run/kubeconfig")
 REPO = "https://istio-release.storage.googleapis.com/charts"
@@ -296,77 +292,9 @@ def test_version_that_is_not_one() -> None:
 # --- release download -----------------------------------------------------------------------
 
 
-class _Server:
-    """A local HTTP server answering from `files` (path -> bytes) and recording request paths."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        self.drop_next = 0  # close the connection without answering this many times
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                if server.drop_next:
-                    server.drop_next -= 1
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/releases"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def publish(self, version: str, archive: bytes, digest: str | None = None) -> None:
-        name = istio.archive_name(version)
-        digest = digest or hashlib.sha256(archive).hexdigest()
-        self.files[f"/releases/{version}/{name}"] = archive
-        # The format istio/release-builder writes: "<hex> <file name>\n".
-        self.files[f"/releases/{version}/{name}.sha256"] = f"{digest} {name}\n".encode()
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    found = _Server()
-    found.thread.start()
-    yield found
-    found.httpd.shutdown()
-    found.httpd.server_close()
-
-
-def _tarball(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755 if "/bin/" in name else 0o644
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-    return buffer.getvalue()
-
-
 def _release(version: str = "1.28.2", extra: dict[str, bytes] | None = None) -> bytes:
     top = f"istio-{version}"
-    return _tarball({
+    return tarball({
         f"{top}/bin/istioctl": b"#!/bin/sh\necho fake\n",
         f"{top}/samples/addons/prometheus.yaml": b"kind: ConfigMap\n",
         f"{top}/samples/addons/kiali.yaml": b"kind: Service\n",
@@ -374,15 +302,15 @@ def _release(version: str = "1.28.2", extra: dict[str, bytes] | None = None) -> 
     })
 
 
-def test_fetch_verifies_extracts_and_caches(server: _Server, tmp_path: Path) -> None:
-    server.publish("1.28.2", _release())
+def test_fetch_verifies_extracts_and_caches(release_server: ReleaseServer, tmp_path: Path) -> None:
+    release_server.publish("1.28.2", _release())
     cache = tmp_path / "cache"
-    release = istio.fetch_release("1.28.2", cache, base_url=server.url)
+    release = istio.fetch_release("1.28.2", cache, base_url=release_server.url)
     assert release == cache / "istio-1.28.2"
     assert os.access(release / "bin" / "istioctl", os.X_OK)
     assert istio.addon_paths(release) == [
         release / "samples/addons/prometheus.yaml", release / "samples/addons/kiali.yaml"]
-    assert server.requests == [
+    assert release_server.requests == [
         "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256",
         "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz",
     ]
@@ -390,50 +318,50 @@ def test_fetch_verifies_extracts_and_caches(server: _Server, tmp_path: Path) -> 
     assert marker["sha256"] == hashlib.sha256(_release()).hexdigest()
     assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == ["istio-1.28.2"]
 
-    again = istio.fetch_release("1.28.2", cache, base_url=server.url)
+    again = istio.fetch_release("1.28.2", cache, base_url=release_server.url)
     assert again == release
-    assert len(server.requests) == 2  # the verified copy was reused without a request
+    assert len(release_server.requests) == 2  # the verified copy was reused without a request
 
 
-def test_fetch_bad_digest_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+def test_fetch_bad_digest_leaves_nothing(release_server: ReleaseServer, tmp_path: Path) -> None:
     archive = _release()
     wrong = "0" * 64
-    server.publish("1.28.2", archive, digest=wrong)
+    release_server.publish("1.28.2", archive, digest=wrong)
     cache = tmp_path / "cache"
     with pytest.raises(ConformanceError) as caught:
-        istio.fetch_release("1.28.2", cache, base_url=server.url)
+        istio.fetch_release("1.28.2", cache, base_url=release_server.url)
     message = str(caught.value)
     assert f"expected {wrong}" in message and f"got {hashlib.sha256(archive).hexdigest()}" in message
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_fetch_refuses_path_traversal(server: _Server, tmp_path: Path) -> None:
-    server.publish("1.28.2", _release(extra={"istio-1.28.2/../../escaped.txt": b"owned"}))
+def test_fetch_refuses_path_traversal(release_server: ReleaseServer, tmp_path: Path) -> None:
+    release_server.publish("1.28.2", _release(extra={"istio-1.28.2/../../escaped.txt": b"owned"}))
     cache = tmp_path / "deep" / "cache"
     with pytest.raises(ConformanceError, match=r"refusing archive member 'istio-1.28.2/../../escaped.txt'"):
-        istio.fetch_release("1.28.2", cache, base_url=server.url)
+        istio.fetch_release("1.28.2", cache, base_url=release_server.url)
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_fetch_refuses_escaping_symlink(server: _Server, tmp_path: Path) -> None:
-    archive = _tarball({"istio-1.28.2/bin/istioctl": b"x"}, links={"istio-1.28.2/evil": "../../../etc/passwd"})
-    server.publish("1.28.2", archive)
+def test_fetch_refuses_escaping_symlink(release_server: ReleaseServer, tmp_path: Path) -> None:
+    archive = tarball({"istio-1.28.2/bin/istioctl": b"x"}, links={"istio-1.28.2/evil": "../../../etc/passwd"})
+    release_server.publish("1.28.2", archive)
     with pytest.raises(ConformanceError, match="symlink to '../../../etc/passwd' leaves the release folder"):
-        istio.fetch_release("1.28.2", tmp_path / "cache", base_url=server.url)
+        istio.fetch_release("1.28.2", tmp_path / "cache", base_url=release_server.url)
 
 
-def test_fetch_unknown_version_is_not_found(server: _Server, tmp_path: Path) -> None:
+def test_fetch_unknown_version_is_not_found(release_server: ReleaseServer, tmp_path: Path) -> None:
     with pytest.raises(ConformanceError, match=r"not found: .*/1\.99\.0/istio-1\.99\.0-linux-amd64\.tar\.gz\.sha256"):
-        istio.fetch_release("1.99.0", tmp_path / "cache", base_url=server.url)
+        istio.fetch_release("1.99.0", tmp_path / "cache", base_url=release_server.url)
 
 
-def test_fetch_retries_transport_errors(server: _Server, tmp_path: Path) -> None:
-    server.publish("1.28.2", _release())
-    server.drop_next = 1  # the first request is cut off: httpx raises a transport error
-    release = istio.fetch_release("1.28.2", tmp_path / "cache", base_url=server.url)
+def test_fetch_retries_transport_errors(release_server: ReleaseServer, tmp_path: Path) -> None:
+    release_server.publish("1.28.2", _release())
+    release_server.drop_next = 1  # the first request is cut off: httpx raises a transport error
+    release = istio.fetch_release("1.28.2", tmp_path / "cache", base_url=release_server.url)
     assert (release / "bin" / "istioctl").is_file()
-    assert server.requests[:2] == ["/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256"] * 2
+    assert release_server.requests[:2] == ["/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256"] * 2
 
 
 def test_official_url_layout() -> None:

@@ -40,7 +40,8 @@ class Provisioner(Protocol):
 
     def up(self) -> ClusterAccess: ...
     def down(self) -> None: ...
-    def collect_debug(self, directory: Path) -> None: ...
+    def collect_debug(self, directory: Path, namespaces: Sequence[str] = (),
+                      applied: Sequence[Doc] | None = None) -> None: ...
     def phases(self) -> Mapping[str, float]: ...
 
 
@@ -79,6 +80,9 @@ class ClusterTarget:
         self._kube_factory = kube_factory
         self.access: ClusterAccess | None = None
         self._kube: Kube | None = None
+        # What this run created and applied: the debug bundle describes exactly that.
+        self._namespaces: list[str] = []
+        self._applied: list[Doc] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class ClusterTarget:
     # -- configuration -----------------------------------------------------------
 
     def apply(self, docs: Sequence[Doc], namespace: str) -> None:
+        self._applied.extend(docs)
         self.kube.apply(docs, namespace)
 
     def delete(self, docs: Sequence[Doc], namespace: str) -> None:
@@ -135,10 +140,12 @@ class ClusterTarget:
     def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
         # Every namespace a run creates carries its run id: only those are ever deleted.
         self.kube.create_namespace(name, {**labels, RUN_LABEL: self.settings.run_id})
+        self._namespaces.append(name)
         try:
             yield name
         finally:
             self.kube.delete_namespace(name, self.settings.run_id)
+            self._namespaces.remove(name)
 
     def wait_ready(self, namespace: str) -> None:
         self.kube.wait_rollout(namespace)
@@ -176,7 +183,7 @@ class ClusterTarget:
                          for c in (*view.containers, *view.init_containers))
 
     def collect_debug(self, directory: Path) -> None:
-        self.provisioner.collect_debug(directory)
+        self.provisioner.collect_debug(directory, list(self._namespaces), list(self._applied))
 
     # -- traffic -------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ did not create needs --yes.
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import yaml
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.settings import RunSettings
 from conformance.targets import istio
+from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
 from conformance.targets.provision import ISTIO_SYSTEM, Phases, collect_cluster_debug, istio_install
@@ -59,7 +60,8 @@ class ExistingClusterProvisioner:
         require_consent(s, f"install Istio {s.istio_version}")
         istio.check_support(s.istio_version, kubernetes, s.force)
         with self._phases("mesh up"):
-            release = istio.fetch_release(s.istio_version, s.cache_dir, timeout=s.timeouts.install)
+            release = istio.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
+                                          timeout=s.timeouts.install)
             install = istio_install(s, self.kubeconfig, release, context=s.context)
             self.installed = install  # set first: a failed install is still uninstalled at down()
             install.install()
@@ -105,8 +107,9 @@ class ExistingClusterProvisioner:
                 self.kube.close()
                 self.kube = None
 
-    def collect_debug(self, directory: Path) -> None:
-        collect_cluster_debug(self.kube, directory, self.kubeconfig)
+    def collect_debug(self, directory: Path, namespaces: Sequence[str] = (),
+                      applied: Sequence[Doc] | None = None) -> None:
+        collect_cluster_debug(self.kube, directory, self.kubeconfig, namespaces, applied)
 
     def phases(self) -> Mapping[str, float]:
         return dict(self._phases.seconds)

@@ -28,13 +28,14 @@ import tenacity
 import yaml
 
 from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
-from conformance.settings import Timeouts
+from conformance.settings import OFFICIAL_ISTIO_RELEASES, Timeouts
 from conformance.targets.preflight import run_tool
 from conformance.waiting import wait_for
 
 # Release assets: <base>/<v>/istio-<v>-linux-<arch>.tar.gz and a .sha256 beside it
 # (istio/release-builder pkg/build/archive.go; the .sha256 holds "<hex> <file name>").
-OFFICIAL_RELEASES = "https://github.com/istio/istio/releases/download"
+# The URL lives in settings (RunSettings.istio_releases defaults to it; settings imports nothing).
+OFFICIAL_RELEASES = OFFICIAL_ISTIO_RELEASES
 # Helm charts base, istiod and gateway (istio.io "Install with Helm").
 HELM_REPO = "https://istio-release.storage.googleapis.com/charts"
 ISTIO_NAMESPACE = "istio-system"

@@ -157,6 +157,10 @@ class KindCluster:
     def get_clusters_argv(self) -> list[str]:
         return ["kind", "get", "clusters"]
 
+    def export_kubeconfig_argv(self) -> list[str]:
+        # kind v0.32.0 pkg/cmd/kind/export/kubeconfig: --name, --kubeconfig (default $KUBECONFIG or ~/.kube/config).
+        return ["kind", "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig)]
+
     # -- lifecycle -------------------------------------------------------------------
 
     def exists(self) -> bool:
@@ -202,6 +206,16 @@ class KindCluster:
             return False
         self.delete()
         return True
+
+    def export_kubeconfig(self) -> Path:
+        """Write a reused cluster's kubeconfig to our private file (create() writes it for a new one)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        result = self._kind(self.export_kubeconfig_argv(), self.timeouts.request)
+        if not result.ok:
+            raise ConformanceError(
+                f"could not export the kubeconfig of kind cluster {self.name!r} ({result.outcome()}): {result.tail()}"
+            )
+        return self.kubeconfig
 
     def export_logs(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import urllib3
 import yaml
 from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, Configuration, CoreV1Api, VersionApi
+from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
@@ -200,12 +200,16 @@ class Kube:
 
     def server_version(self) -> str:
         """The API server's Kubernetes version, e.g. "v1.34.8"."""
-        with self._api_call("read the server version"):
-            return str(VersionApi(self.api).get_code().git_version)
+        # Discovery read /version already; its raw form needs none of VersionInfo's fields.
+        return str(self.dynamic.version["kubernetes"]["gitVersion"])
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """One object as plain data, or None when it does not exist."""
         return self._get(api_version, kind, name, namespace)
+
+    def list_objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of a kind (in a namespace, for a namespaced kind) as plain data."""
+        return self._list(api_version, kind, namespace)
 
     def wait_rollout(self, namespace: str) -> None:
         """Every Deployment in the namespace has all replicas updated and available."""

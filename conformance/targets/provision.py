@@ -3,24 +3,28 @@
 Each provisioner deletes only what it created, and records how long each phase took.
 """
 
+import base64
 import shlex
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError
-from conformance.settings import RunSettings
+from conformance.settings import ISTIO_RELEASES_ENV, RunSettings
 from conformance.targets import istio, kind, preflight
+from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
-from conformance.targets.kube import Kube, redacted_kubeconfig
+from conformance.targets.kube import REDACTED, SECRET_KEYS, Kube, redacted_kubeconfig
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
 ISTIO_SYSTEM = "istio-system"
+T = TypeVar("T")
 
 
 class Phases:
@@ -82,9 +86,13 @@ class KindProvisioner:
         self.warning = check_versions(s)
         preflight.require(kind.preflight(timeouts=s.timeouts))
         with self._phases("istio release"):
-            release = istio.fetch_release(s.istio_version, s.cache_dir, timeout=s.timeouts.install)
+            release = istio.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
+                                          timeout=s.timeouts.install)
         with self._phases("cluster up"):
             self.created = self.cluster.create(reuse=s.reuse)
+            if not self.created:
+                # A reused cluster: our private kubeconfig may be missing or stale (new API server port).
+                self.cluster.export_kubeconfig()
         self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
         install = istio_install(s, self.cluster.kubeconfig, release)
         with self._phases("mesh up"):
@@ -145,8 +153,9 @@ class KindProvisioner:
         self.cluster.delete()
         self._marker.unlink()
 
-    def collect_debug(self, directory: Path) -> None:
-        collect_cluster_debug(self.kube, directory, self.cluster.kubeconfig)
+    def collect_debug(self, directory: Path, namespaces: Sequence[str] = (),
+                      applied: Sequence[Doc] | None = None) -> None:
+        collect_cluster_debug(self.kube, directory, self.cluster.kubeconfig, namespaces, applied)
         try:
             self.cluster.export_logs(directory / "kind-logs")
         except ConformanceError as exc:
@@ -163,10 +172,13 @@ class KindProvisioner:
             f"# kind {kind.KIND_VERSION}, Kubernetes {s.kubernetes_version} ({self.cluster.image})",
             f"# kind config ({self.cluster.config_path}):",
             *("    " + line for line in yaml.safe_dump(self.cluster.config(), sort_keys=False).splitlines()),
-            f"# Istio {s.istio_version} from {istio.release_url(s.istio_version)} (SHA-256 checked), "
-            f"cached in {s.cache_dir}",
+            (f"# Istio {s.istio_version} from {istio.release_url(s.istio_version, s.istio_releases)} "
+             f"(SHA-256 checked; releases base {s.istio_releases}, set ${ISTIO_RELEASES_ENV} for a mirror), "
+             f"cached in {s.cache_dir}"),
             "# commands:",
             *(shlex.join(argv) for argv in (self.cluster.get_clusters_argv(), self.cluster.create_argv())),
+            *([f"# --reuse: if cluster {self.cluster.name} exists, instead of creating it: "
+               + shlex.join(self.cluster.export_kubeconfig_argv())] if s.reuse else []),
             *install.plan(),
             f"# server-side apply (field manager meshconf): {NODEPORTS}, samples/addons/prometheus.yaml "
             "(scrape interval 5s), samples/addons/kiali.yaml",
@@ -174,15 +186,113 @@ class KindProvisioner:
         ]
 
 
-def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path) -> None:
-    """Events, pod logs (istio-proxy included) and webhooks; the kubeconfig only redacted."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "kubeconfig.redacted.yaml").write_text(redacted_kubeconfig(kubeconfig))
+def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
+                          namespaces: Sequence[str] = (), applied: Sequence[Doc] | None = None) -> None:
+    """A debug bundle: the kubeconfig redacted, webhooks, and for istio-system plus `namespaces`
+    (those the run created) the pods as YAML (managedFields dropped), events and every
+    container's logs (istio-proxy included); the applied manifests when given.
+
+    No credential of the kubeconfig may reach the bundle: every file's text passes through a
+    scrubber of its secret values (and what they base64-decode to). A part that cannot be read
+    leaves `<file>.error` with the reason, and collection goes on.
+    """
+    bundle = _Bundle(directory, kubeconfig)
+    bundle.write("kubeconfig.redacted.yaml", lambda: redacted_kubeconfig(kubeconfig))
+    if applied is not None:
+        bundle.write("applied.yaml", lambda: yaml.safe_dump_all([dict(d) for d in applied if d], sort_keys=False))
     if kube is None:
         return
-    (directory / "webhooks.yaml").write_text(yaml.safe_dump(kube.webhooks(), sort_keys=False))
-    for namespace in (ISTIO_SYSTEM,):
-        (directory / f"events.{namespace}.txt").write_text("\n".join(kube.events(namespace)))
+    bundle.write("webhooks.yaml", lambda: yaml.safe_dump(kube.webhooks(), sort_keys=False))
+    for namespace in dict.fromkeys((ISTIO_SYSTEM, *namespaces)):
+        where = f"namespaces/{namespace}"
+        bundle.write(f"{where}/events.txt", partial(_events_text, kube, namespace))
+        pods = bundle.read(f"{where}/pods.yaml", partial(kube.list_objects, "v1", "Pod", namespace)) or []
+        bundle.write(f"{where}/pods.yaml", partial(_pods_yaml, pods))
+        for pod in pods:
+            name = str((pod.get("metadata") or {}).get("name", ""))
+            spec = pod.get("spec") or {}
+            # Init containers too: a native istio-proxy sidecar is one of them.
+            for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or [])):
+                bundle.write(f"{where}/logs/{name}/{c['name']}.log", partial(kube.logs, name, namespace, c["name"]))
+
+
+def _events_text(kube: Kube, namespace: str) -> str:
+    return "".join(f"{line}\n" for line in kube.events(namespace))
+
+
+def _pods_yaml(pods: Sequence[Mapping[str, Any]]) -> str:
+    """`kubectl get pods -o yaml` without the managedFields noise."""
+    return yaml.safe_dump_all([_without_managed_fields(p) for p in pods], sort_keys=False)
+
+
+class _Bundle:
+    """Writes bundle files with the kubeconfig's credentials scrubbed; a failed part becomes a .error file."""
+
+    def __init__(self, directory: Path, kubeconfig: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Longest first: a secret that contains another is replaced whole.
+        self.secrets = sorted(_credential_forms(kubeconfig), key=len, reverse=True)
+
+    def read(self, name: str, fetch: Callable[[], T]) -> T | None:
+        try:
+            return fetch()
+        except ConformanceError as exc:
+            self._put(f"{name}.error", f"{exc}\n")
+            return None
+
+    def write(self, name: str, render: Callable[[], str]) -> None:
+        text = self.read(name, render)
+        if text is not None:
+            self._put(name, text)
+
+    def _put(self, name: str, text: str) -> None:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        path = self.directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def _credential_forms(kubeconfig: Path) -> set[str]:
+    """Every credential string in the kubeconfig, what it base64-decodes to (key and certificate
+    data hold base64 PEM), and the Basic auth header value of a username and password."""
+    try:
+        data = yaml.safe_load(Path(kubeconfig).read_text())
+    except (OSError, yaml.YAMLError):
+        return set()
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in SECRET_KEYS and isinstance(value, str):
+                    found.add(value)
+                    found.update(_decoded(value))
+                else:
+                    walk(value)
+            if isinstance(node.get("username"), str) and isinstance(node.get("password"), str):
+                found.add(base64.b64encode(f"{node['username']}:{node['password']}".encode()).decode())
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(data)
+    return {s for s in found if len(s) >= 4}
+
+
+def _decoded(value: str) -> set[str]:
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return set()
+    # Also each line: a PEM body may be quoted line by line (a log, a YAML block).
+    return {text, text.strip(), *(line.strip() for line in text.splitlines())}
+
+
+def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
 
 
 def manifests_to_apply() -> list[tuple[str, list[str]]]:

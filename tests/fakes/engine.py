@@ -4,7 +4,8 @@ Runs inside each fake executable (tests/fakes/bin/<tool>), with the standard lib
 Environment (set by the `fake_tools` fixture):
   MESHCONF_FAKE_LOG       one JSON line per call: {"tool": ..., "argv": [tool, args...]}
   MESHCONF_FAKE_SCENARIO  JSON: {"state": {...initial...}, "<tool>": {"<subcommand>": spec}}
-  MESHCONF_FAKE_STATE     JSON state shared by all tools of one test (e.g. kind clusters)
+  MESHCONF_FAKE_STATE     JSON state shared by all tools of one test (e.g. kind clusters;
+                          "server": the API server URL kind writes into kubeconfigs)
 
 A call is answered by the longest subcommand (space-separated words) that prefixes its
 arguments, e.g. "create cluster" for `kind create cluster --name x`. The tool's built-in
@@ -98,19 +99,20 @@ def kind_create_cluster(args: list[str], state: State, spec: Spec) -> Reply:
         clusters.append(name)
     kubeconfig = flag(args, "--kubeconfig")
     if not failing and kubeconfig:
-        _write_kubeconfig(Path(kubeconfig), name)
+        _write_kubeconfig(Path(kubeconfig), name, state)
     image = flag(args, "--image", "kindest/node")
     return Reply(stderr=f'Creating cluster "{name}" ...\n ✓ Ensuring node image ({image}) 🖼\n'
                         f' ✓ Preparing nodes 📦\nSet kubectl context to "kind-{name}"\n')
 
 
-def _write_kubeconfig(path: Path, name: str) -> None:
+def _write_kubeconfig(path: Path, name: str, state: State) -> None:
     # JSON is YAML; no credentials: nothing may read real secrets from a fake.
+    # state["server"] points the cluster at a fake API server (tests/fakeapi.py).
     context = f"kind-{name}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": context,
-        "clusters": [{"name": context, "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "clusters": [{"name": context, "cluster": {"server": state.get("server", "https://127.0.0.1:6443")}}],
         "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
         "users": [{"name": context, "user": {}}],
     }, indent=1))
@@ -122,6 +124,18 @@ def kind_delete_cluster(args: list[str], state: State, spec: Spec) -> Reply:
     if name in clusters:  # a missing name is not an error: kind delete is like rm -f
         clusters.remove(name)
     return Reply(stderr=f'Deleting cluster "{name}" ...\n')
+
+
+def kind_export_kubeconfig(args: list[str], state: State, spec: Spec) -> Reply:
+    name = flag(args, "--name", "kind") or "kind"
+    if name not in _clusters(state):
+        return Reply(1, stderr=f'ERROR: failed to export kubeconfig: unknown cluster "{name}"\n')
+    # Without --kubeconfig the real kind edits $KUBECONFIG or ~/.kube/config: a fake never does.
+    kubeconfig = flag(args, "--kubeconfig")
+    if not kubeconfig:
+        return Reply(1, stderr="fake kind: refusing to export a kubeconfig without --kubeconfig\n")
+    _write_kubeconfig(Path(kubeconfig), name, state)
+    return Reply(stderr=f'Set kubectl context to "kind-{name}"\n')
 
 
 def kind_export_logs(args: list[str], state: State, spec: Spec) -> Reply:
@@ -153,6 +167,7 @@ HANDLERS: dict[str, dict[str, Handler]] = {
         "create cluster": kind_create_cluster,
         "delete cluster": kind_delete_cluster,
         "export logs": kind_export_logs,
+        "export kubeconfig": kind_export_kubeconfig,
     },
     "docker": {
         "info": docker_info,

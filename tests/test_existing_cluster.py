@@ -1,0 +1,53 @@
+"""The kubeconfig target against a fake API server: an existing cluster is only read, never changed."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from conformance.errors import ConformanceError, TargetUnavailable
+from conformance.settings import RunSettings
+from conformance.targets.existing import ExistingClusterProvisioner
+from tests.fakeapi import FakeApi, api  # noqa: F401 (a fixture)
+from tests.test_kube import write_kubeconfig
+
+ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system"},
+          "spec": {"template": {"spec": {"containers": [{"name": "discovery",
+                                                          "image": "docker.io/istio/pilot:1.28.0"}]}}}}
+GATEWAY = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+           "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}
+
+
+def settings(**extra: object) -> RunSettings:
+    return RunSettings(target="kubeconfig", context="fake", run_id="r1", **extra)  # type: ignore[arg-type]
+
+
+def test_assumes_the_installed_istio_and_changes_nothing(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
+    api.objects["/apis/apps/v1/namespaces/istio-system/deployments/istiod"] = ISTIOD
+    api.objects["/api/v1/namespaces/istio-system/services/istio-ingressgateway"] = GATEWAY
+    config = write_kubeconfig(tmp_path / "kubeconfig", api.port)
+    before = hashlib.sha256(config.read_bytes()).hexdigest()
+    provisioner = ExistingClusterProvisioner(settings(), kubeconfig=config)
+    access = provisioner.up()
+    provisioner.down()
+    assert (access.mesh_version, access.kubernetes_version, access.ingress_url) == \
+        ("1.28.0", "1.33.1", "http://203.0.113.10:80")
+    assert [r.method for r in api.requests if r.method != "GET"] == []  # nothing written, nothing deleted
+    assert hashlib.sha256(config.read_bytes()).hexdigest() == before  # the user's kubeconfig untouched
+
+
+def test_no_istio_is_a_clear_error(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
+    provisioner = ExistingClusterProvisioner(settings(), kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
+    with pytest.raises(TargetUnavailable, match="no Istio on context 'fake'.*--install-mesh --yes"):
+        provisioner.up()
+    provisioner.down()
+
+
+def test_installing_needs_consent(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
+    provisioner = ExistingClusterProvisioner(settings(install_mesh=True),
+                                             kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
+    with pytest.raises(ConformanceError, match="refusing to install Istio 1.28.0 on context 'fake'.*--yes"):
+        provisioner.up()
+    provisioner.down()
+    assert [r.method for r in api.requests if r.method != "GET"] == []

@@ -1,0 +1,480 @@
+"""`meshconf up` and `meshconf down` end to end, with nothing real but this machine.
+
+The CLI runs in-process (cli.main) against:
+- fake docker and kind on PATH (tests/fakes); `kind create cluster` writes a kubeconfig
+  pointing at the fake API server (state "server");
+- a local release server ($MESHCONF_ISTIO_RELEASES) serving an Istio archive whose
+  bin/istioctl is the fake istioctl launcher, and whose samples/addons hold small
+  prometheus.yaml and kiali.yaml shaped like upstream's; istioctl is removed from PATH, so
+  only the release's copy can answer;
+- the fake Kubernetes API (tests/fakeapi.py): discovery for every applied kind, Deployments
+  rolled out once applied, Istio's validating webhook accepting the invalid
+  VirtualService once, then denying it.
+
+The only thing patched in-process is /proc: kind.preflight reads inotify limits and
+memory from a fake /proc tree (this machine's real limits fail the preflight), while the
+docker and kind checks still run the fake tools.
+"""
+
+import base64
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance import cli, manifests
+from conformance.settings import ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, RunSettings
+from conformance.targets import istio, kind
+from conformance.targets.cluster import ClusterTarget
+from conformance.targets.kube import Kube
+from conformance.targets.provision import KindProvisioner, collect_cluster_debug
+from tests.fakeapi import ISTIO, FakeApi, Reply, api, items, status  # noqa: F401 (api is a fixture)
+from tests.fakes import BIN, FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+from tests.release_server import ReleaseServer, release_server, tarball  # noqa: F401 (fixture)
+
+VERSION = RunSettings().istio_version
+IMAGE = kind.NODE_IMAGES[RunSettings().kubernetes_version]
+HEALTHY = {"istioctl": {"install": {"stdout": "\u2714 Installation complete\n"}}}
+
+NODEPORTS = "/api/v1/namespaces/istio-system/services/istio-ingressgateway"
+PROMETHEUS_CONFIG = "/api/v1/namespaces/istio-system/configmaps/prometheus"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/istio-system/deployments"
+INVALID_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/meshconf-readiness-invalid"
+DENIED = ('admission webhook "validation.istio.io" denied the request: '
+          "configuration is invalid: HTTP route cannot contain both route and redirect")
+
+
+# -- a fake Istio release ---------------------------------------------------------------
+
+def _meta(name: str, namespaced: bool = True) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": name}
+    return {"name": name, "labels": labels, **({"namespace": "istio-system"} if namespaced else {})}
+
+
+def _addon(name: str, config_key: str, config: str, port: int, rules: list[dict[str, Any]],
+           role: bool = False) -> str:
+    """The documents of an Istio samples/addons manifest, abridged, in upstream's order."""
+    selector = {"app.kubernetes.io/name": name}
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name)},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name), "data": {config_key: config}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name, False),
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(name, False),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
+    ]
+    if role:  # kiali's namespaced Role for the control plane
+        docs += [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(f"{name}-controlplane"),
+             "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": _meta(f"{name}-controlplane"),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-controlplane"},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
+        ]
+    docs += [
+        {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name),
+         "spec": {"type": "ClusterIP", "selector": selector,
+                  "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name),
+         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                  "template": {"metadata": {"labels": selector, "annotations": {"sidecar.istio.io/inject": "false"}},
+                               "spec": {"serviceAccountName": name,
+                                        "containers": [{"name": name, "image": f"example.invalid/{name}:1",
+                                                        "ports": [{"containerPort": port}]}]}}}},
+    ]
+    return "".join(f"---\n# Source: {name}/templates/{d['kind'].lower()}.yaml\n{yaml.safe_dump(d, sort_keys=False)}"
+                   for d in docs)
+
+
+PROMETHEUS_YML = """\
+global:
+  evaluation_interval: 1m
+  scrape_interval: 15s
+  scrape_timeout: 10s
+rule_files:
+- /etc/config/recording_rules.yml
+scrape_configs:
+- job_name: prometheus
+  static_configs:
+  - targets:
+    - localhost:9090
+- job_name: kubernetes-pods-slow
+  scrape_interval: 5m
+  scrape_timeout: 30s
+"""
+READ = [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]}]
+
+
+def fake_release(version: str = VERSION) -> bytes:
+    """An Istio release archive: the fake istioctl launcher (pointing at tests/fakes) and the addons."""
+    launcher = (BIN / "istioctl").read_text()
+    relative = "str(Path(__file__).resolve().parent.parent)"
+    assert relative in launcher  # the copy must still find tests/fakes/engine.py from the cache
+    top = f"istio-{version}"
+    return tarball({
+        f"{top}/bin/istioctl": launcher.replace(relative, repr(str(BIN.parent))).encode(),
+        f"{top}/samples/addons/prometheus.yaml": _addon("prometheus", "prometheus.yml", PROMETHEUS_YML, 9090,
+                                                        READ + [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+                                                        ).encode(),
+        f"{top}/samples/addons/kiali.yaml": _addon("kiali", "config.yaml", "server:\n  port: 20001\n", 20001,
+                                                   READ, role=True).encode(),
+        f"{top}/manifest.yaml": b"version: " + version.encode() + b"\n",
+    })
+
+
+# -- the machine ------------------------------------------------------------------------
+
+def fake_proc(root: Path) -> Path:
+    """Limits a kind cluster with Istio is happy with (kind's known-issues page)."""
+    inotify = root / "sys" / "fs" / "inotify"
+    inotify.mkdir(parents=True)
+    (inotify / "max_user_watches").write_text("524288\n")
+    (inotify / "max_user_instances").write_text("512\n")
+    (root / "meminfo").write_text("MemTotal:       32768000 kB\nMemAvailable:   16777216 kB\n")
+    return root
+
+
+@dataclass
+class Machine:
+    tools: FakeTools
+    api: FakeApi
+    releases: ReleaseServer
+    project: Path  # the working directory: .meshconf/ goes here
+    home: Path
+    capsys: pytest.CaptureFixture[str]
+
+    @property
+    def work_dir(self) -> Path:
+        return self.project / ".meshconf" / "kind-meshconf"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.work_dir / "kubeconfig"
+
+    def meshconf(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def patches(self, path: str) -> list[Any]:
+        return [self.api.requests[i] for i in self.api.seen("PATCH", path)]
+
+
+def accept_once_then_deny(api: FakeApi) -> None:
+    """Istio's validating webhook right after install: not patched yet, then live."""
+    [invalid] = manifests.load(istio.INVALID_VIRTUALSERVICE)
+
+    def accept() -> Reply:
+        api.objects[INVALID_VS] = {**invalid, "metadata": {**invalid["metadata"], "namespace": "default"}}
+        return 200, api.objects[INVALID_VS]
+
+    api.script("PATCH", INVALID_VS, accept, (400, status(400, "BadRequest", DENIED)))
+
+
+@pytest.fixture
+def machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_server: ReleaseServer,
+            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Machine]:
+    fake_tools.set_scenario({**HEALTHY, "state": {"server": api.url}})
+    fake_tools.remove("istioctl")  # only the release's bin/istioctl may answer
+    api.groups.update(ISTIO)  # istioctl installed the CRDs
+    api.deployments_roll_out = True
+    accept_once_then_deny(api)
+    release_server.publish(VERSION, fake_release())
+    monkeypatch.setenv(ISTIO_RELEASES_ENV, release_server.url)
+    for name in ("INSTALL", "ROLLOUT", "REQUEST"):
+        monkeypatch.delenv(f"MESHCONF_TIMEOUT_{name}", raising=False)
+    proc = fake_proc(tmp_path / "proc")
+    monkeypatch.setattr(kind, "preflight", functools.partial(kind.preflight, proc))
+    # Longer than 80 columns: the printed kubeconfig path must not be wrapped.
+    project = tmp_path / "a-project-directory-whose-path-is-long-enough-to-wrap-in-a-terminal"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    yield Machine(fake_tools, api, release_server, project, tmp_path / "home", capsys)
+
+
+def create_argv(m: Machine, wait: str = "5m") -> list[str]:
+    return ["kind", "create", "cluster", "--name", "meshconf", "--config", str(m.work_dir / "kind-config.yaml"),
+            "--image", IMAGE, "--kubeconfig", str(m.kubeconfig), "--wait", wait, "--retain"]
+
+
+def install_argv(m: Machine, readiness: str = "240s") -> list[str]:
+    return ["istioctl", "install", "--kubeconfig", str(m.kubeconfig), "--set", "profile=demo",
+            "--readiness-timeout", readiness, "-y"]
+
+
+PREFLIGHT = [["docker", "info", "--format", "{{.ServerVersion}}"], ["kind", "version"]]
+
+
+# -- up, then down ----------------------------------------------------------------------
+
+def test_up_then_down(machine: Machine) -> None:
+    m = machine
+    code, out, err = m.meshconf("up")
+    assert code == 0, err
+
+    # The last line is the private kubeconfig, whole: never ~/.kube, never $KUBECONFIG.
+    assert len(str(m.kubeconfig)) > 80
+    assert out.splitlines()[-1] == str(m.kubeconfig)
+    assert m.kubeconfig.is_file() and m.kubeconfig.is_relative_to(m.project / ".meshconf")
+    assert not (m.home / ".kube").exists()
+    assert yaml.safe_load(m.kubeconfig.read_text())["clusters"][0]["cluster"]["server"] == m.api.url
+
+    assert m.tools.all_calls() == [
+        *PREFLIGHT,
+        ["kind", "get", "clusters"],
+        create_argv(m),
+        install_argv(m),  # from the release: istioctl is not on PATH
+    ]
+    # The release came from $MESHCONF_ISTIO_RELEASES, digest first.
+    archive = f"/releases/{VERSION}/istio-{VERSION}-linux-amd64.tar.gz"
+    assert m.releases.requests == [archive + ".sha256", archive]
+
+    # Server-side apply, field manager meshconf: the nodeports Service ...
+    [nodeports] = m.patches(NODEPORTS)
+    assert nodeports.query == {"fieldManager": ["meshconf"], "force": ["true"]}
+    assert nodeports.headers["content-type"] == "application/apply-patch+yaml"
+    assert nodeports.body["spec"]["type"] == "NodePort"
+    assert {p["name"]: p["nodePort"] for p in nodeports.body["spec"]["ports"]} == {"http2": 30080, "https": 30443}
+    # ... the Prometheus addon with a 5s scrape interval (per-job intervals untouched) ...
+    [config] = m.patches(PROMETHEUS_CONFIG)
+    assert config.query == {"fieldManager": ["meshconf"], "force": ["true"]}
+    prometheus = yaml.safe_load(config.body["data"]["prometheus.yml"])
+    assert prometheus["global"]["scrape_interval"] == "5s" and prometheus["global"]["scrape_timeout"] == "5s"
+    assert prometheus["scrape_configs"][1]["scrape_interval"] == "5m"
+    # ... and every other addon object, cluster-scoped ones without a namespace.
+    applied = {r.path for r in m.api.requests if r.method == "PATCH" and r.path != INVALID_VS}
+    assert {"/apis/rbac.authorization.k8s.io/v1/clusterroles/prometheus",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kiali",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/istio-system/roles/kiali-controlplane",
+            "/api/v1/namespaces/istio-system/serviceaccounts/kiali",
+            f"{DEPLOYMENTS}/prometheus", f"{DEPLOYMENTS}/kiali"} <= applied
+    assert all(r.query["fieldManager"] == ["meshconf"] for r in m.api.requests if r.method == "PATCH")
+
+    # Rollout checked after the addons, then the webhook wait: accepted once (and deleted
+    # again), retried, denied; the invalid object is not left behind.
+    last_addon = max(m.api.seen("PATCH", f"{DEPLOYMENTS}/kiali"))
+    rollout = [i for i in m.api.seen("GET", DEPLOYMENTS) if i > last_addon]
+    vs = [(r.method, i) for i, r in enumerate(m.api.requests) if r.path == INVALID_VS]
+    assert [method for method, _ in vs] == ["PATCH", "DELETE", "PATCH"]
+    assert rollout and rollout[0] < vs[0][1]
+    assert INVALID_VS not in m.api.objects
+
+    # `down` deletes the cluster `up` made, with the private kubeconfig; a second `down` refuses.
+    code, _, err = m.meshconf("down")
+    assert code == 0, err
+    assert m.tools.all_calls()[5:] == [["kind", "delete", "cluster", "--name", "meshconf",
+                                        "--kubeconfig", str(m.kubeconfig)]]
+    assert m.tools.state()["kind_clusters"] == []
+    code, _, err = m.meshconf("down")
+    assert code == 2 and "meshconf deletes only clusters it created" in err
+    assert len(m.tools.all_calls()) == 6
+
+
+# -- failures clean up what they made -------------------------------------------------
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("meshconf: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_failed_create_exports_logs_and_deletes(machine: Machine) -> None:
+    m = machine
+    m.tools.set_scenario({**HEALTHY, "kind": {"create cluster": {
+        "exit": 1, "stderr": "ERROR: failed to create cluster: failed to init node with kubeadm\n"}}})
+    code, out, err = m.meshconf("up")
+    assert code == 2 and out == ""
+    message = one_line_error(err)
+    assert "kind could not create cluster 'meshconf' (exit 1)" in message and "kubeadm" in message
+    assert "the half-created cluster was deleted" in message
+    assert m.tools.all_calls() == [
+        *PREFLIGHT,
+        ["kind", "get", "clusters"],
+        create_argv(m),
+        ["kind", "export", "logs", str(m.work_dir / "kind-logs"), "--name", "meshconf"],
+        ["kind", "delete", "cluster", "--name", "meshconf", "--kubeconfig", str(m.kubeconfig)],
+    ]
+    assert m.tools.state()["kind_clusters"] == []  # --retain kept the nodes; we removed them
+    assert m.api.requests == []
+    assert not (m.work_dir / "created-by-meshconf-up").exists()
+
+
+@pytest.mark.parametrize("istioctl", [
+    pytest.param({"exit": 1, "stderr": "Error: failed to install manifests: errors occurred during operation\n"},
+                 id="fails"),
+    pytest.param({"sleep": 30}, id="times-out"),
+])
+def test_failed_install_deletes_the_cluster_it_created(machine: Machine, monkeypatch: pytest.MonkeyPatch,
+                                                       istioctl: dict[str, Any]) -> None:
+    m = machine
+    monkeypatch.setenv("MESHCONF_TIMEOUT_INSTALL", "1")
+    m.tools.set_scenario({"istioctl": {"install": istioctl}})
+    code, out, err = m.meshconf("up")
+    assert code == 2 and out == ""
+    message = one_line_error(err)
+    assert ("did not finish within 1s" if "sleep" in istioctl else "failed to install manifests") in message
+    assert m.tools.all_calls() == [
+        *PREFLIGHT,
+        ["kind", "get", "clusters"],
+        create_argv(m, wait="1s"),
+        install_argv(m, readiness="1s"),
+        ["kind", "delete", "cluster", "--name", "meshconf", "--kubeconfig", str(m.kubeconfig)],
+    ]
+    assert m.tools.state()["kind_clusters"] == []
+    assert not (m.work_dir / "created-by-meshconf-up").exists()
+
+
+def test_existing_cluster_is_refused_without_reuse(machine: Machine) -> None:
+    m = machine
+    m.tools.set_scenario({**HEALTHY, "state": {"server": m.api.url, "kind_clusters": ["meshconf"]}})
+    code, out, err = m.meshconf("up")
+    assert code == 2 and out == ""
+    message = one_line_error(err)
+    assert "a kind cluster named 'meshconf' already exists" in message and "--reuse" in message
+    assert m.tools.all_calls() == [*PREFLIGHT, ["kind", "get", "clusters"]]  # no create, no delete
+    assert m.tools.state()["kind_clusters"] == ["meshconf"]
+    assert m.api.requests == []
+
+
+def test_reused_cluster_is_not_created_or_deleted_by_a_run(machine: Machine) -> None:
+    m = machine
+    m.tools.set_scenario({**HEALTHY, "state": {"server": m.api.url, "kind_clusters": ["meshconf"]}})
+    settings = replace(RunSettings(target="kind"), reuse=True)
+    target = ClusterTarget(settings, KindProvisioner(settings))
+    try:
+        target.up()  # a run's setup ...
+        assert target.kube.pods("istio-system") == []
+    finally:
+        target.down()  # ... and its teardown
+    assert m.tools.all_calls() == [
+        *PREFLIGHT,
+        ["kind", "get", "clusters"],
+        # Our private kubeconfig, from kind: the one in .meshconf may be missing or stale.
+        ["kind", "export", "kubeconfig", "--name", "meshconf", "--kubeconfig", str(m.kubeconfig)],
+        install_argv(m),
+    ]
+    assert m.tools.state()["kind_clusters"] == ["meshconf"]
+    assert m.patches(NODEPORTS) and m.patches(PROMETHEUS_CONFIG)
+
+
+# -- the release location ---------------------------------------------------------------
+
+def test_release_location_defaults_to_github_and_follows_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ISTIO_RELEASES_ENV, raising=False)
+    assert RunSettings().istio_releases == OFFICIAL_ISTIO_RELEASES == istio.OFFICIAL_RELEASES
+    assert OFFICIAL_ISTIO_RELEASES == "https://github.com/istio/istio/releases/download"
+    monkeypatch.setenv(ISTIO_RELEASES_ENV, "https://mirror.example/istio")
+    assert RunSettings().istio_releases == "https://mirror.example/istio"
+
+
+def test_plan_names_the_mirror(machine: Machine) -> None:
+    code, out, err = machine.meshconf("run", "--target", "kind", "--plan")
+    assert code == 0, err
+    assert f"{machine.releases.url}/{VERSION}/istio-{VERSION}-linux-amd64.tar.gz" in out
+    assert machine.tools.all_calls() == [] and machine.releases.requests == []
+
+
+# -- the debug bundle ---------------------------------------------------------------------
+
+TOKEN = "bundle-token-7f3a9c1e5b2d4680"
+PASSWORD = "bundle-password-0d1e2f3a"
+KEY_PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7fakekey\n-----END PRIVATE KEY-----\n"
+CERT_PEM = "-----BEGIN CERTIFICATE-----\nMIIDazCCAlOgAwIBAgIUfakecertificate0123\n-----END CERTIFICATE-----\n"
+KEY_DATA = base64.b64encode(KEY_PEM.encode()).decode()
+CERT_DATA = base64.b64encode(CERT_PEM.encode()).decode()
+
+
+def credentialed_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [
+            {"name": "fake", "user": {"token": TOKEN}},
+            {"name": "certs", "user": {"client-key-data": KEY_DATA, "client-certificate-data": CERT_DATA}},
+            {"name": "basic", "user": {"username": "admin", "password": PASSWORD}},
+        ],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+    }))
+    return path
+
+
+def pod(name: str, namespace: str, containers: list[str], init: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name.split("-")[0]},
+                         "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"initContainers": [{"name": c, "image": "proxyv2"} for c in init],
+                     "containers": [{"name": c, "image": "img"} for c in containers]},
+            "status": {"phase": "Running"}}
+
+
+def test_debug_bundle_never_holds_credentials(api: FakeApi, tmp_path: Path) -> None:
+    kubeconfig = credentialed_kubeconfig(tmp_path / "kubeconfig", api.url)
+    api.script("GET", "/api/v1/namespaces/istio-system/pods", items(pod("istiod-1", "istio-system", ["discovery"])))
+    api.script("GET", "/api/v1/namespaces/bookinfo-r1/pods", items(
+        pod("reviews-v1-a", "bookinfo-r1", ["reviews"], init=("istio-init", "istio-proxy")),  # native sidecar
+        pod("curl-b", "bookinfo-r1", ["curl", "istio-proxy"])))
+    api.script("GET", "/api/v1/namespaces/istio-system/events", items(
+        {"type": "Normal", "reason": "Started", "message": "ok", "lastTimestamp": "2026-01-01T00:00:00Z",
+         "involvedObject": {"kind": "Pod", "name": "istiod-1"}}))
+    # A misbehaving proxy that echoes the request's Authorization header into its error.
+    api.script("GET", "/api/v1/namespaces/bookinfo-r1/events",
+               lambda: (500, f"upstream failed for Authorization: Bearer {TOKEN}"))
+    # Logs that quote credentials (an app printing what it was given).
+    api.script("GET", "/api/v1/namespaces/bookinfo-r1/pods/curl-b/log",
+               (200, (f"> Authorization: Bearer {TOKEN}\nkey:\n{KEY_PEM}cert:\n{CERT_PEM}password={PASSWORD}\n"
+                      f"basic {base64.b64encode(f'admin:{PASSWORD}'.encode()).decode()}\n")))
+    api.script("GET", "/api/v1/namespaces/istio-system/pods/istiod-1/log", (200, "info\tready\n"))
+    api.script("GET", "/api/v1/namespaces/bookinfo-r1/pods/reviews-v1-a/log", (200, "started\n"))
+    api.script("GET", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations", items(
+        {"metadata": {"name": "istio-validator-istio-system"},
+         "webhooks": [{"name": "validation.istio.io", "failurePolicy": "Ignore",
+                       "clientConfig": {"caBundle": CERT_DATA}}]}))
+    applied = manifests.load("kind/ingress-nodeports.yaml")
+    bundle = tmp_path / "bundle"
+
+    kube = Kube(kubeconfig, poll_interval=0.02)
+    try:
+        collect_cluster_debug(kube, bundle, kubeconfig, namespaces=["bookinfo-r1"], applied=applied)
+    finally:
+        kube.close()
+
+    files = {p.relative_to(bundle).as_posix(): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    assert set(files) == {
+        "kubeconfig.redacted.yaml", "webhooks.yaml", "applied.yaml",
+        "namespaces/istio-system/events.txt", "namespaces/istio-system/pods.yaml",
+        "namespaces/istio-system/logs/istiod-1/discovery.log",
+        "namespaces/bookinfo-r1/events.txt.error", "namespaces/bookinfo-r1/pods.yaml",
+        *(f"namespaces/bookinfo-r1/logs/{p}.log" for p in (
+            "reviews-v1-a/istio-init", "reviews-v1-a/istio-proxy", "reviews-v1-a/reviews",
+            "curl-b/curl", "curl-b/istio-proxy")),
+    }
+    # What a debugger needs is there ...
+    pods = list(yaml.safe_load_all(files["namespaces/bookinfo-r1/pods.yaml"]))
+    assert [p["metadata"]["name"] for p in pods] == ["reviews-v1-a", "curl-b"]
+    assert all("managedFields" not in p["metadata"] for p in pods)
+    assert b"Started pod/istiod-1: ok" in files["namespaces/istio-system/events.txt"]
+    assert files["namespaces/istio-system/logs/istiod-1/discovery.log"] == b"info\tready\n"
+    proxy_logs = [i for i in api.seen("GET", "/api/v1/namespaces/bookinfo-r1/pods/reviews-v1-a/log")
+                  if api.requests[i].query.get("container") == ["istio-proxy"]]
+    assert len(proxy_logs) == 1  # the native sidecar's log was asked for by name
+    assert b"HTTP 500" in files["namespaces/bookinfo-r1/events.txt.error"]
+    assert b"Authorization: Bearer REDACTED" in files["namespaces/bookinfo-r1/logs/curl-b/istio-proxy.log"]
+    assert yaml.safe_load(files["applied.yaml"])["metadata"]["name"] == "istio-ingressgateway"
+    assert api.url.encode() in files["kubeconfig.redacted.yaml"]
+
+    # ... and no credential, in any form, anywhere.
+    forbidden = {TOKEN, PASSWORD, KEY_DATA, CERT_DATA, KEY_PEM, CERT_PEM,
+                 base64.b64encode(f"admin:{PASSWORD}".encode()).decode(),
+                 base64.b64encode(TOKEN.encode()).decode(), base64.b64encode(PASSWORD.encode()).decode(),
+                 *(line for pem in (KEY_PEM, CERT_PEM) for line in pem.splitlines() if "-----" not in line)}
+    for name, data in files.items():
+        for secret in forbidden:
+            assert secret.encode() not in data, f"{name} holds {secret[:12]}..."
