@@ -108,11 +108,12 @@ def test_debug_bundle_covers_what_the_run_created(tmp_path: Path) -> None:
     assert provisioner.events[-1] == ("debug", ("bookinfo-r1",), 2)
 
 
-def test_failed_bring_up_tears_down_what_was_provisioned() -> None:
+def test_failed_bring_up_keeps_evidence_then_tears_down(tmp_path: Path) -> None:
     provisioner = FakeProvisioner(fail=True)
-    with pytest.raises(ConformanceError, match="istioctl install did not finish"):
-        target(provisioner).up()
-    assert provisioner.events == ["up", "down"]
+    t = ClusterTarget(RunSettings(target="kind", run_id="r1", work_dir=tmp_path), provisioner, kube_factory=FakeKube)
+    with pytest.raises(ConformanceError, match="istioctl install did not finish.*debug bundle: .*bring-up-r1"):
+        t.up()
+    assert provisioner.events == ["up", ("debug", (), 0), "down"]
 
 
 def test_facts_say_where_it_ran() -> None:

@@ -90,9 +90,23 @@ class ClusterTarget:
         try:
             self.access = self.provisioner.up()
             self._kube = self._kube_factory(self.access.kubeconfig, self.access.context, timeouts=self.timeouts)
-        except BaseException:
+        except Exception as exc:
+            bundle = self._bring_up_bundle()
             self.down()  # a half-provisioned cluster is removed (when this run created it)
+            raise ConformanceError(f"{exc}; debug bundle: {bundle}") from exc
+        except BaseException:
+            self.down()
             raise
+
+    def _bring_up_bundle(self) -> Path:
+        """Evidence of a failed bring-up, kept on disk before the cluster goes away."""
+        directory = self.settings.work_dir.resolve() / "debug" / f"bring-up-{self.settings.run_id}"
+        try:
+            self.provisioner.collect_debug(directory)
+        except Exception as exc:  # the bundle must never hide the failure it documents
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "collect.error").write_text(f"{exc}\n")
+        return directory
 
     def down(self) -> None:
         if self._kube is not None:
