@@ -22,18 +22,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--manifest", default="istio/traffic/virtual-service-reviews-80-20.yaml")
+    parser.add_argument("--concurrency", type=int, default=Split.concurrency, help="parallel connections")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="meshconf-bench-") as tmp:
         settings = RunSettings(work_dir=Path(tmp))
         target = LocalTarget(settings)
         target.up()
         try:
-            run(target, settings, args.repeats, args.manifest)
+            run(target, settings, args.repeats, args.manifest, args.concurrency)
         finally:
             target.down()
 
 
-def run(target: LocalTarget, settings: RunSettings, repeats: int, manifest: str) -> None:
+def run(target: LocalTarget, settings: RunSettings, repeats: int, manifest: str, concurrency: int) -> None:
     with target.namespace("bench", {"istio-injection": "enabled"}) as ns:
         target.apply(manifests.load("bookinfo/bookinfo.yaml") + manifests.load("clients/curl.yaml"), ns)
         target.wait_ready(ns)
@@ -43,7 +44,7 @@ def run(target: LocalTarget, settings: RunSettings, repeats: int, manifest: str)
         weights = {d["destination"]["subset"]: d["weight"] for d in route[0]["spec"]["http"][0]["route"]}
         client = target.client("curl", ns)
         uniform = {version: 1 / 3 for version in ("v1", "v2", "v3")}
-        split = Split("bench", client, "http://reviews:9080/reviews/0", weights, uniform, concurrency=8)
+        split = Split("bench", client, "http://reviews:9080/reviews/0", weights, uniform, concurrency=concurrency)
         failed, spent, started = 0, [], time.monotonic()
         for i in range(repeats):
             verdict = measure_split(split, settings, converge_first=i == 0)

@@ -51,7 +51,7 @@ class Split:
     weights: Mapping[str, float]
     previous: Mapping[str, float]
     headers: Mapping[str, str] | None = None
-    concurrency: int = 4
+    concurrency: int = 8
 
 
 def version_counts(batch: Batch) -> Counter[str]:
