@@ -4,6 +4,7 @@ Only the official client is used. Every API failure becomes a one-line
 ConformanceError with credentials scrubbed out; nothing here logs a token.
 """
 
+import base64
 import json
 import logging
 import os
@@ -85,7 +86,7 @@ class Kube:
         self.context = context
         self.timeouts = timeouts or Timeouts()
         self.poll_interval = poll_interval
-        self._file_secrets = _kubeconfig_secrets(path)
+        self._file_secrets = kubeconfig_credentials(path)
         try:
             # persist_config=False: a refreshed token must never be written back to the file.
             self.api: ApiClient = kube_config.new_client_from_config(
@@ -483,10 +484,11 @@ def _redact(node: Any) -> Any:
     return node
 
 
-def _kubeconfig_secrets(path: Path) -> set[str]:
-    """Every credential string in the file, to scrub from error text."""
+def kubeconfig_credentials(kubeconfig: Path) -> set[str]:
+    """Every credential string in the kubeconfig, what it base64-decodes to (key and certificate
+    data hold base64 PEM), and the Basic auth header value of a username and password."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(Path(kubeconfig).read_text())
     except (OSError, yaml.YAMLError):
         return set()
     found: set[str] = set()
@@ -496,14 +498,26 @@ def _kubeconfig_secrets(path: Path) -> set[str]:
             for key, value in node.items():
                 if key in SECRET_KEYS and isinstance(value, str):
                     found.add(value)
+                    found.update(_decoded(value))
                 else:
                     walk(value)
+            if isinstance(node.get("username"), str) and isinstance(node.get("password"), str):
+                found.add(base64.b64encode(f"{node['username']}:{node['password']}".encode()).decode())
         elif isinstance(node, list):
             for value in node:
                 walk(value)
 
     walk(data)
-    return found
+    return {s for s in found if len(s) >= 4}
+
+
+def _decoded(value: str) -> set[str]:
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return set()
+    # Also each line: a PEM body may be quoted line by line (a log, a YAML block).
+    return {text, text.strip(), *(line.strip() for line in text.splitlines())}
 
 
 # ---- plain-data helpers -----------------------------------------------------

@@ -3,7 +3,6 @@
 Each provisioner deletes only what it created, and records how long each phase took.
 """
 
-import base64
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +19,7 @@ from conformance.settings import ISTIO_RELEASES_ENV, RunSettings
 from conformance.targets import istio, kind, preflight
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
-from conformance.targets.kube import REDACTED, SECRET_KEYS, Kube, redacted_kubeconfig
+from conformance.targets.kube import REDACTED, Kube, kubeconfig_credentials, redacted_kubeconfig
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
 ISTIO_SYSTEM = "istio-system"
@@ -232,7 +231,7 @@ class _Bundle:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         # Longest first: a secret that contains another is replaced whole.
-        self.secrets = sorted(_credential_forms(kubeconfig), key=len, reverse=True)
+        self.secrets = sorted(kubeconfig_credentials(kubeconfig), key=len, reverse=True)
 
     def read(self, name: str, fetch: Callable[[], T]) -> T | None:
         try:
@@ -252,42 +251,6 @@ class _Bundle:
         path = self.directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-
-
-def _credential_forms(kubeconfig: Path) -> set[str]:
-    """Every credential string in the kubeconfig, what it base64-decodes to (key and certificate
-    data hold base64 PEM), and the Basic auth header value of a username and password."""
-    try:
-        data = yaml.safe_load(Path(kubeconfig).read_text())
-    except (OSError, yaml.YAMLError):
-        return set()
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in SECRET_KEYS and isinstance(value, str):
-                    found.add(value)
-                    found.update(_decoded(value))
-                else:
-                    walk(value)
-            if isinstance(node.get("username"), str) and isinstance(node.get("password"), str):
-                found.add(base64.b64encode(f"{node['username']}:{node['password']}".encode()).decode())
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(data)
-    return {s for s in found if len(s) >= 4}
-
-
-def _decoded(value: str) -> set[str]:
-    try:
-        text = base64.b64decode(value, validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return set()
-    # Also each line: a PEM body may be quoted line by line (a log, a YAML block).
-    return {text, text.strip(), *(line.strip() for line in text.splitlines())}
 
 
 def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
