@@ -376,22 +376,7 @@ def test_official_url_layout() -> None:
 # Same shape as istio/istio samples/addons/prometheus.yaml: several documents, the
 # ConfigMap `prometheus` holding prometheus.yml as a string with a global section
 # and per-job intervals (the "slow" jobs use 5m).
-_PROMETHEUS_YML = """\
-global:
-  evaluation_interval: 1m
-  scrape_interval: 15s
-  scrape_timeout: 10s
-rule_files:
-- /etc/config/recording_rules.yml
-scrape_configs:
-- job_name: prometheus
-  static_configs:
-  - targets:
-    - localhost:9090
-- job_name: kubernetes-pods-slow
-  scrape_interval: 5m
-  scrape_timeout: 30s
-"""
+_PROMETHEUS_YML = (Path(__file__).parent / "data" / "prometheus.yml").read_text()
 
 
 def _addon_release(tmp_path: Path) -> Path:

@@ -92,22 +92,7 @@ def _addon(name: str, config_key: str, config: str, port: int, rules: list[dict[
                    for d in docs)
 
 
-PROMETHEUS_YML = """\
-global:
-  evaluation_interval: 1m
-  scrape_interval: 15s
-  scrape_timeout: 10s
-rule_files:
-- /etc/config/recording_rules.yml
-scrape_configs:
-- job_name: prometheus
-  static_configs:
-  - targets:
-    - localhost:9090
-- job_name: kubernetes-pods-slow
-  scrape_interval: 5m
-  scrape_timeout: 30s
-"""
+PROMETHEUS_YML = (Path(__file__).parent / "data" / "prometheus.yml").read_text()
 READ = [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]}]
 
 
