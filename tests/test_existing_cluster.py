@@ -51,3 +51,13 @@ def test_installing_needs_consent(api: FakeApi, tmp_path: Path) -> None:  # noqa
         provisioner.up()
     provisioner.down()
     assert [r.method for r in api.requests if r.method != "GET"] == []
+
+
+def test_never_installs_over_an_existing_istio(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
+    api.objects["/apis/apps/v1/namespaces/istio-system/deployments/istiod"] = ISTIOD
+    provisioner = ExistingClusterProvisioner(settings(install_mesh=True, yes=True),
+                                             kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
+    with pytest.raises(ConformanceError, match="Istio is already installed on context 'fake'"):
+        provisioner.up()
+    provisioner.down()
+    assert [r.method for r in api.requests if r.method != "GET"] == []

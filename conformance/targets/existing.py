@@ -58,6 +58,12 @@ class ExistingClusterProvisioner:
     def _install(self, kubernetes: str) -> None:
         s = self.settings
         require_consent(s, f"install Istio {s.istio_version}")
+        if self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_SYSTEM) is not None:
+            # Installing over it, then uninstalling at the end, would remove a mesh we did not install.
+            raise ConformanceError(
+                f"Istio is already installed on context {s.context!r} (Deployment istiod in {ISTIO_SYSTEM}); "
+                "drop --install-mesh to test it as it is"
+            )
         istio.check_support(s.istio_version, kubernetes, s.force)
         with self._phases("mesh up"):
             release = istio.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
