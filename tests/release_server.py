@@ -6,6 +6,7 @@
 and its .sha256 beside it; publish() puts an archive there.
 """
 
+import gzip
 import hashlib
 import http.server
 import io
@@ -72,9 +73,12 @@ def release_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
 
 
 def tarball(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
-    """A .tar.gz of these files (those under a bin/ folder executable) and symlinks."""
+    """A .tar.gz of these files (those under a bin/ folder executable) and symlinks.
+
+    Byte-for-byte the same on every call (gzip mtime 0): tests compare digests.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -85,4 +89,4 @@ def tarball(members: dict[str, bytes], links: dict[str, str] | None = None) -> b
             info.type = tarfile.SYMTYPE
             info.linkname = target
             tar.addfile(info)
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
