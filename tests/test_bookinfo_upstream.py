@@ -17,7 +17,10 @@ import yaml
 from conformance import manifests, schema
 
 # Fields dropped from our workloads because the local mesh refuses what it does not implement.
-DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "securityContext", "annotations"}
+DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "securityContext"}
+# Our only annotation: the curl pod's proxy exposes its fault-injection counters
+# (Istio's proxies leave them out by default; FaultInjection reads them).
+OUR_ANNOTATIONS = {("clients/curl.yaml", "Deployment/curl"): {"proxy.istio.io/config"}}
 
 WORKLOADS = [
     ("bookinfo/bookinfo.yaml", "bookinfo__platform__kube__bookinfo.yaml"),
@@ -148,6 +151,13 @@ def test_workloads_keep_only_implemented_fields(ours: str, upstream: str) -> Non
         where = f"{doc['kind']}/{doc['metadata']['name']}"
         assert "namespace" not in doc["metadata"], f"{where}: the namespace is chosen at run time"
         assert _find(doc, DROPPED_FIELDS) == [], where
+        annotations = {k for meta in _metadata_blocks(doc) for k in (meta.get("annotations") or {})}
+        assert annotations == OUR_ANNOTATIONS.get((ours, where), set()), where
+
+
+def _metadata_blocks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    template = doc.get("spec", {}).get("template", {}) if isinstance(doc.get("spec"), dict) else {}
+    return [doc.get("metadata") or {}, template.get("metadata") or {}]
 
 
 def test_bookinfo_images_are_the_pinned_release() -> None:
