@@ -23,7 +23,3 @@ class TargetUnavailable(ConformanceError):
 
 class NotConverged(ConformanceError):
     """Configuration did not take effect within the consistency timeout."""
-
-
-class NotSupported(ConformanceError):
-    """The target or mesh cannot be asked this feature at all: reported NOT_SUPPORTED."""

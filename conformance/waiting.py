@@ -1,4 +1,4 @@
-"""The one consistency model: eventually() and converged(), tenacity inside."""
+"""The one consistency model: wait_for() and converged(), tenacity inside."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,21 +16,6 @@ T = TypeVar("T")
 class ProbeResult:
     ok: bool
     detail: str  # what the probe saw, for the failure message
-
-
-def eventually(fn: Callable[[], T], timeout: float, interval: float, what: str) -> T:
-    """Call fn until it returns without raising, for at most `timeout` seconds."""
-    try:
-        for attempt in tenacity.Retrying(
-            stop=tenacity.stop_after_delay(timeout),
-            wait=tenacity.wait_fixed(interval),
-            reraise=True,
-        ):
-            with attempt:
-                return fn()
-    except Exception as exc:  # the last error explains the timeout
-        raise NotConverged(f"{what}: not true within {timeout:g}s: {exc}") from exc
-    raise AssertionError("unreachable")
 
 
 def wait_for(pending: Callable[[], str | None], timeout: float, interval: float, what: str) -> None:

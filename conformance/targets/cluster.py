@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from conformance.errors import ConformanceError, NotSupported
+from conformance.errors import ConformanceError
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
@@ -215,7 +215,4 @@ class ClusterTarget:
     def supports(self, feature: str) -> bool:
         return True  # Istio implements every feature in the catalogue
 
-    def require(self, feature: str) -> None:
-        if not self.supports(feature):
-            raise NotSupported(feature)
 

@@ -9,7 +9,7 @@ Of the Gateway API, only HTTPRoutes whose parents are Services (GAMMA, routing
 inside the mesh) are implemented.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from conformance.errors import UnsupportedResource
@@ -149,11 +149,7 @@ def check_supported(doc: Mapping[str, Any]) -> None:
             f"it implements {', '.join(SUPPORTED_KINDS)} of {API_GROUP} "
             f"and {', '.join(GATEWAY_API_KINDS)} of {GATEWAY_API_GROUP}"
         )
-    if doc.get("apiVersion") not in API_VERSIONS:
-        raise UnsupportedResource(
-            f"{describe(doc)}: apiVersion {doc.get('apiVersion')!r} is not implemented by the "
-            f"local mesh (use one of {', '.join(sorted(API_VERSIONS))})"
-        )
+    _require_api_version(doc, API_VERSIONS)
     _walk(doc, _SCHEMAS[kind], "", doc)
     _check_values(doc)
 
@@ -170,13 +166,17 @@ def _check_gateway_api(doc: Mapping[str, Any]) -> None:
             f"kind {kind!r} ({doc.get('apiVersion')}) is not implemented by the local mesh; of "
             f"{GATEWAY_API_GROUP} it implements {', '.join(GATEWAY_API_KINDS)} with Service parents"
         )
-    if doc.get("apiVersion") not in GATEWAY_API_VERSIONS:
-        raise UnsupportedResource(
-            f"{describe(doc)}: apiVersion {doc.get('apiVersion')!r} is not implemented by the "
-            f"local mesh (use one of {', '.join(sorted(GATEWAY_API_VERSIONS))})"
-        )
+    _require_api_version(doc, GATEWAY_API_VERSIONS)
     _walk(doc, _GATEWAY_API_SCHEMAS[kind], "", doc)
     _check_http_route_refs(doc)
+
+
+def _require_api_version(doc: Mapping[str, Any], versions: Collection[str]) -> None:
+    if doc.get("apiVersion") not in versions:
+        raise UnsupportedResource(
+            f"{describe(doc)}: apiVersion {doc.get('apiVersion')!r} is not implemented by the "
+            f"local mesh (use one of {', '.join(sorted(versions))})"
+        )
 
 
 def _check_http_route_refs(doc: Mapping[str, Any]) -> None:

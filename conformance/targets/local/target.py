@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from conformance import __version__, manifests
-from conformance.errors import ConformanceError, NotSupported
+from conformance.errors import ConformanceError
 from conformance.probes.batches import HostClient, reply_from_dict
 from conformance.settings import RunSettings
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
@@ -121,9 +121,6 @@ class LocalTarget:
     def phases(self) -> Mapping[str, float]:
         return dict(self._phases)
 
-    def record_phase(self, name: str, seconds: float) -> None:
-        self._phases[name] = seconds
-
     @property
     def _mesh(self) -> LocalMesh:
         if self.mesh is None:
@@ -224,6 +221,3 @@ class LocalTarget:
     def supports(self, feature: str) -> bool:
         return feature in SUPPORTED
 
-    def require(self, feature: str) -> None:
-        if not self.supports(feature):
-            raise NotSupported(f"{feature} is not implemented by the local reference mesh")
