@@ -7,7 +7,8 @@ from typing import Any
 from conformance.settings import RunSettings
 
 # The RunSettings fields these options fill; `meshconf run` hands them on to pytest unchanged.
-VALUES = ("istio_version", "kubernetes_version", "install_method", "cluster_name")
+VALUES = ("istio_version", "kubernetes_version", "install_method", "cluster_name", "ingress_port",
+          "ingress_https_port")
 SWITCHES = ("reuse", "keep", "force", "yes")
 
 
@@ -20,6 +21,10 @@ def add_cluster_options(add: Callable[..., Any]) -> None:
     add("--install-method", choices=("istioctl", "helm"), default=defaults.install_method,
         help="cluster targets: install Istio with istioctl or Helm")
     add("--cluster-name", default=defaults.cluster_name, help="kind: cluster name")
+    add("--ingress-port", type=int, default=defaults.ingress_port,
+        help="kind: host port on 127.0.0.1 for the ingress gateway's HTTP")
+    add("--ingress-https-port", type=int, default=defaults.ingress_https_port,
+        help="kind: host port on 127.0.0.1 for the ingress gateway's HTTPS")
     add("--reuse", action="store_true", help="kind: run on an existing cluster of that name")
     add("--keep", action="store_true", help="leave what the run created in place")
     add("--force", action="store_true", help="run an Istio/Kubernetes pair outside Istio's support matrix")

@@ -69,6 +69,8 @@ class RunSettings:
     kubernetes_version: str = "1.34"  # kind node image; supported by the Istio above
     install_method: str = "istioctl"  # or helm
     cluster_name: str = "meshconf"
+    ingress_port: int = 8080  # kind: host port on 127.0.0.1 for the ingress gateway's HTTP
+    ingress_https_port: int = 8443  # kind: the same for HTTPS
     reuse: bool = False  # kind: run on an existing cluster of that name
     keep: bool = False  # leave what the run created in place
     force: bool = False  # run an Istio/Kubernetes pair outside the support matrix

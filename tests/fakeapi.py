@@ -48,6 +48,7 @@ GROUPS: dict[str, list[dict[str, Any]]] = {
 ISTIO = {"networking.istio.io/v1": [
     {"name": "virtualservices", "kind": "VirtualService", "namespaced": True},
     {"name": "destinationrules", "kind": "DestinationRule", "namespaced": True},
+    {"name": "gateways", "kind": "Gateway", "namespaced": True},
 ]}
 
 

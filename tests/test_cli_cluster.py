@@ -34,9 +34,13 @@ def test_doctor_passes_when_everything_is_there(tmp_path: Path, fake_tools: Fake
 @pytest.mark.parametrize("scenario", [DOCKER_DOWN])
 def test_plan_prints_and_runs_nothing(tmp_path: Path, fake_tools: FakeTools) -> None:
     done = meshconf(["run", "--target", "kind", "--plan", "--istio-version", "1.28.0",
-                     "--kubernetes-version", "1.34"], cwd=tmp_path)
+                     "--kubernetes-version", "1.34", "--ingress-port", "18080"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     text = done.stdout
+    assert "hostPort: 18080" in text and "answers http://127.0.0.1:18080 (host readiness.meshconf.test)" in text
+    # Only what suites apply is listed as such: provisioning's and the local mesh's own are not.
+    listed = text.split("# manifests the suites apply")[1]
+    assert "local/ingressgateway.yaml" not in listed and "istio/readiness/" not in listed
     assert "apiVersion: kind.x-k8s.io/v1alpha4" in text and "listenAddress: 127.0.0.1" in text
     assert "kind create cluster --name meshconf" in text and "--retain" in text and "--kubeconfig" in text
     assert "istioctl install --kubeconfig" in text and "--set profile=demo" in text

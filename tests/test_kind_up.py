@@ -9,7 +9,9 @@ The CLI runs in-process (cli.main) against:
   only the release's copy can answer;
 - the fake Kubernetes API (tests/fakeapi.py): discovery for every applied kind, Deployments
   rolled out once applied, Istio's validating webhook accepting the invalid
-  VirtualService once, then denying it.
+  VirtualService once, then denying it;
+- a fake ingress gateway (tests/fakegateway.py) on a free host port (--ingress-port), which
+  starts answering once the readiness Gateway is applied, as Envoy would.
 
 The only thing patched in-process is /proc: kind.preflight reads inotify limits and
 memory from a fake /proc tree (this machine's real limits fail the preflight), while the
@@ -18,6 +20,7 @@ docker and kind checks still run the fake tools.
 
 import base64
 import functools
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +36,7 @@ from conformance.targets.cluster import ClusterTarget
 from conformance.targets.kube import Kube
 from conformance.targets.provision import KindProvisioner, collect_cluster_debug
 from tests.fakeapi import ISTIO, FakeApi, Reply, api, items, status  # noqa: F401 (api is a fixture)
+from tests.fakegateway import FakeGateway, free_port, gateway  # noqa: F401 (gateway is a fixture)
 from tests.fakes import BIN, FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
 from tests.release_server import ReleaseServer, release_server, tarball  # noqa: F401 (fixture)
 
@@ -44,6 +48,7 @@ NODEPORTS = "/api/v1/namespaces/istio-system/services/istio-ingressgateway"
 PROMETHEUS_CONFIG = "/api/v1/namespaces/istio-system/configmaps/prometheus"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/istio-system/deployments"
 INVALID_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/meshconf-readiness-invalid"
+READINESS_GATEWAY = "/apis/networking.istio.io/v1/namespaces/istio-system/gateways/meshconf-readiness"
 DENIED = ('admission webhook "validation.istio.io" denied the request: '
           "configuration is invalid: HTTP route cannot contain both route and redirect")
 
@@ -133,6 +138,12 @@ class Machine:
     project: Path  # the working directory: .meshconf/ goes here
     home: Path
     capsys: pytest.CaptureFixture[str]
+    gateway: FakeGateway
+    https_port: int
+
+    @property
+    def ports(self) -> list[str]:
+        return ["--ingress-port", str(self.gateway.port), "--ingress-https-port", str(self.https_port)]
 
     @property
     def work_dir(self) -> Path:
@@ -165,12 +176,14 @@ def accept_once_then_deny(api: FakeApi) -> None:
 
 @pytest.fixture
 def machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_server: ReleaseServer,
-            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Machine]:
+            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            gateway: FakeGateway) -> Iterator[Machine]:
     fake_tools.set_scenario({**HEALTHY, "state": {"server": api.url}})
     fake_tools.remove("istioctl")  # only the release's bin/istioctl may answer
     api.groups.update(ISTIO)  # istioctl installed the CRDs
     api.deployments_roll_out = True
     accept_once_then_deny(api)
+    api.after_apply[READINESS_GATEWAY] = gateway.start
     release_server.publish(VERSION, fake_release())
     monkeypatch.setenv(ISTIO_RELEASES_ENV, release_server.url)
     for name in ("INSTALL", "ROLLOUT", "REQUEST"):
@@ -181,7 +194,7 @@ def machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_server:
     project = tmp_path / "a-project-directory-whose-path-is-long-enough-to-wrap-in-a-terminal"
     project.mkdir()
     monkeypatch.chdir(project)
-    yield Machine(fake_tools, api, release_server, project, tmp_path / "home", capsys)
+    yield Machine(fake_tools, api, release_server, project, tmp_path / "home", capsys, gateway, free_port())
 
 
 def create_argv(m: Machine, wait: str = "5m") -> list[str]:
@@ -201,7 +214,7 @@ PREFLIGHT = [["docker", "info", "--format", "{{.ServerVersion}}"], ["kind", "ver
 
 def test_up_then_down(machine: Machine) -> None:
     m = machine
-    code, out, err = m.meshconf("up")
+    code, out, err = m.meshconf("up", *m.ports)
     assert code == 0, err
 
     # The last line is the private kubeconfig, whole: never ~/.kube, never $KUBECONFIG.
@@ -250,6 +263,12 @@ def test_up_then_down(machine: Machine) -> None:
     assert [method for method, _ in vs] == ["PATCH", "DELETE", "PATCH"]
     assert rollout and rollout[0] < vs[0][1]
     assert INVALID_VS not in m.api.objects
+    # Then the ingress gateway, through the host port: a listener without a route answers
+    # its host with Envoy's 404; the readiness Gateway is removed again.
+    gw = [(r.method, i) for i, r in enumerate(m.api.requests) if r.path == READINESS_GATEWAY]
+    assert [method for method, _ in gw] == ["PATCH", "DELETE"] and gw[0][1] > vs[-1][1]
+    assert m.gateway.hosts and set(m.gateway.hosts) == {"readiness.meshconf.test"}
+    assert READINESS_GATEWAY not in m.api.objects
 
     # `down` deletes the cluster `up` made, with the private kubeconfig; a second `down` refuses.
     code, _, err = m.meshconf("down")
@@ -275,7 +294,7 @@ def test_failed_create_exports_logs_and_deletes(machine: Machine) -> None:
     m = machine
     m.tools.set_scenario({**HEALTHY, "kind": {"create cluster": {
         "exit": 1, "stderr": "ERROR: failed to create cluster: failed to init node with kubeadm\n"}}})
-    code, out, err = m.meshconf("up")
+    code, out, err = m.meshconf("up", *m.ports)
     assert code == 2 and out == ""
     message = one_line_error(err)
     assert "kind could not create cluster 'meshconf' (exit 1)" in message and "kubeadm" in message
@@ -302,7 +321,7 @@ def test_failed_install_deletes_the_cluster_it_created(machine: Machine, monkeyp
     m = machine
     monkeypatch.setenv("MESHCONF_TIMEOUT_INSTALL", "1")
     m.tools.set_scenario({"istioctl": {"install": istioctl}})
-    code, out, err = m.meshconf("up")
+    code, out, err = m.meshconf("up", *m.ports)
     assert code == 2 and out == ""
     message = one_line_error(err)
     assert ("did not finish within 1s" if "sleep" in istioctl else "failed to install manifests") in message
@@ -317,22 +336,53 @@ def test_failed_install_deletes_the_cluster_it_created(machine: Machine, monkeyp
     assert not (m.work_dir / "created-by-meshconf-up").exists()
 
 
+def test_gateway_that_never_answers_fails_the_bring_up_and_cleans_up(machine: Machine,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    m = machine
+    monkeypatch.setenv("MESHCONF_TIMEOUT_INSTALL", "3")
+    m.gateway.reply = (503, "some-other-proxy")  # something answers, but not Istio's gateway
+    code, out, err = m.meshconf("up", *m.ports)
+    assert code == 2 and out == ""
+    message = one_line_error(err)
+    assert f"ingress gateway answering at http://127.0.0.1:{m.gateway.port}: not within 3s" in message
+    assert "answered 503 from server 'some-other-proxy', not the gateway's 404 (istio-envoy)" in message
+    assert m.tools.all_calls()[-1] == ["kind", "delete", "cluster", "--name", "meshconf",
+                                       "--kubeconfig", str(m.kubeconfig)]
+    assert m.tools.state()["kind_clusters"] == []
+    assert [r.method for r in m.api.requests if r.path == READINESS_GATEWAY] == ["PATCH", "DELETE"]
+
+
+def test_busy_host_port_is_refused_before_anything_is_downloaded_or_created(machine: Machine) -> None:
+    m = machine
+    with socket.socket() as holder:  # another program holds the HTTP host port
+        holder.bind(("127.0.0.1", m.gateway.port))
+        holder.listen()
+        code, out, err = m.meshconf("up", *m.ports)
+    assert code == 2 and out == ""
+    message = one_line_error(err)
+    assert f"host port 127.0.0.1:{m.gateway.port}, which the kind config maps to the ingress gateway, " \
+           "is in use (Address already in use); free it or choose another with --ingress-port N" in message
+    assert m.tools.all_calls() == [*PREFLIGHT, ["kind", "get", "clusters"]]
+    assert m.releases.requests == [] and m.api.requests == []
+
+
 def test_existing_cluster_is_refused_without_reuse(machine: Machine) -> None:
     m = machine
     m.tools.set_scenario({**HEALTHY, "state": {"server": m.api.url, "kind_clusters": ["meshconf"]}})
-    code, out, err = m.meshconf("up")
+    code, out, err = m.meshconf("up", *m.ports)
     assert code == 2 and out == ""
     message = one_line_error(err)
     assert "a kind cluster named 'meshconf' already exists" in message and "--reuse" in message
     assert m.tools.all_calls() == [*PREFLIGHT, ["kind", "get", "clusters"]]  # no create, no delete
     assert m.tools.state()["kind_clusters"] == ["meshconf"]
-    assert m.api.requests == []
+    assert m.api.requests == [] and m.releases.requests == []  # refused before the download
 
 
 def test_reused_cluster_is_not_created_or_deleted_by_a_run(machine: Machine) -> None:
     m = machine
     m.tools.set_scenario({**HEALTHY, "state": {"server": m.api.url, "kind_clusters": ["meshconf"]}})
-    settings = replace(RunSettings(target="kind"), reuse=True)
+    settings = replace(RunSettings(target="kind"), reuse=True, ingress_port=m.gateway.port,
+                       ingress_https_port=m.https_port)
     target = ClusterTarget(settings, KindProvisioner(settings))
     try:
         target.up()  # a run's setup ...

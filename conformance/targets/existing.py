@@ -19,7 +19,13 @@ from conformance.targets import istio
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
-from conformance.targets.provision import ISTIO_SYSTEM, Phases, collect_cluster_debug, istio_install
+from conformance.targets.provision import (
+    ISTIO_SYSTEM,
+    Phases,
+    collect_cluster_debug,
+    istio_install,
+    wait_mesh_ready,
+)
 
 GATEWAY_SERVICE = "istio-ingressgateway"
 GATEWAY_HTTP_PORT = 8080  # the gateway pod's HTTP port behind service port 80 (demo profile)
@@ -53,7 +59,12 @@ class ExistingClusterProvisioner:
             version = s.istio_version
         else:
             version = self._installed_version()
-        return ClusterAccess(self.kubeconfig, s.context, self._ingress_url(), kubernetes.lstrip("v"), version)
+        ingress_url = self._ingress_url()
+        if self.installed is not None:
+            # A mesh we installed is waited for like on kind; an assumed one is used as it is.
+            with self._phases("mesh ready"):
+                wait_mesh_ready(self._kube, ingress_url, s.timeouts.install)
+        return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version)
 
     def _install(self, kubernetes: str) -> None:
         s = self.settings

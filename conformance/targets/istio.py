@@ -50,6 +50,9 @@ HELM_GATEWAY_RELEASE = "istio-ingressgateway"
 WEBHOOK_DENIED = 'admission webhook "validation.istio.io" denied the request'
 # Our own known-invalid VirtualService (manifests/), applied by wait_validation_webhook's caller.
 INVALID_VIRTUALSERVICE = "istio/readiness/invalid-virtualservice.yaml"
+# A Gateway with a listener and no route, and its host: the gateway answers it with Envoy's 404.
+READINESS_GATEWAY = "istio/readiness/gateway.yaml"
+READINESS_HOST = "readiness.meshconf.test"
 
 # Istio's integration tests lower the addon's 15s scrape interval to 5s for faster
 # telemetry checks, and its 10s scrape timeout to 5s with it
@@ -554,4 +557,30 @@ def wait_validation_webhook(
         wait_for(pending, timeout, interval, "Istio validation webhook")
     except NotConverged as exc:
         hint = f"is istiod running? check `kubectl -n {ISTIO_NAMESPACE} logs deploy/istiod`"
+        raise NotConverged(f"{exc}; {hint}") from None
+
+
+def wait_ingress_answering(url: str, timeout: float, interval: float = 2.0) -> None:
+    """Return once the ingress gateway at `url` answers READINESS_HOST with its own 404.
+
+    The caller has applied READINESS_GATEWAY: a listener without a route. A 404 with
+    `server: istio-envoy` (FACTS.md, "Ingress") shows the whole path works, host port
+    to gateway pod; anything else (refused, reset, another server) is still waited for.
+    """
+
+    def pending() -> str | None:
+        try:
+            reply = httpx.get(url, headers={"host": READINESS_HOST}, timeout=min(interval * 2, 10.0))
+        except httpx.HTTPError as exc:
+            return f"no answer from {url}: {type(exc).__name__}: {exc}"
+        server = reply.headers.get("server", "")
+        if reply.status_code == 404 and server == "istio-envoy":
+            return None
+        return f"{url} answered {reply.status_code} from server {server!r}, not the gateway's 404 (istio-envoy)"
+
+    try:
+        wait_for(pending, timeout, interval, f"ingress gateway answering at {url}")
+    except NotConverged as exc:
+        hint = (f"check `kubectl -n {ISTIO_NAMESPACE} get svc,pods -l istio=ingressgateway` "
+                "and that nothing else holds the host port")
         raise NotConverged(f"{exc}; {hint}") from None

@@ -14,6 +14,7 @@ print exactly what a run would execute.
 
 import math
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,13 @@ KIND_INSTALL = (
 
 # Node images of kind v0.32.0, pinned by digest: a tag can be re-pushed for another kind
 # release, the digest cannot (the release notes say to use the digest).
-# - 1.36: the v0.32.0 default; identical in kind's own source at tag v0.32.0
-#   (pkg/apis/config/defaults/image.go) and in the v0.32.0 release notes as quoted by
-#   renovate (backube/volsync#2027).
-# - 1.35, 1.34, 1.33: the v0.32.0 release notes' list was not readable here; these are the
-#   entries that several independent public projects copied from it for kind v0.32.0 (e.g.
-#   a Go map "for the kind release this CLI vendors (sigs.k8s.io/kind v0.32.0)", a kind
-#   version table, CI Makefiles), all agreeing. Check them against
-#   https://github.com/kubernetes-sigs/kind/releases/tag/v0.32.0 before relying on them.
+# - 1.36: the v0.32.0 default, in kind's own source at tag v0.32.0
+#   (pkg/apis/config/defaults/image.go).
+# - 1.33-1.36: byte-identical to kubernetes-sigs/cluster-api test/infrastructure/kind/mapper.go,
+#   "Pre-built images for Kind v0.32" (commit "bump to kind v0.32.0", PR 13781), which copies
+#   the v0.32.0 release notes' list.
+# kind v0.33.0 (August 2026) builds 1.34-1.37 with new digests and drops 1.33; no Istio in
+# SUPPORT_MATRIX supports 1.37 yet, so the table stays on v0.32.0 (newer kind runs these images).
 NODE_IMAGES: dict[str, str] = {
     "1.36": "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5",
     "1.35": "kindest/node:v1.35.5@sha256:ce977ae6d65918d0b58a5f8b5e940429c2ce42fa3a5619ec2bbc60b949c0ac95",
@@ -175,6 +175,17 @@ class KindCluster:
 
     def create(self, reuse: bool) -> bool:
         """Create the cluster, or reuse an existing one when asked; returns whether we created it."""
+        if not self.claim(reuse):
+            return False
+        self.create_new()
+        return True
+
+    def claim(self, reuse: bool) -> bool:
+        """Whether this run must create the cluster, decided before anything is downloaded or made.
+
+        An existing cluster is used only with --reuse; a new one needs its host ports free,
+        or docker fails late, with the node half started.
+        """
         if self.exists():
             if reuse:
                 return False
@@ -182,10 +193,21 @@ class KindCluster:
                 f"a kind cluster named {self.name!r} already exists and was not created by this run; "
                 f"pass --reuse to run on it, or delete it with `kind delete cluster --name {self.name}`"
             )
+        for port, flag in ((self.http_port, "--ingress-port"), (self.https_port, "--ingress-https-port")):
+            busy = port_in_use(LISTEN_ADDRESS, port)
+            if busy:
+                raise TargetUnavailable(
+                    f"host port {LISTEN_ADDRESS}:{port}, which the kind config maps to the ingress gateway, "
+                    f"is in use ({busy}); free it or choose another with {flag} N"
+                )
+        return True
+
+    def create_new(self) -> None:
+        """`kind create cluster`; a failed create is diagnosed (logs) and removed."""
         self.write_config()
         result = self._kind(self.create_argv(), self._create_timeout())
         if result.ok:
-            return True
+            return
         aftermath = self._discard_failed_create()
         raise TargetUnavailable(
             f"kind could not create cluster {self.name!r} ({result.outcome()}): {result.tail()}; {aftermath}"
@@ -256,6 +278,17 @@ def _port_mapping(node_port: int, host_port: int) -> dict[str, Any]:
         "listenAddress": LISTEN_ADDRESS,
         "protocol": "TCP",
     }
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound, or None when it is free (SO_REUSEADDR: TIME_WAIT is not use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _go_duration(seconds: float) -> str:

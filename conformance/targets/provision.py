@@ -44,6 +44,8 @@ def kind_cluster(settings: RunSettings) -> kind.KindCluster:
         name=settings.cluster_name,
         kubernetes=settings.kubernetes_version,
         work_dir=settings.work_dir.resolve() / f"kind-{settings.cluster_name}",
+        http_port=settings.ingress_port,
+        https_port=settings.ingress_https_port,
         timeouts=settings.timeouts,
     )
 
@@ -58,6 +60,21 @@ def istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path | N
         release_dir=release_dir,
         timeout=settings.timeouts.install,
     )
+
+
+def wait_mesh_ready(kube: Kube, ingress_url: str, timeout: float) -> None:
+    """A freshly installed Istio is ready when its rollouts are done, its validation webhook
+    refuses an invalid object, and its ingress gateway answers at `ingress_url`."""
+    kube.wait_rollout(ISTIO_SYSTEM)
+    invalid = manifests.load(istio.INVALID_VIRTUALSERVICE)
+    istio.wait_validation_webhook(lambda: kube.apply(invalid, "default"), lambda: kube.delete(invalid, "default"),
+                                  timeout)
+    gateway = manifests.load(istio.READINESS_GATEWAY)
+    kube.apply(gateway, ISTIO_SYSTEM)
+    try:
+        istio.wait_ingress_answering(ingress_url, timeout)
+    finally:
+        kube.delete(gateway, ISTIO_SYSTEM)
 
 
 def check_versions(settings: RunSettings) -> str | None:
@@ -84,15 +101,20 @@ class KindProvisioner:
         s = self.settings
         self.warning = check_versions(s)
         preflight.require(kind.preflight(timeouts=s.timeouts))
+        # Decided before the download: a name clash or a busy port fails in a second, not after it.
+        create = self.cluster.claim(reuse=s.reuse)
         with self._phases("istio release"):
             release = istio.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
                                           timeout=s.timeouts.install)
         with self._phases("cluster up"):
-            self.created = self.cluster.create(reuse=s.reuse)
-            if not self.created:
+            if create:
+                self.cluster.create_new()
+                self.created = True
+            else:
                 # A reused cluster: our private kubeconfig may be missing or stale (new API server port).
                 self.cluster.export_kubeconfig()
         self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
+        ingress_url = f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port}"
         install = istio_install(s, self.cluster.kubeconfig, release)
         with self._phases("mesh up"):
             install.install()
@@ -100,21 +122,14 @@ class KindProvisioner:
             self.kube.apply(istio.prometheus_addon(release), ISTIO_SYSTEM)
             self.kube.apply([d for d in yaml.safe_load_all(istio.addon_paths(release)[1].read_text()) if d],
                             ISTIO_SYSTEM)
-            self._wait_mesh_ready()
+            wait_mesh_ready(self.kube, ingress_url, s.timeouts.install)
         return ClusterAccess(
             kubeconfig=self.cluster.kubeconfig,
             context=None,
-            ingress_url=f"http://127.0.0.1:{self.cluster.http_port}",
+            ingress_url=ingress_url,
             kubernetes_version=self.cluster.image.split(":")[1].split("@")[0],
             mesh_version=s.istio_version,
         )
-
-    def _wait_mesh_ready(self) -> None:
-        kube = self._kube
-        kube.wait_rollout(ISTIO_SYSTEM)
-        invalid = manifests.load(istio.INVALID_VIRTUALSERVICE)
-        istio.wait_validation_webhook(lambda: kube.apply(invalid, "default"), lambda: kube.delete(invalid, "default"),
-                                      self.settings.timeouts.install)
 
     @property
     def _kube(self) -> Kube:
@@ -181,6 +196,9 @@ class KindProvisioner:
             *install.plan(),
             f"# server-side apply (field manager meshconf): {NODEPORTS}, samples/addons/prometheus.yaml "
             "(scrape interval 5s), samples/addons/kiali.yaml",
+            f"# readiness: rollouts in {ISTIO_SYSTEM}; the validation webhook refuses {istio.INVALID_VIRTUALSERVICE}; "
+            f"with {istio.READINESS_GATEWAY} applied, the ingress gateway answers "
+            f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port} (host {istio.READINESS_HOST}) with its 404",
             "# teardown: " + (shlex.join(self.cluster.delete_argv()) if not s.keep else "none (--keep)"),
         ]
 
@@ -258,12 +276,18 @@ def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": meta}
 
 
+# Manifests that are no suite's: provisioning's own (printed with its commands) and the local mesh's.
+NOT_SUITES = ("istio/readiness/", "kind/", "local/")
+
+
 def manifests_to_apply() -> list[tuple[str, list[str]]]:
-    """Every manifest file with the objects in it, for `--plan`."""
+    """Every manifest file a suite may apply, with the objects in it, for `--plan`."""
     listing: list[tuple[str, list[str]]] = []
     for path in manifests.all_files():
-        docs: list[Any] = manifests.load_file(path)
         name = path.relative_to(manifests.manifests_dir()).as_posix()
+        if name.startswith(NOT_SUITES):
+            continue
+        docs: list[Any] = manifests.load_file(path)
         listing.append((name, [f"{d['kind']}/{d['metadata']['name']}" for d in docs]))
     return listing
 
