@@ -9,6 +9,7 @@ from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.settings import RunSettings
 from conformance.targets.existing import ExistingClusterProvisioner
 from tests.fakeapi import FakeApi, api  # noqa: F401 (a fixture)
+from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
 from tests.test_kube import write_kubeconfig
 
 ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system"},
@@ -61,3 +62,27 @@ def test_never_installs_over_an_existing_istio(api: FakeApi, tmp_path: Path) -> 
         provisioner.up()
     provisioner.down()
     assert [r.method for r in api.requests if r.method != "GET"] == []
+
+
+def test_debug_bundle_runs_the_istioctl_of_the_mesh_under_test(api: FakeApi, tmp_path: Path,  # noqa: F811
+                                                               fake_tools: FakeTools) -> None:  # noqa: F811
+    api.objects["/apis/apps/v1/namespaces/istio-system/deployments/istiod"] = ISTIOD
+    api.objects["/api/v1/namespaces/istio-system/services/istio-ingressgateway"] = GATEWAY
+    fake_tools.set_scenario({"istioctl": {"proxy-status": {"stdout": "istioctl from PATH\n"}}})
+    provisioner = ExistingClusterProvisioner(settings(cache_dir=tmp_path / "cache"),
+                                             kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
+    provisioner.up()
+    try:
+        provisioner.collect_debug(tmp_path / "no-release")  # nothing cached: the one on PATH
+        # A cached release of the version found on the cluster (1.28.0) is preferred.
+        cached = tmp_path / "cache" / "istio-1.28.0" / "bin" / "istioctl"
+        cached.parent.mkdir(parents=True)
+        cached.write_text('#!/bin/sh\necho "cached istioctl $1 $*"\n')
+        cached.chmod(0o755)
+        provisioner.collect_debug(tmp_path / "cached")
+    finally:
+        provisioner.down()
+    status = "istioctl/proxy-status.txt"
+    assert (tmp_path / "no-release" / status).read_text() == "istioctl from PATH\n"
+    assert (tmp_path / "cached" / status).read_text().startswith(
+        f"cached istioctl proxy-status proxy-status --kubeconfig {tmp_path / 'kc'} --context fake")

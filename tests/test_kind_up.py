@@ -20,6 +20,7 @@ docker and kind checks still run the fake tools.
 
 import base64
 import functools
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ from conformance.settings import ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, Ru
 from conformance.targets import istio, kind
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.kube import Kube
-from conformance.targets.provision import KindProvisioner, collect_cluster_debug
+from conformance.targets.provision import Istioctl, KindProvisioner, collect_cluster_debug
 from tests.fakeapi import ISTIO, FakeApi, Reply, api, items, status  # noqa: F401 (api is a fixture)
 from tests.fakegateway import FakeGateway, free_port, gateway  # noqa: F401 (gateway is a fixture)
 from tests.fakes import BIN, FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
@@ -450,8 +451,18 @@ def pod(name: str, namespace: str, containers: list[str], init: tuple[str, ...] 
             "status": {"phase": "Running"}}
 
 
-def test_debug_bundle_never_holds_credentials(api: FakeApi, tmp_path: Path) -> None:
+PROXY_STATUS = "NAME                  CLUSTER     CDS      LDS      EDS      RDS\ncurl-b.bookinfo-r1    Kubernetes  SYNCED   SYNCED   SYNCED   SYNCED\n"
+
+
+def test_debug_bundle_never_holds_credentials(api: FakeApi, tmp_path: Path, fake_tools: FakeTools) -> None:
     kubeconfig = credentialed_kubeconfig(tmp_path / "kubeconfig", api.url)
+    fake_tools.set_scenario({"istioctl": {
+        "proxy-status": {"stdout": PROXY_STATUS},
+        # A dump that quotes a credential (a header value in a route, say) ...
+        "proxy-config": {"stdout": json.dumps({"configs": [{"header": f"Bearer {TOKEN}"}]})},
+        # ... and a proxy that cannot be reached for one of them.
+        "proxy-config route": {"exit": 1, "stderr": "Error: failed to execute command on sidecar: connection refused\n"},
+    }})
     api.script("GET", "/api/v1/namespaces/istio-system/pods", items(pod("istiod-1", "istio-system", ["discovery"])))
     api.script("GET", "/api/v1/namespaces/bookinfo-r1/pods", items(
         pod("reviews-v1-a", "bookinfo-r1", ["reviews"], init=("istio-init", "istio-proxy")),  # native sidecar
@@ -477,9 +488,21 @@ def test_debug_bundle_never_holds_credentials(api: FakeApi, tmp_path: Path) -> N
 
     kube = Kube(kubeconfig, poll_interval=0.02)
     try:
-        collect_cluster_debug(kube, bundle, kubeconfig, namespaces=["bookinfo-r1"], applied=applied)
+        collect_cluster_debug(kube, bundle, kubeconfig, namespaces=["bookinfo-r1"], applied=applied,
+                              istioctl=Istioctl("istioctl", kubeconfig, "fake", 10.0))
+        # Before the release was downloaded there is no istioctl: the bundle says so.
+        collect_cluster_debug(kube, tmp_path / "early", kubeconfig, istioctl=Istioctl(None, kubeconfig, None, 10.0))
     finally:
         kube.close()
+    assert "the Istio release was not downloaded" in (tmp_path / "early" / "istioctl.error").read_text()
+
+    # istioctl: the mesh's sync state, and the config of the client's proxy only (no secrets).
+    flags = ["--kubeconfig", str(kubeconfig), "--context", "fake"]
+    assert fake_tools.calls("istioctl") == [
+        ["istioctl", "proxy-status", *flags],
+        *(["istioctl", "proxy-config", kind, "curl-b.bookinfo-r1", "-o", "json", *flags]
+          for kind in ("cluster", "listener", "route", "endpoint")),
+    ]
 
     files = {p.relative_to(bundle).as_posix(): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
     assert set(files) == {
@@ -490,7 +513,14 @@ def test_debug_bundle_never_holds_credentials(api: FakeApi, tmp_path: Path) -> N
         *(f"namespaces/bookinfo-r1/logs/{p}.log" for p in (
             "reviews-v1-a/istio-init", "reviews-v1-a/istio-proxy", "reviews-v1-a/reviews",
             "curl-b/curl", "curl-b/istio-proxy")),
+        "istioctl/proxy-status.txt",
+        *(f"istioctl/bookinfo-r1/curl-b/proxy-config-{kind}.json" for kind in ("cluster", "listener", "endpoint")),
+        "istioctl/bookinfo-r1/curl-b/proxy-config-route.json.error",
     }
+    assert files["istioctl/proxy-status.txt"].decode() == PROXY_STATUS
+    assert b"connection refused" in files["istioctl/bookinfo-r1/curl-b/proxy-config-route.json.error"]
+    assert json.loads(files["istioctl/bookinfo-r1/curl-b/proxy-config-cluster.json"]) == \
+        {"configs": [{"header": "Bearer REDACTED"}]}
     # What a debugger needs is there ...
     pods = list(yaml.safe_load_all(files["namespaces/bookinfo-r1/pods.yaml"]))
     assert [p["metadata"]["name"] for p in pods] == ["reviews-v1-a", "curl-b"]

@@ -20,7 +20,9 @@ from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
 from conformance.targets.provision import (
+    DEBUG_TIMEOUT,
     ISTIO_SYSTEM,
+    Istioctl,
     Phases,
     collect_cluster_debug,
     istio_install,
@@ -47,6 +49,7 @@ class ExistingClusterProvisioner:
         self.kubeconfig = kubeconfig or user_kubeconfig()
         self.kube: Kube | None = None
         self.installed: istio.IstioInstall | None = None
+        self.mesh_version = settings.istio_version  # replaced by the detected one in up()
         self._stack = ExitStack()
         self._phases = Phases()
 
@@ -59,6 +62,7 @@ class ExistingClusterProvisioner:
             version = s.istio_version
         else:
             version = self._installed_version()
+        self.mesh_version = version
         ingress_url = self._ingress_url()
         if self.installed is not None:
             # A mesh we installed is waited for like on kind; an assumed one is used as it is.
@@ -126,7 +130,16 @@ class ExistingClusterProvisioner:
 
     def collect_debug(self, directory: Path, namespaces: Sequence[str] = (),
                       applied: Sequence[Doc] | None = None) -> None:
-        collect_cluster_debug(self.kube, directory, self.kubeconfig, namespaces, applied)
+        istioctl = Istioctl(self._istioctl(), self.kubeconfig, self.settings.context, DEBUG_TIMEOUT)
+        collect_cluster_debug(self.kube, directory, self.kubeconfig, namespaces, applied, istioctl)
+
+    def _istioctl(self) -> str:
+        """The istioctl of the mesh under test: ours if we installed it, else a cached release of
+        its version, else the one on PATH."""
+        if self.installed is not None:
+            return self.installed.istioctl
+        cached = self.settings.cache_dir / f"istio-{self.mesh_version}" / "bin" / "istioctl"
+        return str(cached) if cached.is_file() else "istioctl"
 
     def phases(self) -> Mapping[str, float]:
         return dict(self._phases.seconds)

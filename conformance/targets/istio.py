@@ -336,6 +336,38 @@ def _check(result: subprocess.CompletedProcess[str]) -> None:
     raise ConformanceError(f"{_describe(result.args)} failed (exit {result.returncode}): {reason}")
 
 
+def cluster_flags(kubeconfig: Path, context: str | None) -> list[str]:
+    """istioctl's flags for the cluster: always explicit, never the user's default kubeconfig."""
+    flags = ["--kubeconfig", str(kubeconfig)]
+    return flags + ["--context", context] if context else flags
+
+
+# --- debug --------------------------------------------------------------------------------------
+
+# What a client proxy's config dump holds, minus `secret`: that one carries workload certificates.
+PROXY_CONFIG_KINDS = ("cluster", "listener", "route", "endpoint")
+
+
+def debug_commands(istioctl: str, kubeconfig: Path, context: str | None,
+                   clients: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Debug-bundle file -> istioctl command: every proxy's sync state, and each client
+    pod's (name, namespace) proxy configuration."""
+    flags = cluster_flags(kubeconfig, context)
+    commands = {"istioctl/proxy-status.txt": [istioctl, "proxy-status", *flags]}
+    for name, namespace in clients:
+        for kind in PROXY_CONFIG_KINDS:
+            commands[f"istioctl/{namespace}/{name}/proxy-config-{kind}.json"] = [
+                istioctl, "proxy-config", kind, f"{name}.{namespace}", "-o", "json", *flags]
+    return commands
+
+
+def output_of(argv: Sequence[str], timeout: float) -> str:
+    """stdout of a command that must succeed; its failure is a ConformanceError naming why."""
+    result = run_command(argv, timeout)
+    _check(result)
+    return result.stdout
+
+
 # --- install / uninstall ----------------------------------------------------------------------
 
 
@@ -400,8 +432,7 @@ class IstioInstall:
         return [self.istioctl, "uninstall", *self._istioctl_cluster(), *scope, "-y"]
 
     def _istioctl_cluster(self) -> list[str]:
-        flags = ["--kubeconfig", str(self.kubeconfig)]
-        return flags + ["--context", self.context] if self.context else flags
+        return cluster_flags(self.kubeconfig, self.context)
 
     # helm
 

@@ -7,6 +7,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +19,13 @@ from conformance.errors import ConformanceError
 from conformance.settings import ISTIO_RELEASES_ENV, RunSettings
 from conformance.targets import istio, kind, preflight
 from conformance.targets.base import Doc
-from conformance.targets.cluster import ClusterAccess
+from conformance.targets.cluster import PROXY_CONTAINER, ClusterAccess
 from conformance.targets.kube import REDACTED, Kube, kubeconfig_credentials, redacted_kubeconfig
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
+# Pods whose proxy config the debug bundle dumps: the ones suites send traffic from.
+CLIENT_APPS = ("curl", "fortio")
+DEBUG_TIMEOUT = 30.0  # each istioctl call of the debug bundle
 ISTIO_SYSTEM = "istio-system"
 T = TypeVar("T")
 
@@ -95,6 +99,7 @@ class KindProvisioner:
         self.created = False
         self.kube: Kube | None = None
         self.warning: str | None = None
+        self.istioctl: str | None = None  # the release's, once downloaded
         self._phases = Phases()
 
     def up(self) -> ClusterAccess:
@@ -116,6 +121,7 @@ class KindProvisioner:
         self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
         ingress_url = f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port}"
         install = istio_install(s, self.cluster.kubeconfig, release)
+        self.istioctl = install.istioctl
         with self._phases("mesh up"):
             install.install()
             self.kube.apply(manifests.load(NODEPORTS), ISTIO_SYSTEM)
@@ -169,7 +175,8 @@ class KindProvisioner:
 
     def collect_debug(self, directory: Path, namespaces: Sequence[str] = (),
                       applied: Sequence[Doc] | None = None) -> None:
-        collect_cluster_debug(self.kube, directory, self.cluster.kubeconfig, namespaces, applied)
+        istioctl = Istioctl(self.istioctl, self.cluster.kubeconfig, None, DEBUG_TIMEOUT)
+        collect_cluster_debug(self.kube, directory, self.cluster.kubeconfig, namespaces, applied, istioctl)
         try:
             self.cluster.export_logs(directory / "kind-logs")
         except ConformanceError as exc:
@@ -203,11 +210,23 @@ class KindProvisioner:
         ]
 
 
+@dataclass(frozen=True)
+class Istioctl:
+    """The istioctl the debug bundle runs, and the cluster it points it at."""
+
+    path: str | None  # None: no istioctl was available (e.g. the release download failed)
+    kubeconfig: Path
+    context: str | None
+    timeout: float
+
+
 def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
-                          namespaces: Sequence[str] = (), applied: Sequence[Doc] | None = None) -> None:
+                          namespaces: Sequence[str] = (), applied: Sequence[Doc] | None = None,
+                          istioctl: Istioctl | None = None) -> None:
     """A debug bundle: the kubeconfig redacted, webhooks, and for istio-system plus `namespaces`
     (those the run created) the pods as YAML (managedFields dropped), events and every
-    container's logs (istio-proxy included); the applied manifests when given.
+    container's logs (istio-proxy included); the applied manifests when given; with
+    `istioctl`, `proxy-status` and the proxy config of each client pod in `namespaces`.
 
     No credential of the kubeconfig may reach the bundle: every file's text passes through a
     scrubber of its secret values (and what they base64-decode to). A part that cannot be read
@@ -220,17 +239,33 @@ def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
     if kube is None:
         return
     bundle.write("webhooks.yaml", lambda: yaml.safe_dump(kube.webhooks(), sort_keys=False))
+    clients: list[tuple[str, str]] = []
     for namespace in dict.fromkeys((ISTIO_SYSTEM, *namespaces)):
         where = f"namespaces/{namespace}"
         bundle.write(f"{where}/events.txt", partial(_events_text, kube, namespace))
         pods = bundle.read(f"{where}/pods.yaml", partial(kube.list_objects, "v1", "Pod", namespace)) or []
         bundle.write(f"{where}/pods.yaml", partial(_pods_yaml, pods))
         for pod in pods:
-            name = str((pod.get("metadata") or {}).get("name", ""))
+            meta = pod.get("metadata") or {}
+            name, app = str(meta.get("name", "")), (meta.get("labels") or {}).get("app")
             spec = pod.get("spec") or {}
             # Init containers too: a native istio-proxy sidecar is one of them.
-            for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or [])):
-                bundle.write(f"{where}/logs/{name}/{c['name']}.log", partial(kube.logs, name, namespace, c["name"]))
+            containers = [c["name"] for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))]
+            for container in containers:
+                bundle.write(f"{where}/logs/{name}/{container}.log", partial(kube.logs, name, namespace, container))
+            if namespace != ISTIO_SYSTEM and PROXY_CONTAINER in containers and app in CLIENT_APPS:
+                clients.append((name, namespace))
+    if istioctl is not None:
+        _istioctl_debug(bundle, istioctl, clients)
+
+
+def _istioctl_debug(bundle: "_Bundle", istioctl: Istioctl, clients: Sequence[tuple[str, str]]) -> None:
+    if istioctl.path is None:
+        bundle.write("istioctl.error", lambda: "no istioctl: the Istio release was not downloaded\n")
+        return
+    commands = istio.debug_commands(istioctl.path, istioctl.kubeconfig, istioctl.context, clients)
+    for name, argv in commands.items():
+        bundle.write(name, partial(istio.output_of, argv, istioctl.timeout))
 
 
 def _events_text(kube: Kube, namespace: str) -> str:
