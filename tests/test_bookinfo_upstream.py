@@ -20,13 +20,16 @@ from conformance import manifests, schema
 DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "securityContext"}
 # Our only annotation: the curl pod's proxy exposes its fault-injection counters
 # (Istio's proxies leave them out by default; FaultInjection reads them).
-OUR_ANNOTATIONS = {("clients/curl.yaml", "Deployment/curl"): {"proxy.istio.io/config"}}
+OUR_ANNOTATIONS = {("clients/curl.yaml", "Deployment/curl"): {"proxy.istio.io/config"},
+                   # upstream's own: the proxy's cluster.outbound counters (checked below)
+                   ("clients/fortio.yaml", "Deployment/fortio-deploy"): {"proxy.istio.io/config"}}
 
 WORKLOADS = [
     ("bookinfo/bookinfo.yaml", "bookinfo__platform__kube__bookinfo.yaml"),
     ("bookinfo/bookinfo-versions.yaml", "bookinfo__platform__kube__bookinfo-versions.yaml"),
     ("clients/curl.yaml", "curl__curl.yaml"),
     ("clients/httpbin.yaml", "httpbin__httpbin.yaml"),
+    ("clients/fortio.yaml", "httpbin__sample-client__fortio-deploy.yaml"),
 ]
 
 ISTIO_CONFIG = [
@@ -153,6 +156,17 @@ def test_workloads_keep_only_implemented_fields(ours: str, upstream: str) -> Non
         assert _find(doc, DROPPED_FIELDS) == [], where
         annotations = {k for meta in _metadata_blocks(doc) for k in (meta.get("annotations") or {})}
         assert annotations == OUR_ANNOTATIONS.get((ours, where), set()), where
+
+
+def test_fortio_exposes_the_same_proxy_stats_as_upstream() -> None:
+    def annotations(docs: list[dict[str, Any]]) -> dict[str, str]:
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+    ours = annotations(manifests.load("clients/fortio.yaml"))
+    upstream = annotations(_upstream("httpbin__sample-client__fortio-deploy.yaml"))
+    assert ours == upstream
+    assert "cluster.outbound" in yaml.safe_load(ours["proxy.istio.io/config"])["proxyStatsMatcher"]["inclusionPrefixes"]
 
 
 def _metadata_blocks(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -74,9 +74,11 @@ def test_cleanup_and_not_supported(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(failed=1, skipped=1)
     calls = next(line for line in result.outlines if "CALLS" in line).split("CALLS", 1)[1]
-    # Applied in order, removed in reverse, the extra namespace last; the run label always set.
+    # Bookinfo's and the legacy client's namespaces first; the test's config applied in order and
+    # removed in reverse, then its extra namespace, then the session's; the run label always set.
     order = [c.split(",")[0].strip("[( '") for c in calls.split("), (")]
-    assert order == ["ns+", "apply", "ns+", "apply", "apply", "delete", "delete", "ns-", "ns-"], calls
+    assert order == ["ns+", "ns+", "apply", "apply", "ns+", "apply", "apply", "delete", "delete",
+                     "ns-", "ns-", "ns-"], calls
     assert "True" in calls and "False" not in calls
     text = report.read_text()
     assert "outcome: NOT_SUPPORTED" in text and "outcome: FAILED" in text and "deliberate" in text

@@ -21,6 +21,7 @@ EXPECTED_FILES = {
     "bookinfo/bookinfo.yaml",
     "clients/curl.yaml",
     "clients/httpbin.yaml",
+    "clients/fortio.yaml",
     "local/ingressgateway.yaml",
     "istio/traffic/destination-rule-all.yaml",
     "istio/traffic/virtual-service-all-v1.yaml",
