@@ -77,3 +77,8 @@ class RunSettings:
     install_mesh: bool | None = None  # kubeconfig: install Istio (None: assume it is there)
     yes: bool = False  # kubeconfig: consent to install/remove a mesh on a context we did not create
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "meshconf")
+
+    @property
+    def debug_dir(self) -> Path:
+        """Debug bundles go next to the report (CI uploads that folder), else under the work dir."""
+        return (self.report.parent if self.report else self.work_dir).resolve() / "debug"

@@ -110,8 +110,12 @@ def test_debug_bundle_covers_what_the_run_created(tmp_path: Path) -> None:
 
 def test_failed_bring_up_keeps_evidence_then_tears_down(tmp_path: Path) -> None:
     provisioner = FakeProvisioner(fail=True)
-    t = ClusterTarget(RunSettings(target="kind", run_id="r1", work_dir=tmp_path), provisioner, kube_factory=FakeKube)
-    with pytest.raises(ConformanceError, match="istioctl install did not finish.*debug bundle: .*bring-up-r1"):
+    settings = RunSettings(target="kind", run_id="r1", work_dir=tmp_path / ".meshconf",
+                           report=tmp_path / "results" / "report.yaml")
+    t = ClusterTarget(settings, provisioner, kube_factory=FakeKube)
+    # Next to the report, which is what CI uploads.
+    bundle = tmp_path / "results" / "debug" / "bring-up-r1"
+    with pytest.raises(ConformanceError, match=f"istioctl install did not finish.*debug bundle: {bundle}$"):
         t.up()
     assert provisioner.events == ["up", ("debug", (), 0), "down"]
 

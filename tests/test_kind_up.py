@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from conformance import cli, manifests
+from conformance.errors import ConformanceError
 from conformance.settings import ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, RunSettings
 from conformance.targets import istio, kind
 from conformance.targets.cluster import ClusterTarget
@@ -310,6 +311,36 @@ def test_failed_create_exports_logs_and_deletes(machine: Machine) -> None:
     assert m.tools.state()["kind_clusters"] == []  # --retain kept the nodes; we removed them
     assert m.api.requests == []
     assert not (m.work_dir / "created-by-meshconf-up").exists()
+
+
+def test_failed_bring_up_bundle_holds_the_node_logs_next_to_the_report(machine: Machine) -> None:
+    m = machine
+    m.tools.set_scenario({**HEALTHY, "kind": {"create cluster": {"exit": 1, "stderr": "ERROR: kubeadm init\n"}}})
+    settings = RunSettings(target="kind", run_id="r1", report=m.project / "results" / "report.yaml",
+                           ingress_port=m.gateway.port, ingress_https_port=m.https_port)
+    with pytest.raises(ConformanceError, match="kind could not create cluster") as caught:
+        ClusterTarget(settings, KindProvisioner(settings)).up()
+    bundle = m.project / "results" / "debug" / "bring-up-r1"
+    assert str(caught.value).endswith(f"debug bundle: {bundle}")
+    # The nodes are gone: the logs exported before deleting them are what the bundle keeps.
+    assert (bundle / "kind-logs" / "meshconf-control-plane" / "kubelet.log").read_text() == "fake kubelet log\n"
+    assert [argv[1] for argv in m.tools.calls("kind")] == ["version", "get", "create", "export", "delete"]
+
+
+def test_node_logs_in_a_bundle_are_scrubbed_of_credentials(machine: Machine) -> None:
+    m = machine
+    settings = replace(RunSettings(target="kind", run_id="r1"), ingress_port=m.gateway.port,
+                       ingress_https_port=m.https_port)
+    provisioner = KindProvisioner(settings)
+    provisioner.up()
+    try:
+        credentialed_kubeconfig(m.kubeconfig, m.api.url)
+        m.tools.set_scenario({"state": {**m.tools.state(), "kubelet_log": f"Authorization: Bearer {TOKEN}\n"}})
+        provisioner.collect_debug(m.project / "bundle")
+    finally:
+        provisioner.down()
+    log = m.project / "bundle" / "kind-logs" / "meshconf-control-plane" / "kubelet.log"
+    assert log.read_text() == "Authorization: Bearer REDACTED\n"
 
 
 @pytest.mark.parametrize("istioctl", [

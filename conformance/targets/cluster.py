@@ -100,7 +100,7 @@ class ClusterTarget:
 
     def _bring_up_bundle(self) -> Path:
         """Evidence of a failed bring-up, kept on disk before the cluster goes away."""
-        directory = self.settings.work_dir.resolve() / "debug" / f"bring-up-{self.settings.run_id}"
+        directory = self.settings.debug_dir / f"bring-up-{self.settings.run_id}"
         try:
             self.provisioner.collect_debug(directory)
         except Exception as exc:  # the bundle must never hide the failure it documents

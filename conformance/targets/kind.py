@@ -78,6 +78,8 @@ class KindCluster:
     https_port: int = 8443
     nodes: int = 1  # one control-plane node, plus nodes-1 workers
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # Node logs exported by a create that failed (its nodes are gone by then), for the debug bundle.
+    failed_create_logs: Path | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.kubernetes not in NODE_IMAGES:
@@ -252,7 +254,8 @@ class KindCluster:
         """Keep the evidence, then remove the half-created nodes; say what happened."""
         notes = []
         try:
-            notes.append(f"node logs in {self.export_logs(self.logs_dir)}")
+            self.failed_create_logs = self.export_logs(self.logs_dir)
+            notes.append(f"node logs in {self.failed_create_logs}")
         except ConformanceError as exc:
             notes.append(f"no node logs ({exc})")
         try:

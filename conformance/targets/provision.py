@@ -4,6 +4,7 @@ Each provisioner deletes only what it created, and records how long each phase t
 """
 
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -177,10 +178,15 @@ class KindProvisioner:
                       applied: Sequence[Doc] | None = None) -> None:
         istioctl = Istioctl(self.istioctl, self.cluster.kubeconfig, None, DEBUG_TIMEOUT)
         collect_cluster_debug(self.kube, directory, self.cluster.kubeconfig, namespaces, applied, istioctl)
+        logs = directory / "kind-logs"
         try:
-            self.cluster.export_logs(directory / "kind-logs")
-        except ConformanceError as exc:
-            (directory / "kind-logs.error").write_text(str(exc))
+            if self.cluster.failed_create_logs is not None:  # no nodes left to export from
+                shutil.copytree(self.cluster.failed_create_logs, logs, dirs_exist_ok=True)
+            else:
+                self.cluster.export_logs(logs)
+        except (ConformanceError, OSError) as exc:
+            (directory / "kind-logs.error").write_text(f"{exc}\n")
+        scrub_tree(logs, self.cluster.kubeconfig)
 
     def phases(self) -> Mapping[str, float]:
         return dict(self._phases.seconds)
@@ -277,14 +283,38 @@ def _pods_yaml(pods: Sequence[Mapping[str, Any]]) -> str:
     return yaml.safe_dump_all([_without_managed_fields(p) for p in pods], sort_keys=False)
 
 
+def scrub_tree(root: Path, kubeconfig: Path) -> None:
+    """Scrub the kubeconfig's credentials from every text file under `root` (tool output we
+    did not write ourselves, such as `kind export logs`)."""
+    secrets = _secrets(kubeconfig)
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # binary: nothing a credential could be read from as text
+        scrubbed = _scrub(text, secrets)
+        if scrubbed != text:
+            path.write_text(scrubbed, encoding="utf-8")
+
+
+def _secrets(kubeconfig: Path) -> list[str]:
+    # Longest first: a secret that contains another is replaced whole.
+    return sorted(kubeconfig_credentials(kubeconfig), key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 class _Bundle:
     """Writes bundle files with the kubeconfig's credentials scrubbed; a failed part becomes a .error file."""
 
     def __init__(self, directory: Path, kubeconfig: Path) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        # Longest first: a secret that contains another is replaced whole.
-        self.secrets = sorted(kubeconfig_credentials(kubeconfig), key=len, reverse=True)
+        self.secrets = _secrets(kubeconfig)
 
     def read(self, name: str, fetch: Callable[[], T]) -> T | None:
         try:
@@ -299,8 +329,7 @@ class _Bundle:
             self._put(name, text)
 
     def _put(self, name: str, text: str) -> None:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
+        text = _scrub(text, self.secrets)
         path = self.directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

@@ -147,7 +147,8 @@ def kind_export_logs(args: list[str], state: State, spec: Spec) -> Reply:
     directory = Path(words[0]) if words else Path(os.environ.get("TMPDIR", "/tmp")) / "kind-logs"
     node = directory / f"{name}-control-plane"
     node.mkdir(parents=True, exist_ok=True)
-    (node / "kubelet.log").write_text("fake kubelet log\n")
+    # state "kubelet_log": what the node's kubelet logged (default: one line).
+    (node / "kubelet.log").write_text(state.get("kubelet_log", "fake kubelet log\n"))
     (directory / "kind-version.txt").write_text("kind v0.32.0 go1.24.2 linux/amd64\n")
     return Reply(stdout=f"{directory}\n", stderr=f'Exporting logs for cluster "{name}" to:\n')
 
