@@ -1,0 +1,83 @@
+"""The GitHub Actions template (ci/github/meshconf.yml) cannot be run here: these tests check it
+against GitHub's workflow schema (SchemaStore's, vendored by check-jsonschema) and against
+meshconf itself: its matrix, its kind, its command line and the files it uploads."""
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance import cli
+from conformance.settings import RunSettings
+from conformance.targets import istio, kind
+from tests.conftest import REPO
+
+WORKFLOW = REPO / "ci" / "github" / "meshconf.yml"
+
+
+def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_workflow_is_a_valid_github_workflow() -> None:
+    done = schema_check(WORKFLOW)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schema_check_names_what_is_wrong_in_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(WORKFLOW.read_text().replace("runs-on:", "runs_on:"))
+    done = schema_check(broken)
+    assert done.returncode == 1
+    assert "runs-on" in done.stdout + done.stderr
+
+
+def steps() -> list[dict[str, Any]]:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    [job] = workflow["jobs"].values()
+    return list(job["steps"])
+
+
+def matrix() -> list[dict[str, str]]:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    [job] = workflow["jobs"].values()
+    return list(job["strategy"]["matrix"]["include"])
+
+
+def step_using(action: str) -> dict[str, Any]:
+    return next(s for s in steps() if str(s.get("uses", "")).startswith(action + "@"))
+
+
+@pytest.mark.parametrize("entry", matrix(), ids=lambda e: f"istio-{e['istio']}-k8s-{e['kubernetes']}")
+def test_matrix_pairs_are_supported_and_have_a_node_image(entry: dict[str, str]) -> None:
+    assert entry["kubernetes"] in kind.NODE_IMAGES
+    assert istio.check_support(entry["istio"], entry["kubernetes"]) is None  # refuses an unsupported pair
+
+
+def test_kind_is_the_release_the_node_images_need() -> None:
+    assert step_using("helm/kind-action")["with"]["version"] == kind.KIND_VERSION
+
+
+def test_run_step_is_a_meshconf_command_and_the_upload_takes_what_it_writes() -> None:
+    run = next(s["run"] for s in steps() if "meshconf run" in str(s.get("run", "")))
+    entry = matrix()[0]
+    line = run.replace("${{ matrix.istio }}", entry["istio"]).replace("${{ matrix.kubernetes }}", entry["kubernetes"])
+    program, *argv = shlex.split(line)
+    assert program == ".venv/bin/meshconf"
+    args = cli.parser().parse_args(argv)  # an unknown flag exits here
+    assert (args.command, args.target, args.istio_version, args.kubernetes_version) == \
+        ("run", "kind", entry["istio"], entry["kubernetes"])
+
+    results = Path(args.results)
+    written = {results / "report.yaml", results / "junit.xml", results / "allure",
+               RunSettings(report=results / "report.yaml").debug_dir.relative_to(Path.cwd())}
+    upload = step_using("actions/upload-artifact")
+    assert upload["if"] == "always()"  # a failed run's results are the ones that matter
+    assert {Path(p) for p in upload["with"]["path"].split()} == written
