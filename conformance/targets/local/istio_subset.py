@@ -13,84 +13,62 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from conformance.errors import UnsupportedResource
+from conformance.targets.local.fields import ANY, MapOf, Node, check_fields
 
 API_GROUP = "networking.istio.io"
 API_VERSIONS = frozenset({f"{API_GROUP}/v1", f"{API_GROUP}/v1beta1", f"{API_GROUP}/v1alpha3"})
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_VERSIONS = frozenset({f"{GATEWAY_API_GROUP}/v1", f"{GATEWAY_API_GROUP}/v1beta1"})
 
-
-class _Any:
-    """A field accepted with any value (the translator reads it as a whole)."""
-
-
-class _ListOf:
-    """A list whose every item follows `item`."""
-
-    def __init__(self, item: "_Node") -> None:
-        self.item = item
-
-
-class _MapOf:
-    """A mapping with free keys (e.g. header names) whose every value follows `value`."""
-
-    def __init__(self, value: "_Node") -> None:
-        self.value = value
-
-
-_Node = _Any | _ListOf | _MapOf | Mapping[str, Any]
-
-ANY = _Any()
+# Allow-trees (conformance.targets.local.fields): a list field's node is its items' node.
 
 # Istio StringMatch: one of exact, prefix, regex.
-_STRING_MATCH: Mapping[str, _Node] = {"exact": ANY, "prefix": ANY, "regex": ANY}
+_STRING_MATCH: Mapping[str, Node] = {"exact": ANY, "prefix": ANY, "regex": ANY}
 
-_HTTP_MATCH: Mapping[str, _Node] = {
+_HTTP_MATCH: Mapping[str, Node] = {
     "name": ANY,
     "uri": _STRING_MATCH,
-    "headers": _MapOf(_STRING_MATCH),
+    "headers": MapOf(_STRING_MATCH),
 }
 
-_HTTP_ROUTE_DESTINATION: Mapping[str, _Node] = {
+_HTTP_ROUTE_DESTINATION: Mapping[str, Node] = {
     "destination": {"host": ANY, "subset": ANY, "port": {"number": ANY}},
     "weight": ANY,
 }
 
 # An HTTP status abort and a fixed delay, each with an optional percentage. Refused:
 # grpcStatus, http2Error, exponentialDelay and the deprecated integer delay.percent.
-_PERCENT: Mapping[str, _Node] = {"value": ANY}
-_HTTP_FAULT: Mapping[str, _Node] = {
+_PERCENT: Mapping[str, Node] = {"value": ANY}
+_HTTP_FAULT: Mapping[str, Node] = {
     "abort": {"httpStatus": ANY, "percentage": _PERCENT},
     "delay": {"fixedDelay": ANY, "percentage": _PERCENT},
 }
 
-_HTTP_ROUTE: Mapping[str, _Node] = {
+_HTTP_ROUTE: Mapping[str, Node] = {
     "name": ANY,
-    "match": _ListOf(_HTTP_MATCH),
-    "route": _ListOf(_HTTP_ROUTE_DESTINATION),
+    "match": _HTTP_MATCH,
+    "route": _HTTP_ROUTE_DESTINATION,
     "timeout": ANY,
     "fault": _HTTP_FAULT,
 }
 
 # Top-level fields common to every kind; status is written by the cluster, not configuration.
-_COMMON: Mapping[str, _Node] = {"apiVersion": ANY, "kind": ANY, "metadata": ANY, "status": ANY}
+_COMMON: Mapping[str, Node] = {"apiVersion": ANY, "kind": ANY, "metadata": ANY, "status": ANY}
 
-_SCHEMAS: Mapping[str, Mapping[str, _Node]] = {
+_SCHEMAS: Mapping[str, Mapping[str, Node]] = {
     "VirtualService": {
         **_COMMON,
-        "spec": {"hosts": ANY, "gateways": ANY, "exportTo": ANY, "http": _ListOf(_HTTP_ROUTE)},
+        "spec": {"hosts": ANY, "gateways": ANY, "exportTo": ANY, "http": _HTTP_ROUTE},
     },
     "DestinationRule": {
         **_COMMON,
-        "spec": {"host": ANY, "exportTo": ANY, "subsets": _ListOf({"name": ANY, "labels": ANY})},
+        "spec": {"host": ANY, "exportTo": ANY, "subsets": {"name": ANY, "labels": ANY}},
     },
     "Gateway": {
         **_COMMON,
         "spec": {
             "selector": ANY,
-            "servers": _ListOf(
-                {"port": {"number": ANY, "name": ANY, "protocol": ANY}, "hosts": ANY, "name": ANY}
-            ),
+            "servers": {"port": {"number": ANY, "name": ANY, "protocol": ANY}, "hosts": ANY, "name": ANY},
         },
     },
 }
@@ -98,24 +76,22 @@ _SCHEMAS: Mapping[str, Mapping[str, _Node]] = {
 SUPPORTED_KINDS = tuple(_SCHEMAS)
 
 # Gateway API HTTPRoute for the mesh: parents are Services, backends are Services.
-_GATEWAY_API_SCHEMAS: Mapping[str, Mapping[str, _Node]] = {
+_GATEWAY_API_SCHEMAS: Mapping[str, Mapping[str, Node]] = {
     "HTTPRoute": {
         **_COMMON,
         "spec": {
-            "parentRefs": _ListOf({"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY}),
+            "parentRefs": {"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY},
             # Accepted and ignored: for a Service parent the Service names the host, as in Istio.
             "hostnames": ANY,
-            "rules": _ListOf({
+            "rules": {
                 "name": ANY,
-                "matches": _ListOf({
+                "matches": {
                     "path": {"type": ANY, "value": ANY},
-                    "headers": _ListOf({"type": ANY, "name": ANY, "value": ANY}),
-                }),
-                "backendRefs": _ListOf(
-                    {"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY, "weight": ANY}
-                ),
+                    "headers": {"type": ANY, "name": ANY, "value": ANY},
+                },
+                "backendRefs": {"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY, "weight": ANY},
                 "timeouts": {"request": ANY},
-            }),
+            },
         },
     },
 }
@@ -150,7 +126,7 @@ def check_supported(doc: Mapping[str, Any]) -> None:
             f"and {', '.join(GATEWAY_API_KINDS)} of {GATEWAY_API_GROUP}"
         )
     _require_api_version(doc, API_VERSIONS)
-    _walk(doc, _SCHEMAS[kind], "", doc)
+    check_fields(doc, _SCHEMAS[kind], describe(doc))
     _check_values(doc)
 
 
@@ -167,7 +143,7 @@ def _check_gateway_api(doc: Mapping[str, Any]) -> None:
             f"{GATEWAY_API_GROUP} it implements {', '.join(GATEWAY_API_KINDS)} with Service parents"
         )
     _require_api_version(doc, GATEWAY_API_VERSIONS)
-    _walk(doc, _GATEWAY_API_SCHEMAS[kind], "", doc)
+    check_fields(doc, _GATEWAY_API_SCHEMAS[kind], describe(doc))
     _check_http_route_refs(doc)
 
 
@@ -214,34 +190,6 @@ def _check_http_route_refs(doc: Mapping[str, Any]) -> None:
                     f"{describe(doc)}: field {path}.namespace {ref['namespace']!r} is not implemented by the "
                     f"local mesh (only the route's own namespace)"
                 )
-
-
-def _walk(value: Any, node: _Node, path: str, doc: Mapping[str, Any]) -> None:
-    if isinstance(node, _Any) or value is None:
-        return
-    if isinstance(node, _ListOf):
-        for index, item in enumerate(value if isinstance(value, list) else []):
-            _walk(item, node.item, f"{path}[{index}]", doc)
-        return
-    if not isinstance(value, Mapping):
-        return  # a wrong type is the schema validator's business, not a missing feature
-    for key, item in value.items():
-        child = _join(path, key)
-        if isinstance(node, _MapOf):
-            _walk(item, node.value, child, doc)
-            continue
-        if key not in node:
-            # A field explicitly set to null is absent (as server-side apply treats it).
-            if item is None:
-                continue
-            raise UnsupportedResource(
-                f"{describe(doc)}: field {child} is not implemented by the local mesh"
-            )
-        _walk(item, node[key], child, doc)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _check_values(doc: Mapping[str, Any]) -> None:

@@ -6,11 +6,11 @@ from typing import Any
 
 from conformance.errors import UnsupportedResource
 from conformance.targets.local import images
-from conformance.targets.local.fields import ANY, LEAF, check_fields
+from conformance.targets.local.fields import ANY, check_fields
 from conformance.targets.local.model import Service, ServicePort
 
-METADATA = {"name": LEAF, "namespace": LEAF, "labels": ANY, "annotations": ANY}
-_BASE = {"apiVersion": LEAF, "kind": LEAF, "metadata": METADATA}
+METADATA = {"name": ANY, "namespace": ANY, "labels": ANY, "annotations": ANY}
+_BASE = {"apiVersion": ANY, "kind": ANY, "metadata": METADATA}
 
 ALLOWED: dict[str, Mapping[str, Any]] = {
     "Namespace": _BASE,
@@ -19,29 +19,29 @@ ALLOWED: dict[str, Mapping[str, Any]] = {
         **_BASE,
         "spec": {
             # type is accepted: every local Service behaves as ClusterIP.
-            "type": LEAF,
+            "type": ANY,
             "selector": ANY,
-            "ports": {"name": LEAF, "port": LEAF, "targetPort": LEAF, "protocol": LEAF, "appProtocol": LEAF},
+            "ports": {"name": ANY, "port": ANY, "targetPort": ANY, "protocol": ANY, "appProtocol": ANY},
         },
     },
     "Deployment": {
         **_BASE,
         "spec": {
-            "replicas": LEAF,
+            "replicas": ANY,
             "selector": {"matchLabels": ANY},
             "template": {
                 "metadata": {"labels": ANY, "annotations": ANY},
                 "spec": {
-                    "serviceAccountName": LEAF,
-                    "terminationGracePeriodSeconds": LEAF,
+                    "serviceAccountName": ANY,
+                    "terminationGracePeriodSeconds": ANY,
                     "containers": {
-                        "name": LEAF,
-                        "image": LEAF,
+                        "name": ANY,
+                        "image": ANY,
                         # Pull policy has no meaning without a registry; accepted, no effect.
-                        "imagePullPolicy": LEAF,
-                        "command": LEAF,
-                        "args": LEAF,
-                        "ports": {"containerPort": LEAF, "name": LEAF, "protocol": LEAF},
+                        "imagePullPolicy": ANY,
+                        "command": ANY,
+                        "args": ANY,
+                        "ports": {"containerPort": ANY, "name": ANY, "protocol": ANY},
                     },
                 },
             },
@@ -94,9 +94,11 @@ def service(doc: Mapping[str, Any], namespace: str) -> Service:
     for i, p in enumerate(spec.get("ports", [])):
         target = p.get("targetPort", p["port"])
         if not isinstance(target, int):
-            raise UnsupportedResource(f"{here}: field spec.ports[{i}].targetPort by name is not implemented by the local mesh")
+            raise UnsupportedResource(
+                f"{here}: field spec.ports[{i}].targetPort by name is not implemented by the local mesh")
         if p.get("protocol", "TCP") != "TCP":
-            raise UnsupportedResource(f"{here}: spec.ports[{i}].protocol {p['protocol']} is not implemented by the local mesh")
+            raise UnsupportedResource(
+                f"{here}: spec.ports[{i}].protocol {p['protocol']} is not implemented by the local mesh")
         ports.append(ServicePort(p.get("name", ""), int(p["port"]), target))
     return Service(doc["metadata"]["name"], namespace, tuple(ports), dict(spec.get("selector", {})))
 
