@@ -14,18 +14,14 @@ from conformance.report.charts import split_chart
 from conformance.settings import RunSettings, Timeouts
 from conformance.targets.base import Batch, Client
 from conformance.verdicts import SplitVerdict, Verdict, binomial_pvalue, plan_split, run_split, split_label
-from conformance.waiting import ProbeResult, converged
+from conformance.waiting import converged
 
 
 def converge(send: Callable[[], Batch], verdict: Callable[[Batch], Verdict], timeouts: Timeouts, what: str) -> int:
     """Wait until `verdict` holds for `required_successes` probe batches in a row."""
 
-    def probe() -> ProbeResult:
-        result = verdict(send())
-        return ProbeResult(result.ok, result.message)
-
     with allure.step(f"converge: {what}"):
-        return converged(probe, timeouts, what)
+        return converged(lambda: verdict(send()), timeouts, what)
 
 
 def measure(send: Callable[[], Batch], name: str) -> Batch:

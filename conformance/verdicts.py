@@ -63,12 +63,7 @@ from scipy import special, stats
 
 from conformance.probes.classify import version_of
 from conformance.targets.base import Batch
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    message: str
+from conformance.waiting import Verdict
 
 
 def describe(batch: Batch) -> str:

@@ -12,10 +12,12 @@ from conformance.settings import Timeouts
 T = TypeVar("T")
 
 
-@dataclass
-class ProbeResult:
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a check holds, and what was seen: the failure message, or the evidence."""
+
     ok: bool
-    detail: str  # what the probe saw, for the failure message
+    message: str
 
 
 def wait_for(pending: Callable[[], str | None], timeout: float, interval: float, what: str) -> None:
@@ -44,7 +46,7 @@ def wait_for(pending: Callable[[], str | None], timeout: float, interval: float,
         raise NotConverged(f"{what}: not within {timeout:g}s: {last}") from None
 
 
-def converged(probe: Callable[[], ProbeResult], timeouts: Timeouts, what: str) -> int:
+def converged(probe: Callable[[], Verdict], timeouts: Timeouts, what: str) -> int:
     """Require `required_successes` consecutive successful probes within the consistency timeout.
 
     Returns the number of probes it took. Only a probe that the new configuration
@@ -52,7 +54,7 @@ def converged(probe: Callable[[], ProbeResult], timeouts: Timeouts, what: str) -
     """
     streak = 0
     probes = 0
-    last = ProbeResult(False, "no probe ran")
+    last = Verdict(False, "no probe ran")
 
     def once() -> None:
         nonlocal streak, probes, last
@@ -60,7 +62,7 @@ def converged(probe: Callable[[], ProbeResult], timeouts: Timeouts, what: str) -
         last = probe()
         streak = streak + 1 if last.ok else 0
         if streak < timeouts.required_successes:
-            raise _Pending(last.detail)
+            raise _Pending(last.message)
 
     try:
         for attempt in tenacity.Retrying(
@@ -75,7 +77,7 @@ def converged(probe: Callable[[], ProbeResult], timeouts: Timeouts, what: str) -
         raise NotConverged(
             f"{what}: not converged within {timeouts.consistency:g}s "
             f"({probes} probes, needed {timeouts.required_successes} in a row); "
-            f"last probe: {last.detail}"
+            f"last probe: {last.message}"
         ) from None
     return probes
 

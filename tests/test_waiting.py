@@ -4,19 +4,19 @@ import pytest
 
 from conformance.errors import ConformanceError, NotConverged
 from conformance.settings import Timeouts
-from conformance.waiting import ProbeResult, converged, wait_for
+from conformance.waiting import Verdict, converged, wait_for
 
 FAST = Timeouts(consistency=1.0, required_successes=3, poll=0.01)
 
 
 def test_converged_needs_consecutive_successes() -> None:
     answers = iter([True, True, False, True, True, True])
-    assert converged(lambda: ProbeResult(next(answers), "seen"), FAST, "x") == 6
+    assert converged(lambda: Verdict(next(answers), "seen"), FAST, "x") == 6
 
 
 def test_not_converged_names_the_last_observation() -> None:
     with pytest.raises(NotConverged, match="last probe: served by v2"):
-        converged(lambda: ProbeResult(False, "served by v2"), FAST, "reviews v1")
+        converged(lambda: Verdict(False, "served by v2"), FAST, "reviews v1")
 
 
 def test_wait_for_stops_early_on_a_hard_failure() -> None:
