@@ -10,7 +10,7 @@ holding it. A field set to null counts as absent, as server-side apply treats it
 """
 
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from conformance.errors import UnsupportedResource
 
@@ -26,7 +26,7 @@ class MapOf:
         self.value = value
 
 
-Node = Union[_Any, MapOf, Mapping[str, Any]]
+Node = _Any | MapOf | Mapping[str, Any]
 ANY = _Any()
 
 
