@@ -17,6 +17,7 @@ from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
 from conformance.targets.kube import Kube
+from conformance.targets.telemetry import Telemetry
 
 PROXY_CONTAINER = "istio-proxy"
 RUN_LABEL = "meshconf.dev/run-id"
@@ -190,6 +191,15 @@ class ClusterTarget:
 
     def proxy_config(self, pod: str, namespace: str) -> dict[str, Any]:
         return json.loads(self._pilot_agent(pod, namespace, "config_dump"))
+
+    # Telemetry addons (Istio's samples/addons), through a port-forward. Not in the Target
+    # protocol yet: no suite asks for them, and the local mesh has neither.
+
+    def prometheus_query(self, promql: str) -> list[dict[str, Any]]:
+        return Telemetry(self.kube, self.timeouts.request).prometheus_query(promql)
+
+    def kiali_graph(self, namespace: str) -> dict[str, Any]:
+        return Telemetry(self.kube, self.timeouts.request).kiali_graph(namespace)
 
     def logs(self, pod: str, namespace: str) -> str:
         view = self._pod(pod, namespace)

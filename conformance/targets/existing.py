@@ -106,7 +106,7 @@ class ExistingClusterProvisioner:
             address = entry.get("ip") or entry.get("hostname")
             if address:
                 return f"http://{address}:80"
-        pods = [p for p in self._kube.pods(ISTIO_SYSTEM) if p.labels.get("istio") == "ingressgateway" and p.ready]
+        pods = self._kube.ready_pods(ISTIO_SYSTEM, {"istio": "ingressgateway"})
         if not pods:
             raise TargetUnavailable(f"no ready ingress gateway pod in {ISTIO_SYSTEM} on {self.settings.context!r}")
         host, port = self._stack.enter_context(self._kube.port_forward(pods[0].name, ISTIO_SYSTEM, GATEWAY_HTTP_PORT))

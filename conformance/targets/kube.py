@@ -255,6 +255,11 @@ class Kube:
     def pods(self, namespace: str) -> list[PodView]:
         return [_pod_view(p) for p in self._list("v1", "Pod", namespace)]
 
+    def ready_pods(self, namespace: str, labels: Mapping[str, str]) -> list[PodView]:
+        """The namespace's ready pods that carry every one of `labels`."""
+        return [p for p in self.pods(namespace)
+                if p.ready and all(p.labels.get(k) == v for k, v in labels.items())]
+
     def webhooks(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """{"mutating"|"validating": {configuration name: [webhook summary]}}.
 

@@ -1,0 +1,80 @@
+"""Istio's telemetry addons on a cluster, read through a port-forward: Prometheus and Kiali.
+
+Both are Istio's samples/addons, installed in istio-system (FACTS.md, "Telemetry"):
+Prometheus serves its HTTP API on 9090, Kiali its API under /kiali on 20001. A
+port-forward reaches them from wherever meshconf runs, with no Service exposed.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from conformance.errors import ConformanceError
+from conformance.targets.kube import Kube
+
+ADDONS_NAMESPACE = "istio-system"
+ADDON_LABEL = "app.kubernetes.io/name"  # on the pods of both samples/addons manifests
+
+
+@dataclass(frozen=True)
+class Addon:
+    name: str
+    port: int
+
+
+PROMETHEUS = Addon("prometheus", 9090)
+KIALI = Addon("kiali", 20001)
+
+
+class Telemetry:
+    def __init__(self, kube: Kube, timeout: float) -> None:
+        self.kube = kube
+        self.timeout = timeout
+
+    def prometheus_query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query (/api/v1/query): the result's series, each with `metric` and `value`."""
+        body = self._get(PROMETHEUS, "/api/v1/query", {"query": promql})
+        if body.get("status") != "success":
+            raise ConformanceError(
+                f"Prometheus refused the query {promql!r}: {body.get('errorType', '?')}: {body.get('error', body)}"
+            )
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def kiali_graph(self, namespace: str) -> dict[str, Any]:
+        """Kiali's workload graph of a namespace: {"nodes": [...], "edges": [...]}."""
+        body = self._get(KIALI, "/kiali/api/namespaces/graph", {"namespaces": namespace, "graphType": "workload"})
+        elements = body.get("elements")
+        if not isinstance(elements, dict):
+            raise ConformanceError(f"Kiali's graph of {namespace!r} has no elements: {str(body)[:300]}")
+        return elements
+
+    def _get(self, addon: Addon, path: str, params: dict[str, str]) -> dict[str, Any]:
+        with self._forward(addon) as base:
+            try:
+                reply = httpx.get(base + path, params=params, timeout=self.timeout)
+            except httpx.HTTPError as exc:
+                raise ConformanceError(f"{addon.name} did not answer {path}: {type(exc).__name__}: {exc}") from None
+        try:
+            body = reply.json()
+        except ValueError:
+            raise ConformanceError(
+                f"{addon.name} answered {path} with {reply.status_code} and no JSON: {reply.text[:300]}"
+            ) from None
+        if not isinstance(body, dict):
+            raise ConformanceError(f"{addon.name} answered {path} with {reply.status_code}: {str(body)[:300]}")
+        return body
+
+    @contextmanager
+    def _forward(self, addon: Addon) -> Iterator[str]:
+        pods = self.kube.ready_pods(ADDONS_NAMESPACE, {ADDON_LABEL: addon.name})
+        if not pods:
+            raise ConformanceError(
+                f"no ready {addon.name} pod in {ADDONS_NAMESPACE} ({ADDON_LABEL}={addon.name}): meshconf installs "
+                f"Istio's {addon.name} addon on kind; elsewhere apply samples/addons/{addon.name}.yaml of the release"
+            )
+        with self.kube.port_forward(pods[0].name, ADDONS_NAMESPACE, addon.port) as (host, port):
+            yield f"http://{host}:{port}"
