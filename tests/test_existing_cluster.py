@@ -1,4 +1,5 @@
-"""The kubeconfig target against a fake API server: an existing cluster is only read, never changed."""
+"""The kubeconfig target against a fake API server: an existing cluster is only read, unless meshconf
+may install Istio there; then it removes everything it added."""
 
 import hashlib
 from pathlib import Path
@@ -9,7 +10,12 @@ from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.settings import RunSettings
 from conformance.targets.existing import ExistingClusterProvisioner
 from tests.fakeapi import FakeApi, api  # noqa: F401 (a fixture)
+from tests.fakeapi import ISTIO
+from tests.fakeforward import fake_port_forward
+from tests.fakegateway import FakeGateway, gateway  # noqa: F401 (a fixture)
 from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+from tests.release_server import ReleaseServer, release_server  # noqa: F401 (a fixture)
+from tests.test_kind_up import READINESS_GATEWAY, accept_once_then_deny, fake_release
 from tests.test_kube import write_kubeconfig
 
 ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system"},
@@ -86,3 +92,52 @@ def test_debug_bundle_runs_the_istioctl_of_the_mesh_under_test(api: FakeApi, tmp
     assert (tmp_path / "no-release" / status).read_text() == "istioctl from PATH\n"
     assert (tmp_path / "cached" / status).read_text().startswith(
         f"cached istioctl proxy-status proxy-status --kubeconfig {tmp_path / 'kc'} --context fake")
+
+
+def test_install_on_consent_waits_for_the_mesh_then_removes_all_it_added(  # noqa: F811
+        api: FakeApi, tmp_path: Path, fake_tools: FakeTools, release_server: ReleaseServer,  # noqa: F811
+        gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    # The cluster after istioctl's install: its CRDs, a gateway Service without a LoadBalancer
+    # address and a ready gateway pod, reached through a port-forward to the fake gateway.
+    fake_tools.set_scenario({"istioctl": {"install": {"stdout": "Installation complete\n"},
+                                          "uninstall": {"stdout": "Uninstalled\n"}}})
+    fake_tools.remove("istioctl")  # only the downloaded release's istioctl may answer
+    release_server.publish("1.28.0", fake_release("1.28.0"))
+    api.groups.update(ISTIO)
+    api.deployments_roll_out = True
+    accept_once_then_deny(api)
+    api.after_apply[READINESS_GATEWAY] = gateway.start
+    api.objects["/api/v1/namespaces/istio-system/services/istio-ingressgateway"] = {**GATEWAY, "status": {}}
+    api.objects["/api/v1/namespaces/istio-system/pods/istio-ingressgateway-5f7"] = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "istio-ingressgateway-5f7", "namespace": "istio-system",
+                     "labels": {"istio": "ingressgateway"}},
+        "spec": {"containers": [{"name": "istio-proxy", "image": "proxyv2"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    forwards = fake_port_forward(monkeypatch, {8080: ("127.0.0.1", gateway.port)})
+    config = write_kubeconfig(tmp_path / "kc", api.port)
+    before = hashlib.sha256(config.read_bytes()).hexdigest()
+
+    provisioner = ExistingClusterProvisioner(
+        settings(install_mesh=True, yes=True, cache_dir=tmp_path / "cache", istio_releases=release_server.url),
+        kubeconfig=config)
+    access = provisioner.up()
+    assert access.mesh_version == "1.28.0" and access.ingress_url.startswith("http://127.0.0.1:")
+    assert set(gateway.hosts) == {"readiness.meshconf.test"}  # answered through the forward
+    assert {(pod, port) for pod, _, port in forwards} == {("istio-ingressgateway-5f7", 8080)}
+    applied = {r.path for r in api.requests if r.method == "PATCH"}
+    assert {"/apis/apps/v1/namespaces/istio-system/deployments/prometheus",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/prometheus"} <= applied
+    provisioner.down()
+
+    # Everything meshconf added is gone: the addons (cluster-scoped RBAC included), then Istio.
+    deleted = {r.path for r in api.requests if r.method == "DELETE"}
+    assert {"/apis/apps/v1/namespaces/istio-system/deployments/prometheus",
+            "/apis/apps/v1/namespaces/istio-system/deployments/kiali",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/prometheus",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kiali"} <= deleted
+    assert not any("/prometheus" in path or "/kiali" in path for path in api.objects)
+    flags = ["--kubeconfig", str(config), "--context", "fake"]
+    assert [argv[1] for argv in fake_tools.calls("istioctl")] == ["install", "uninstall"]
+    assert fake_tools.calls("istioctl")[1] == ["istioctl", "uninstall", *flags, "--purge", "-y"]
+    assert hashlib.sha256(config.read_bytes()).hexdigest() == before  # the user's kubeconfig untouched

@@ -308,8 +308,8 @@ def test_fetch_verifies_extracts_and_caches(release_server: ReleaseServer, tmp_p
     release = istio.fetch_release("1.28.2", cache, base_url=release_server.url)
     assert release == cache / "istio-1.28.2"
     assert os.access(release / "bin" / "istioctl", os.X_OK)
-    assert istio.addon_paths(release) == [
-        release / "samples/addons/prometheus.yaml", release / "samples/addons/kiali.yaml"]
+    assert (release / "samples/addons/prometheus.yaml").read_bytes() == b"kind: ConfigMap\n"
+    assert (release / "samples/addons/kiali.yaml").read_bytes() == b"kind: Service\n"
     assert release_server.requests == [
         "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256",
         "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz",
@@ -396,8 +396,9 @@ def _addon_release(tmp_path: Path) -> Path:
 
 
 def test_prometheus_addon_scrapes_every_5s(tmp_path: Path) -> None:
-    docs = istio.prometheus_addon(_addon_release(tmp_path))
-    assert [d["kind"] for d in docs] == ["ServiceAccount", "ConfigMap", "Service"]
+    docs = istio.addons(_addon_release(tmp_path))
+    # Prometheus's documents in upstream's order, then Kiali's.
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "ConfigMap", "Service", "Service"]
     config = yaml.safe_load(docs[1]["data"]["prometheus.yml"])
     assert config["global"] == {"evaluation_interval": "1m", "scrape_interval": "5s", "scrape_timeout": "5s"}
     # Only the global section changes; a job's own interval stays.
@@ -410,18 +411,17 @@ def test_prometheus_addon_without_configmap(tmp_path: Path) -> None:
     release = _addon_release(tmp_path)
     (release / "samples/addons/prometheus.yaml").write_text("kind: Service\nmetadata: {name: prometheus}\n")
     with pytest.raises(ConformanceError, match="no ConfigMap 'prometheus' with data 'prometheus.yml'"):
-        istio.prometheus_addon(release)
+        istio.addons(release)
 
 
-def test_addons_manifests(tmp_path: Path) -> None:
+def test_addons_from_an_incomplete_or_broken_release(tmp_path: Path) -> None:
     release = _addon_release(tmp_path)
-    assert _install(release_dir=release).addons_manifests() == [
-        release / "samples/addons/prometheus.yaml", release / "samples/addons/kiali.yaml"]
+    (release / "samples/addons/kiali.yaml").write_text("kind: [unclosed\n")
+    with pytest.raises(ConformanceError, match="kiali.yaml: malformed YAML"):
+        istio.addons(release)
     (release / "samples/addons/kiali.yaml").unlink()
-    with pytest.raises(ConformanceError, match="addon manifest missing: .*kiali.yaml"):
-        _install(release_dir=release).addons_manifests()
-    with pytest.raises(ConformanceError, match="no Istio release folder"):
-        _install().addons_manifests()
+    with pytest.raises(ConformanceError, match="addon manifest missing: .*kiali.yaml .*a complete Istio release"):
+        istio.addons(release)
 
 
 # --- readiness ------------------------------------------------------------------------------

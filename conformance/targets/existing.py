@@ -49,6 +49,7 @@ class ExistingClusterProvisioner:
         self.kubeconfig = kubeconfig or user_kubeconfig()
         self.kube: Kube | None = None
         self.installed: istio.IstioInstall | None = None
+        self.addons: list[Doc] = []  # the telemetry addons we applied with the mesh we installed
         self.mesh_version = settings.istio_version  # replaced by the detected one in up()
         self._stack = ExitStack()
         self._phases = Phases()
@@ -86,6 +87,8 @@ class ExistingClusterProvisioner:
             install = istio_install(s, self.kubeconfig, release, context=s.context)
             self.installed = install  # set first: a failed install is still uninstalled at down()
             install.install()
+            self.addons = istio.addons(release)
+            self._kube.apply(self.addons, ISTIO_SYSTEM)
 
     def _installed_version(self) -> str:
         istiod = self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_SYSTEM)
@@ -122,6 +125,8 @@ class ExistingClusterProvisioner:
         with self._phases("teardown"):
             self._stack.close()
             if self.installed is not None and not self.settings.keep:
+                if self.addons and self.kube is not None:
+                    self.kube.delete(self.addons, ISTIO_SYSTEM)  # istioctl/helm uninstall leaves them
                 self.installed.uninstall()
                 self.installed = None
             if self.kube is not None:

@@ -505,12 +505,6 @@ class IstioInstall:
             raise first_error
         return results
 
-    def addons_manifests(self) -> list[Path]:
-        """samples/addons/prometheus.yaml and kiali.yaml of the release (FACTS.md, Telemetry)."""
-        if self.release_dir is None:
-            raise ConformanceError("no Istio release folder: fetch the release before installing addons")
-        return addon_paths(self.release_dir)
-
 
 def _helm_release_missing(result: subprocess.CompletedProcess[str]) -> bool:
     # Uninstalling after a failed install: a release that never got created is not an error.
@@ -520,41 +514,41 @@ def _helm_release_missing(result: subprocess.CompletedProcess[str]) -> bool:
 # --- addons ---------------------------------------------------------------------------------
 
 
-def addon_paths(release_dir: Path) -> list[Path]:
-    addons = Path(release_dir) / "samples" / "addons"
-    paths = [addons / "prometheus.yaml", addons / "kiali.yaml"]
-    for path in paths:
-        if not path.is_file():
-            raise ConformanceError(f"addon manifest missing: {path} (is {release_dir} a complete Istio release?)")
-    return paths
+def addons(release_dir: Path) -> list[dict[str, Any]]:
+    """The telemetry addons to apply (FACTS.md, "Telemetry"): the release's
+    samples/addons/prometheus.yaml with a 5s global scrape interval, then kiali.yaml.
 
-
-def prometheus_addon(release_dir: Path) -> list[dict[str, Any]]:
-    """The Prometheus addon's documents with a 5s global scrape interval (and timeout).
-
-    The caller applies them. Only the `global` section changes: per-job intervals
-    (the addon's "slow" jobs use 5m) stay as upstream wrote them.
+    Only Prometheus's `global` section changes: per-job intervals (the addon's "slow"
+    jobs use 5m) stay as upstream wrote them.
     """
-    path = Path(release_dir) / "samples" / "addons" / "prometheus.yaml"
-    try:
-        docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
-    except OSError as exc:
-        raise ConformanceError(f"cannot read the Prometheus addon {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConformanceError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
+    folder = Path(release_dir) / "samples" / "addons"
+    prometheus = _addon_docs(folder / "prometheus.yaml", release_dir)
     config_map = next(
-        (d for d in docs if d.get("kind") == "ConfigMap" and d.get("metadata", {}).get("name") == "prometheus"),
+        (d for d in prometheus if d.get("kind") == "ConfigMap" and d.get("metadata", {}).get("name") == "prometheus"),
         None,
     )
     text = (config_map or {}).get("data", {}).get("prometheus.yml")
     if not isinstance(text, str):
-        raise ConformanceError(f"{path}: no ConfigMap 'prometheus' with data 'prometheus.yml'; has the addon changed?")
+        raise ConformanceError(
+            f"{folder / 'prometheus.yaml'}: no ConfigMap 'prometheus' with data 'prometheus.yml'; has the addon changed?"
+        )
     config = yaml.safe_load(text) or {}
     scrape_global = config.setdefault("global", {})
     scrape_global["scrape_interval"] = SCRAPE_INTERVAL
     scrape_global["scrape_timeout"] = SCRAPE_INTERVAL
     config_map["data"]["prometheus.yml"] = yaml.safe_dump(config, sort_keys=False)  # type: ignore[index]
-    return docs
+    return prometheus + _addon_docs(folder / "kiali.yaml", release_dir)
+
+
+def _addon_docs(path: Path, release_dir: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise ConformanceError(f"addon manifest missing: {path} (is {release_dir} a complete Istio release?)")
+    try:
+        return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    except OSError as exc:
+        raise ConformanceError(f"cannot read the addon {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConformanceError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
 
 
 # --- readiness ------------------------------------------------------------------------------

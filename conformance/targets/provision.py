@@ -126,9 +126,7 @@ class KindProvisioner:
         with self._phases("mesh up"):
             install.install()
             self.kube.apply(manifests.load(NODEPORTS), ISTIO_SYSTEM)
-            self.kube.apply(istio.prometheus_addon(release), ISTIO_SYSTEM)
-            self.kube.apply([d for d in yaml.safe_load_all(istio.addon_paths(release)[1].read_text()) if d],
-                            ISTIO_SYSTEM)
+            self.kube.apply(istio.addons(release), ISTIO_SYSTEM)
             wait_mesh_ready(self.kube, ingress_url, s.timeouts.install)
         return ClusterAccess(
             kubeconfig=self.cluster.kubeconfig,
