@@ -305,7 +305,9 @@ def test_preflight_docker_and_kind_missing(tmp_path: Path, fake_tools: FakeTools
     assert not checks["docker"].ok
     assert checks["docker"].fix == "install Docker Engine: https://docs.docker.com/engine/install/"
     assert not checks["kind"].ok
-    assert checks["kind"].detail.startswith("kind is not installed")
+    # What is wrong, then how to fix it, each said once.
+    assert checks["kind"].detail == "kind is not installed (not on PATH)"
+    assert checks["docker"].detail == "docker is not installed (not on PATH)"
     assert "https://kind.sigs.k8s.io/docs/user/quick-start/#installation" in checks["kind"].fix
 
 

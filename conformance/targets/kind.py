@@ -26,6 +26,7 @@ from conformance.settings import Timeouts
 from conformance.targets.preflight import (
     GIB,
     Check,
+    ToolMissing,
     ToolResult,
     docker_check,
     inotify_checks,
@@ -331,8 +332,8 @@ def kind_check(timeout: float = 10.0) -> Check:
     name = "kind"
     try:
         result = run_tool(["kind", "version"], timeout, KIND_INSTALL)
-    except TargetUnavailable as exc:
-        return Check(name, False, str(exc), KIND_INSTALL)
+    except ToolMissing as exc:
+        return Check(name, False, exc.what, KIND_INSTALL)
     version = parse_kind_version(result.stdout) if result.ok else None
     if version is None:
         return Check(name, False, f"`kind version` gave no version ({result.outcome()}): {result.tail(2)}",

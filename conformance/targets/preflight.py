@@ -24,6 +24,14 @@ MIN_INOTIFY_INSTANCES = 512
 GIB = 1024**3
 
 
+class ToolMissing(TargetUnavailable):
+    """A CLI tool cannot be run; `what` says so without the install hint (a Check's fix has it)."""
+
+    def __init__(self, what: str, install_hint: str) -> None:
+        super().__init__(f"{what}: {install_hint}")
+        self.what = what
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -71,9 +79,9 @@ def run_tool(argv: Sequence[str], timeout: float, install_hint: str) -> ToolResu
         )
     except FileNotFoundError:
         where = "" if os.sep in tool else " (not on PATH)"
-        raise TargetUnavailable(f"{tool} is not installed{where}: {install_hint}") from None
+        raise ToolMissing(f"{tool} is not installed{where}", install_hint) from None
     except PermissionError:
-        raise TargetUnavailable(f"{tool} is not executable: {install_hint}") from None
+        raise ToolMissing(f"{tool} is not executable", install_hint) from None
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -99,8 +107,8 @@ def docker_check(timeout: float = 10.0) -> Check:
     name = "docker"
     try:
         result = run_tool(["docker", "info", "--format", "{{.ServerVersion}}"], timeout, DOCKER_INSTALL)
-    except TargetUnavailable as exc:
-        return Check(name, False, str(exc), DOCKER_INSTALL)
+    except ToolMissing as exc:
+        return Check(name, False, exc.what, DOCKER_INSTALL)
     if not result.ok:
         return Check(
             name, False, f"no Docker engine answers `docker info` ({result.outcome()}): {result.tail(2)}",
