@@ -30,9 +30,9 @@ import kubernetes_validate
 import pytest
 
 from conformance import manifests, schema
-from conformance.errors import ManifestError
 from conformance.settings import RunSettings
 from conformance.targets import kind
+from tests.test_manifests import _own_docs
 
 KUBERNETES_VERSION = RunSettings().kubernetes_version
 # The default kube-apiserver --service-node-port-range.
@@ -61,26 +61,14 @@ def k8s_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> list[s
 
 
 def _core_doc_params() -> list[Any]:
-    """One param per document that no CRD in the reference data covers, id `file:Kind/name`.
+    """One param per document that no CRD in the reference data covers (tests/test_manifests.py's
+    params, id `file#N:Kind/name`; a file that does not load stays one failing param).
 
     Everything tests/test_manifests.py does not validate against a CRD lands
-    here, so no document goes unvalidated. A file that does not load becomes
-    one failing param rather than a collection error hiding the others.
+    here, so no document goes unvalidated.
     """
     crds = schema.SchemaSet()
-    base = manifests.manifests_dir()
-    params = []
-    for path in manifests.all_files():
-        rel = path.relative_to(base).as_posix()
-        try:
-            docs = manifests.load_file(path)
-        except ManifestError as e:
-            params.append(pytest.param(None, str(e), id=f"{rel}:load"))
-            continue
-        for doc in docs:
-            if not crds.covers(doc):
-                params.append(pytest.param(doc, "", id=f"{rel}:{doc['kind']}/{doc['metadata']['name']}"))
-    return params
+    return [p for p in _own_docs() if p.values[0] is None or not crds.covers(p.values[0])]
 
 
 CORE_DOCS = _core_doc_params()

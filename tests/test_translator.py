@@ -119,8 +119,13 @@ def to(host: str, subset: str | None = None, weight: int | None = None, port: in
 
 
 def load_reference(name: str, namespace: str = NS) -> list[dict]:
-    """An Istio Bookinfo sample, placed in `namespace` as `kubectl apply -n` would."""
-    path = REFERENCE / f"bookinfo__networking__{name}.yaml"
+    """An Istio Bookinfo networking sample, placed in `namespace` as `kubectl apply -n` would."""
+    return load_sample(f"bookinfo__networking__{name}", namespace)
+
+
+def load_sample(stem: str, namespace: str = NS) -> list[dict]:
+    """A file of the reference samples (`stem`.yaml), placed in `namespace`."""
+    path = REFERENCE / f"{stem}.yaml"
     if not path.exists():
         pytest.skip(f"Istio reference samples not found under {REFERENCE}")
     docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]

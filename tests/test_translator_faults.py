@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from conformance.errors import ManifestError, UnsupportedResource
 from conformance.targets.local.istio_subset import check_supported
@@ -26,7 +25,6 @@ from tests.test_translator import (  # running_envoy and loopback_ips are fixtur
     INGRESS,
     NS,
     PRODUCTPAGE,
-    REFERENCE,
     REVIEWS_HOST,
     REVIEWS_VHOST,
     _dynamic_bootstrap,
@@ -42,6 +40,7 @@ from tests.test_translator import (  # running_envoy and loopback_ips are fixtur
     destination_rule,
     gateway,
     load_reference,
+    load_sample,
     loopback_ips,  # noqa: F401 (a fixture)
     mesh,
     outbound_routes,
@@ -345,13 +344,7 @@ def test_a_mutant_changes_nothing_where_its_feature_is_unused(mutant: str) -> No
 
 
 def load_gateway_api_sample(name: str, namespace: str = NS) -> list[dict]:
-    path = REFERENCE / f"bookinfo__gateway-api__{name}.yaml"
-    if not path.exists():
-        pytest.skip(f"Istio reference samples not found under {REFERENCE}")
-    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    for doc in docs:
-        doc["metadata"]["namespace"] = namespace
-    return docs
+    return load_sample(f"bookinfo__gateway-api__{name}", namespace)
 
 
 def test_bookinfo_route_reviews_50_v3_sample_splits_between_version_services() -> None:
