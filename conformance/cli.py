@@ -1,31 +1,43 @@
 """meshconf: run | up | down | doctor | list."""
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from rich.table import Table
 
+import conformance.suites
 from conformance import features, options
 from conformance.errors import ConformanceError
 from conformance.settings import TARGETS, RunSettings, Timeouts
 from conformance.targets import select
 
-REPO = Path(__file__).resolve().parent.parent
-SUITES = REPO / "suites"
+# The suites as installed (suites/ in a checkout, conformance/suites/ in a wheel). Their parent
+# is pytest's rootdir, so test ids read suites/test_<profile>.py::... in both.
+SUITES = Path(conformance.suites.__file__).resolve().parent
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line and exit 2: the usage block would bury it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshconf", description="End-to-end service-mesh conformance.")
+    p = Parser(prog="meshconf", description="End-to-end service-mesh conformance.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    cluster = argparse.ArgumentParser(add_help=False)
+    cluster = Parser(add_help=False)
     cluster.add_argument("--context", help="kubeconfig context (selects the kubeconfig target under auto)")
     options.add_cluster_options(cluster.add_argument)
 
@@ -38,7 +50,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="results directory (default ./results)")
     run.add_argument("--alluredir", help="Allure results directory (default RESULTS/allure)")
     run.add_argument("--report", help="conformance report file (default RESULTS/report.yaml)")
-    run.add_argument("--consistency-timeout", type=float, help="seconds for config to converge (default 30)")
+    run.add_argument("--consistency-timeout", type=options.positive_seconds,
+                     help="seconds for config to converge (default 30)")
+    run.add_argument("-n", "--workers", type=options.positive_int,
+                     help="run the tests in N parallel workers (pytest-xdist)")
     run.add_argument("--plan", action="store_true", help="print what the run would do, and run nothing")
     run.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
 
@@ -95,6 +110,14 @@ def list_mutants() -> int:
 def run(args: argparse.Namespace) -> int:
     features.select(args.profile, args.feature)  # unknown names fail here, before anything starts
     settings = select.resolve(settings_from(args, args.target))
+    options.check_applicable(args, settings.target, settings.target_reason)
+    results = Path(args.results)
+    alluredir = Path(args.alluredir) if args.alluredir else results / "allure"
+    report = Path(args.report) if args.report else results / "report.yaml"
+    junit = results / "junit.xml"
+    if not args.plan:
+        for path in (results, alluredir, report.parent):
+            require_writable_dir(path)
     console.print(f"meshconf: target [bold]{settings.target}[/] ({settings.target_reason})")
     if settings.target == "kind":
         from conformance.targets.provision import check_versions
@@ -109,18 +132,18 @@ def run(args: argparse.Namespace) -> int:
                       "features it cannot run are reported NOT_SUPPORTED")
     select.make(settings)  # a target that cannot run here fails now, with its reason
     preflight(settings)
-    results = Path(args.results)
-    alluredir = Path(args.alluredir) if args.alluredir else results / "allure"
-    report = Path(args.report) if args.report else results / "report.yaml"
     pytest_args = [
         str(SUITES),
-        "--rootdir", str(REPO),
-        "-c", str(REPO / "pyproject.toml"),
+        "--rootdir", str(SUITES.parent),
+        # No ini file: the run is configured here, never by a pytest.ini or pyproject.toml
+        # that happens to lie above the suites or the working directory.
+        "-c", os.devnull,
+        "-p", "no:cacheprovider",
         "--target", settings.target,
         "--target-reason", settings.target_reason,
         "--alluredir", str(alluredir),
         "--clean-alluredir",
-        "--junitxml", str(results / "junit.xml"),
+        "--junitxml", str(junit),
         "--report", str(report),
         "-p", "no:randomly",
     ]
@@ -133,9 +156,45 @@ def run(args: argparse.Namespace) -> int:
         pytest_args += ["--context", args.context]
     if args.consistency_timeout:
         pytest_args += ["--consistency-timeout", str(args.consistency_timeout)]
+    if args.workers:
+        # worksteal: a worker that runs out takes tests from a busy one, so a long split test
+        # does not leave the other worker idle.
+        pytest_args += ["-n", str(args.workers), "--dist", "worksteal"]
+    started = time.time()
     code = int(pytest.main(pytest_args + list(args.pytest_args)))
-    console.print(f"meshconf: report {report}, Allure results {alluredir}, JUnit {results / 'junit.xml'}")
+    written = [f"{name} {path}" for name, path in (("report", report), ("JUnit", junit))
+               if path.is_file() and path.stat().st_mtime >= started - 1]
+    if alluredir.is_dir() and any(alluredir.iterdir()):
+        written.append(f"Allure results {alluredir}")
+    if written:
+        console.print(f"meshconf: wrote {', '.join(written)}", soft_wrap=True)
+    else:
+        console.print("meshconf: no report was written", soft_wrap=True)
     return code
+
+
+def require_writable_dir(path: Path) -> None:
+    """Refuse a results location that cannot be written, before anything starts; create nothing."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConformanceError(f"cannot write results under {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK) or not _writable(existing):
+        raise ConformanceError(f"cannot write results under {path}: {existing} is not writable")
+
+
+def _writable(directory: Path) -> bool:
+    """os.access says yes to root everywhere; only a real write into the directory tells."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
 
 
 def preflight(settings: RunSettings) -> None:

@@ -46,13 +46,13 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def manifests_dir() -> Path:
-    """The manifests/ folder of this checkout, or $MESHCONF_MANIFESTS."""
+    """The manifests that ship with meshconf (manifests/ in a checkout), or $MESHCONF_MANIFESTS."""
     override = os.environ.get(MANIFESTS_ENV)
     if override:
         return Path(override)
-    import conformance
+    import conformance.manifests_data
 
-    return Path(conformance.__file__).resolve().parent.parent / "manifests"
+    return Path(conformance.manifests_data.__file__).resolve().parent
 
 
 def load(name: str) -> list[dict[str, Any]]:

@@ -4,12 +4,76 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from conformance.errors import ConformanceError
 from conformance.settings import RunSettings
 
 # The RunSettings fields these options fill; `meshconf run` hands them on to pytest unchanged.
 VALUES = ("istio_version", "kubernetes_version", "install_method", "cluster_name", "ingress_port",
           "ingress_https_port")
 SWITCHES = ("reuse", "keep", "force", "yes")
+
+# The targets each option means something on; given for another target, it is refused by name
+# rather than silently ignored.
+APPLIES_TO: dict[str, tuple[str, ...]] = {
+    "istio_version": ("kind", "kubeconfig"),
+    "kubernetes_version": ("kind",),
+    "install_method": ("kind", "kubeconfig"),
+    "cluster_name": ("kind",),
+    "ingress_port": ("kind",),
+    "ingress_https_port": ("kind",),
+    "reuse": ("kind",),
+    "keep": ("kind", "kubeconfig"),
+    "force": ("kind", "kubeconfig"),
+    "yes": ("kubeconfig",),
+    "install_mesh": ("kubeconfig",),
+    "context": ("kubeconfig",),
+    "local_mutant": ("local",),
+}
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: seconds > 0 (a timeout of 0 or less would fail every check at once)."""
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds greater than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer of at least 1")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(_number(text, int))
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return value
+
+
+def check_applicable(values: Any, target: str, why: str = "") -> None:
+    """Refuse, by name, each option given (not at its default) that does nothing on target."""
+    defaults = RunSettings()
+    for name, targets in APPLIES_TO.items():
+        if target in targets or not hasattr(values, name):
+            continue
+        given = getattr(values, name)
+        default = {"context": None, "install_mesh": None, "local_mutant": []}.get(name, getattr(defaults, name, None))
+        if given != default and given not in ((), []):
+            flag = "--" + name.replace("_", "-")
+            reason = f" ({why})" if why else ""
+            raise ConformanceError(
+                f"{flag} does not apply to target {target}{reason}; it applies to: {', '.join(targets)}"
+            )
 
 
 def add_cluster_options(add: Callable[..., Any]) -> None:
@@ -21,9 +85,9 @@ def add_cluster_options(add: Callable[..., Any]) -> None:
     add("--install-method", choices=("istioctl", "helm"), default=defaults.install_method,
         help="cluster targets: install Istio with istioctl or Helm")
     add("--cluster-name", default=defaults.cluster_name, help="kind: cluster name")
-    add("--ingress-port", type=int, default=defaults.ingress_port,
+    add("--ingress-port", type=port, default=defaults.ingress_port,
         help="kind: host port on 127.0.0.1 for the ingress gateway's HTTP")
-    add("--ingress-https-port", type=int, default=defaults.ingress_https_port,
+    add("--ingress-https-port", type=port, default=defaults.ingress_https_port,
         help="kind: host port on 127.0.0.1 for the ingress gateway's HTTPS")
     add("--reuse", action="store_true", help="kind: run on an existing cluster of that name")
     add("--keep", action="store_true", help="leave what the run created in place")

@@ -1,24 +1,27 @@
 """The pytest plugin: options, the feature marker, selection, and result recording.
 
 Hooks and options only; the machinery lives in modules named for what they do.
+
+Outcomes are recorded from pytest_runtest_logreport, which the process that writes the
+report sees in every mode: the one process of a serial run, or the pytest-xdist controller,
+to which the workers send their reports. Only that process writes the report.
 """
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conformance import features, options
+from conformance import features, interrupts, options
 from conformance.errors import ConformanceError
 from conformance.report import conformance_report, summary
-from conformance.report.results import NOT_SUPPORTED_PREFIX, Outcome, ResultBook, Record
-from conformance.settings import TARGETS, RunSettings, Timeouts
-from conformance.targets import select
+from conformance.report.results import NOT_SUPPORTED_PREFIX, Outcome, ResultBook
+from conformance.settings import TARGETS
+from conformance.stash import BOOK, CALL_REPORT, settings
+from conformance import parallel, stash
 
-BOOK = pytest.StashKey[ResultBook]()
-SETTINGS = pytest.StashKey[RunSettings]()
-CALL_REPORT = pytest.StashKey[pytest.TestReport]()
+FEATURE_PROPERTY = "feature"  # a test report's user property naming its feature (JUnit shows it too)
+SUITES_DIR = "suites"  # suite tests live under <rootdir>/suites/
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target-reason", default=None, help=argparse.SUPPRESS)
     group.addoption("--report", default=None, help="write the YAML conformance report here")
     group.addoption("--meshconf-workdir", default=".meshconf", help="where runs keep config and logs")
-    group.addoption("--consistency-timeout", type=float, default=None,
+    group.addoption("--consistency-timeout", type=options.positive_seconds, default=None,
                     help="seconds for configuration to converge (default 30)")
     options.add_cluster_options(group.addoption)
 
@@ -41,36 +44,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "feature(name): the conformance feature a suite test checks")
     config.stash[BOOK] = ResultBook()
+    interrupts.install()
+    if stash.worker_id(config) is None:  # xdist workers send their reports to the controller
+        config.pluginmanager.register(Recorder(config), "meshconf-recorder")
 
 
-def settings(config: pytest.Config) -> RunSettings:
-    """RunSettings from the options, resolved once (auto picks a target here)."""
-    if SETTINGS not in config.stash:
-        opt = config.option
-        timeouts = Timeouts.from_env().with_overrides(consistency=opt.consistency_timeout)
-        resolved = select.resolve(
-            RunSettings(
-                target=opt.target,
-                profiles=tuple(opt.profile),
-                features=tuple(opt.feature),
-                mutants=tuple(opt.local_mutant),
-                context=opt.context,
-                report=Path(opt.report) if opt.report else None,
-                work_dir=Path(opt.meshconf_workdir),
-                timeouts=timeouts,
-                **options.settings_values(opt),
-            )
-        )
-        if opt.target_reason:
-            resolved = replace(resolved, target_reason=opt.target_reason)
-        config.stash[SETTINGS] = resolved
-        book = config.stash[BOOK]
-        book.run_id, book.target_reason = resolved.run_id, resolved.target_reason
-    return config.stash[SETTINGS]
+def pytest_unconfigure(config: pytest.Config) -> None:
+    interrupts.restore()
 
 
 def is_suite_test(item: pytest.Item) -> bool:
-    return "suites" in Path(str(item.path)).parent.parts
+    """A test under <rootdir>/suites/: the check is relative, so a checkout's own path never matters."""
+    try:
+        relative = Path(str(item.path)).relative_to(item.config.rootpath)
+    except ValueError:
+        return False
+    return relative.parts[:1] == (SUITES_DIR,)
 
 
 def feature_of(item: pytest.Item) -> features.Feature:
@@ -103,8 +92,42 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
-    book = config.stash[BOOK]
-    book.selected = [f for f in features.CATALOGUE if any(feature_of(i).name == f.name for i in keep if is_suite_test(i))]
+    kept = {feature_of(i).name for i in keep if is_suite_test(i)}
+    for item in keep:
+        if is_suite_test(item):
+            item.user_properties.append((FEATURE_PROPERTY, feature_of(item).name))
+    config.stash[BOOK].selected = [f for f in features.CATALOGUE if f.name in kept]
+    _resolve(config)
+
+
+def _resolve(config: pytest.Config) -> None:
+    """Resolve the run settings now: bad input is a usage error before any test starts."""
+    try:
+        settings(config)
+    except ConformanceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The xdist controller collects nothing: it resolves the settings here, and brings a
+    # cluster up once for all workers, before they start.
+    if stash.is_controller(session.config):
+        _resolve(session.config)
+        parallel.provision(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]
+    """xdist controller, before a worker starts: the run's settings and the shared cluster."""
+    parallel.hand_over(node.config, node.workerinput)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """xdist controller: what a worker found besides its test reports (facts, timings, selection)."""
+    output = getattr(node, "workeroutput", None) or {}
+    if stash.WORKER_RESULTS in output:
+        parallel.merge(node.config.stash[BOOK], output[stash.WORKER_RESULTS])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -112,18 +135,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report: pytest.TestReport = yield
     if not is_suite_test(item):
         return report
-    book = item.config.stash[BOOK]
     if report.when == "call":
         item.stash[CALL_REPORT] = report  # fixtures read it at teardown (debug bundle on failure)
-        book.phases["tests"] = book.phases.get("tests", 0.0) + report.duration
     exc = call.excinfo.value if call.excinfo else None
     if isinstance(exc, ConformanceError):
         # An error the user can act on reads as one line, not a traceback.
         report.longrepr = f"{type(exc).__name__}: {exc}"
-    book.record(
-        Record(item.nodeid, feature_of(item), *_outcome(report), duration=report.duration)
-    )
     return report
+
+
+class Recorder:
+    """Records every phase's report of a suite test, in the process that writes the report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        feature_name = dict(report.user_properties).get(FEATURE_PROPERTY)
+        if feature_name is None:
+            return
+        book = self.config.stash[BOOK]
+        if report.when == "call":
+            book.phases["tests"] = book.phases.get("tests", 0.0) + report.duration
+        book.record(report.nodeid, features.get(str(feature_name)), report.when, *_outcome(report),
+                    duration=report.duration)
 
 
 def _outcome(report: pytest.TestReport) -> tuple[Outcome, str]:
@@ -146,15 +181,28 @@ def _failure_text(report: pytest.TestReport) -> str:
     lines = text.strip().splitlines()
     if "assert " in [line[:7] for line in lines]:
         lines = lines[: [line[:7] for line in lines].index("assert ")]
-    return "\n".join(lines) or "failed"
+    prefix = "" if report.when == "call" else f"error in {report.when}: "
+    return prefix + ("\n".join(lines) or "failed")
 
 
+@pytest.hookimpl(trylast=True)  # after the runner's session teardown: its timings are in
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     book = config.stash[BOOK]
-    if not book.selected or SETTINGS not in config.stash:
+    if stash.is_controller(config):
+        parallel.release(config)
+    if stash.worker_id(config) is not None:
+        config.workeroutput[stash.WORKER_RESULTS] = parallel.worker_results(book)  # type: ignore[attr-defined]
         return
-    book.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    book.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or interrupts.received() is not None
+    code = interrupts.exit_code()
+    if code is not None:
+        session.exitstatus = code
+    if stash.SETTINGS not in config.stash:  # no suite test was collected, or bad input
+        return
+    parallel.select_recorded(book, features.select(config.option.profile, config.option.feature))
+    if not book.selected:
+        return
     path = settings(config).report
     if path is not None:
         conformance_report.write(book, path)
@@ -162,5 +210,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
     book = config.stash[BOOK]
-    if book.selected:
+    if book.selected or book.records:
         summary.print_summary(book, terminalreporter)

@@ -2,8 +2,9 @@
 
 import os
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from conformance.errors import ConformanceError
 
@@ -45,6 +46,8 @@ class Timeouts:
                 raise ConformanceError(
                     f"MESHCONF_TIMEOUT_{f.name.upper()}={raw!r} is not a number"
                 ) from None
+            if not values[f.name] > 0:
+                raise ConformanceError(f"MESHCONF_TIMEOUT_{f.name.upper()}={raw!r} must be greater than 0")
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **values: float | None) -> "Timeouts":
@@ -55,6 +58,7 @@ class Timeouts:
 class RunSettings:
     target: str = "local"
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    worker: str = ""  # the pytest-xdist worker's id (gw0, ...); "" in a serial run and on the controller
     target_reason: str = ""
     profiles: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
@@ -82,3 +86,24 @@ class RunSettings:
     def debug_dir(self) -> Path:
         """Debug bundles go next to the report (CI uploads that folder), else under the work dir."""
         return (self.report.parent if self.report else self.work_dir).resolve() / "debug"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain values (what xdist can send to a worker); from_json() reads them back."""
+        values = asdict(self)
+        for f in fields(self):
+            value = values[f.name]
+            if isinstance(value, Path):
+                values[f.name] = str(value)
+            elif isinstance(value, tuple):
+                values[f.name] = list(value)
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "RunSettings":
+        paths = {"report", "work_dir", "cache_dir"}
+        read = {k: (Path(v) if k in paths and v is not None else v) for k, v in values.items()}
+        read["timeouts"] = Timeouts(**values["timeouts"])
+        for f in fields(cls):
+            if isinstance(read.get(f.name), list):
+                read[f.name] = tuple(read[f.name])
+        return cls(**read)

@@ -1,11 +1,3 @@
-"""The suites' fixtures live in fixtures/; this makes them visible here."""
+"""The suites' fixtures (conformance.fixtures), loaded as a pytest plugin."""
 
-from fixtures.mesh import (  # noqa: F401
-    _feature_context,
-    applied,
-    bookinfo,
-    evidence,
-    namespace,
-    run_settings,
-    target,
-)
+pytest_plugins = ["conformance.fixtures.mesh"]

@@ -8,7 +8,7 @@ from conformance.checks import converge, decide, measure
 from conformance.settings import RunSettings
 from conformance.targets.base import Target
 from conformance.verdicts import all_header, all_status
-from fixtures.mesh import Apply, Evidence
+from conformance.fixtures.mesh import Apply, Evidence
 
 HOST = "bookinfo.meshconf.test"  # the host manifests/istio/ingress/bookinfo-gateway.yaml serves
 OTHER_HOST = "unserved.meshconf.test"

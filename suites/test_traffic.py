@@ -11,7 +11,7 @@ from conformance.settings import RunSettings
 from conformance.probes import envoy_stats
 from conformance.targets.base import Batch, Client, Target
 from conformance.verdicts import SplitVerdict, Verdict, all_status, only_version, plan_split, run_split
-from fixtures.mesh import Apply, Bookinfo, Evidence
+from conformance.fixtures.mesh import Apply, Bookinfo, Evidence
 
 REVIEWS = "http://reviews:9080/reviews/0"
 RATINGS = "http://ratings:9080/ratings/0"

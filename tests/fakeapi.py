@@ -1,9 +1,8 @@
 """A fake Kubernetes API server for contract tests (shared by test_kube and test_kind_up).
 
 It answers discovery, keeps applied/created objects by URL path, lets a test script the
-answers for one path, and records every request it saw. Use the `api` fixture:
-
-    from tests.fakeapi import FakeApi, api  # noqa: F401 (fixture)
+answers for one path, and records every request it saw. Tests ask for the `api` fixture by
+name (tests/conftest.py loads this module with pytest_plugins).
 
 A kubeconfig pointing at it needs only `server: api.url` (no credentials are checked).
 """
@@ -61,7 +60,7 @@ class Seen:
     body: Any
 
 
-Reply = tuple[int, Any]
+Answer = tuple[int, Any]
 
 
 class FakeApi:
@@ -71,7 +70,7 @@ class FakeApi:
         self.requests: list[Seen] = []
         self.groups = dict(GROUPS)
         self.objects: dict[str, dict[str, Any]] = {}
-        self.scripts: dict[tuple[str, str], list[Reply | Callable[[], Reply]]] = {}
+        self.scripts: dict[tuple[str, str], list[Answer | Callable[[], Answer]]] = {}
         self.after_apply: dict[str, Callable[[], None]] = {}
         # Act as the Deployment controller: an applied Deployment is stored fully rolled out.
         self.deployments_roll_out = False
@@ -79,14 +78,14 @@ class FakeApi:
         self.port = 0  # set by the `api` fixture
         self.url = ""
 
-    def script(self, method: str, path: str, *replies: Reply | Callable[[], Reply]) -> None:
+    def script(self, method: str, path: str, *replies: Answer | Callable[[], Answer]) -> None:
         """Answer method+path with these replies in turn; the last one repeats."""
         self.scripts[(method, path)] = list(replies)
 
     def seen(self, method: str, path: str) -> list[int]:
         return [i for i, r in enumerate(self.requests) if r.method == method and r.path == path]
 
-    def answer(self, method: str, path: str, body: Any) -> Reply:
+    def answer(self, method: str, path: str, body: Any) -> Answer:
         with self.lock:
             scripted = self.scripts.get((method, path))
             if scripted:
@@ -115,7 +114,7 @@ class FakeApi:
                 return 200, status(200, "Success", "deleted")
         return 405, status(405, "MethodNotAllowed", method)
 
-    def _get(self, path: str) -> Reply:
+    def _get(self, path: str) -> Answer:
         if path in ("/version", "/version/"):  # the client asks with a trailing slash
             return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.1"}
         if path == "/api":
@@ -151,7 +150,7 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
             "reason": reason, "message": message, "code": code}
 
 
-def items(*objs: dict[str, Any]) -> Reply:
+def items(*objs: dict[str, Any]) -> Answer:
     return 200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": list(objs)}
 
 

@@ -1,6 +1,6 @@
 """A local stand-in for Istio's release downloads (shared by test_istio and test_kind_up).
 
-    from tests.release_server import ReleaseServer, release_server, tarball  # noqa: F401 (fixture)
+Tests ask for the `release_server` fixture by name (tests/conftest.py loads this module).
 
 `release_server.url` is a base URL with the official layout, <base>/<v>/istio-<v>-linux-amd64.tar.gz
 and its .sha256 beside it; publish() puts an archive there.

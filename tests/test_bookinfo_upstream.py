@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conformance import manifests, schema
+from conformance import manifests
+from tests.crd_schema import upstream_file
 
 # Fields dropped from our workloads because the local mesh refuses what it does not implement.
 DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "securityContext"}
@@ -44,7 +45,7 @@ ISTIO_CONFIG = [
 
 
 def _upstream(name: str) -> list[dict[str, Any]]:
-    return manifests.load_file(schema.reference_dir() / "istio" / name)
+    return manifests.load_file(upstream_file(f"istio/{name}"))
 
 
 def assert_same(ours: dict[str, Any], upstream: dict[str, Any], what: str) -> None:

@@ -14,7 +14,7 @@ import yaml
 from conformance import cli
 from conformance.settings import RunSettings
 from conformance.targets import istio, kind
-from tests.conftest import REPO
+from tests.builders import REPO
 
 WORKFLOW = REPO / "ci" / "github" / "meshconf.yml"
 
@@ -81,3 +81,11 @@ def test_run_step_is_a_meshconf_command_and_the_upload_takes_what_it_writes() ->
     upload = step_using("actions/upload-artifact")
     assert upload["if"] == "always()"  # a failed run's results are the ones that matter
     assert {Path(p) for p in upload["with"]["path"].split()} == written
+
+
+def test_meshconf_is_installed_with_pip_not_from_a_checkout() -> None:
+    install = next(s["run"] for s in steps() if "pip install" in str(s.get("run", "")))
+    assert install.endswith('pip install "$MESHCONF_PACKAGE"') and "-e" not in install.split()
+    package = yaml.safe_load(WORKFLOW.read_text())["jobs"]["conformance"]["env"]["MESHCONF_PACKAGE"]
+    assert package.startswith("mesh-conformance")
+    assert not any(s.get("with", {}).get("submodules") for s in steps())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conformance.manifests import manifests_dir
-from tests.conftest import mesh_processes, meshconf
+from tests.builders import mesh_processes, meshconf
 
 
 def one_error_line(stderr: str) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import meshconf
-from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+from tests.builders import meshconf
+from tests.fakes import FakeTools
 
 DOCKER_DOWN = {"docker": {"info": {"exit": 1, "stderr": "Cannot connect to the Docker daemon"}}}
 

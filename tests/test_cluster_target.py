@@ -14,7 +14,6 @@ from conformance.settings import RunSettings
 from conformance.targets.base import PodView
 from conformance.targets.cluster import ClusterAccess, ClusterTarget
 from conformance.targets.kube import ExecResult
-from tests.test_curl_batch import httpbin  # noqa: F401 (a fixture)
 
 CURL = PodView("curl-7d9f-abcde", "ns", {"app": "curl"}, {}, ("curl", "istio-proxy"), ("istio-init",),
                "10.0.0.5", True, "curl")

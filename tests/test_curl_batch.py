@@ -1,43 +1,10 @@
-"""The in-pod batch script, run for real with sh and curl against a local httpbin."""
+"""The in-pod batch script, run for real with sh and curl against a local httpbin (the `httpbin` fixture)."""
 
 import json
-import socket
 import subprocess
-import sys
-from collections.abc import Iterator
-
-import pytest
 
 from conformance.probes import curl_batch
-from conformance.waiting import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def httpbin() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "conformance.targets.local.apps", "httpbin", "--listen",
-                             f"127.0.0.1:{port}", "--pod", "httpbin-x", "--namespace", "t"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def listening() -> str | None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return None
-        except OSError:
-            return "not listening"
-
-    try:
-        wait_for(listening, 10, 0.02, "httpbin")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait()
+from tests.fakegateway import free_port
 
 
 def run(url: str, count: int = 1, concurrency: int = 1, headers: dict[str, str] | None = None,

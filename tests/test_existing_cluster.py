@@ -9,14 +9,12 @@ import pytest
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.settings import RunSettings
 from conformance.targets.existing import ExistingClusterProvisioner
-from tests.fakeapi import FakeApi, api  # noqa: F401 (a fixture)
-from tests.fakeapi import ISTIO
+from tests.builders import READINESS_GATEWAY, accept_once_then_deny, fake_release, write_kubeconfig
+from tests.fakeapi import ISTIO, FakeApi
 from tests.fakeforward import fake_port_forward
-from tests.fakegateway import FakeGateway, gateway  # noqa: F401 (a fixture)
-from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
-from tests.release_server import ReleaseServer, release_server  # noqa: F401 (a fixture)
-from tests.test_kind_up import READINESS_GATEWAY, accept_once_then_deny, fake_release
-from tests.test_kube import write_kubeconfig
+from tests.fakegateway import FakeGateway
+from tests.fakes import FakeTools
+from tests.release_server import ReleaseServer
 
 ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system"},
           "spec": {"template": {"spec": {"containers": [{"name": "discovery",

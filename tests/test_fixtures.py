@@ -2,12 +2,11 @@
 
 import pytest
 
-from tests.conftest import REPO
 
 CONFTEST = '''
 from contextlib import contextmanager
 import pytest
-from fixtures.mesh import _feature_context, applied, bookinfo, evidence, namespace, run_settings  # noqa: F401
+pytest_plugins = ["conformance.fixtures.mesh"]  # as suites/conftest.py loads them; target is replaced below
 
 CALLS = []
 
@@ -69,8 +68,8 @@ def test_cleanup_and_not_supported(pytester: pytest.Pytester) -> None:
     (suites / "test_s.py").write_text(SUITE)
     report = pytester.path / "report.yaml"
     result = pytester.runpytest_subprocess(
-        "-s", "--target", "local", "--report", str(report), "-p", "no:cacheprovider",
-        "--rootdir", str(pytester.path), "-o", f"pythonpath={REPO}",
+        str(suites), "-s", "--target", "local", "--report", str(report), "-p", "no:cacheprovider",
+        "--rootdir", str(pytester.path),
     )
     result.assert_outcomes(failed=1, skipped=1)
     calls = next(line for line in result.outlines if "CALLS" in line).split("CALLS", 1)[1]

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
-from conformance import manifests, schema
+from conformance import manifests
 from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
 from conformance.targets import istio
 from conformance.targets.istio import IstioInstall
-from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
-from tests.release_server import ReleaseServer, release_server, tarball  # noqa: F401 (fixture)
+from tests import crd_schema
+from tests.fakes import FakeTools
+from tests.release_server import ReleaseServer, tarball
 
 KUBECONFIG = Path("/tmp/meshconf-run/kubeconfig")
 REPO = "https://istio-release.storage.googleapis.com/charts"
@@ -432,7 +433,7 @@ def test_invalid_virtualservice_passes_the_schema_but_is_invalid_for_istio() -> 
     assert len(docs) == 1
     doc = docs[0]
     assert doc["kind"] == "VirtualService"
-    assert schema.SchemaSet().validate(doc) == []
+    assert crd_schema.SchemaSet().validate(doc) == []
     # What Istio's webhook refuses: one HTTP route with both route and redirect.
     assert len(doc["spec"]["http"]) == 1
     assert {"route", "redirect"} <= set(doc["spec"]["http"][0])

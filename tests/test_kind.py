@@ -19,7 +19,7 @@ from conformance.targets.kind import (
     preflight,
 )
 from conformance.targets.preflight import Check, require
-from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (pytest fixtures)
+from tests.fakes import FakeTools
 
 # kind.x-k8s.io/v1alpha4 as defined in kubernetes-sigs/kind v0.32.0,
 # pkg/apis/config/v1alpha4/types.go (yaml tags of Cluster, Node, PortMapping, Networking).

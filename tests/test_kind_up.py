@@ -37,10 +37,11 @@ from conformance.targets import istio, kind
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.kube import Kube
 from conformance.targets.provision import Istioctl, KindProvisioner, collect_cluster_debug
-from tests.fakeapi import ISTIO, FakeApi, Reply, api, items, status  # noqa: F401 (api is a fixture)
-from tests.fakegateway import FakeGateway, free_port, gateway  # noqa: F401 (gateway is a fixture)
-from tests.fakes import BIN, FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
-from tests.release_server import ReleaseServer, release_server, tarball  # noqa: F401 (fixture)
+from tests.builders import INVALID_VS, READINESS_GATEWAY, accept_once_then_deny, fake_release
+from tests.fakeapi import ISTIO, FakeApi, items
+from tests.fakegateway import FakeGateway, free_port
+from tests.fakes import FakeTools
+from tests.release_server import ReleaseServer
 
 VERSION = RunSettings().istio_version
 IMAGE = kind.NODE_IMAGES[RunSettings().kubernetes_version]
@@ -49,78 +50,9 @@ HEALTHY = {"istioctl": {"install": {"stdout": "\u2714 Installation complete\n"}}
 NODEPORTS = "/api/v1/namespaces/istio-system/services/istio-ingressgateway"
 PROMETHEUS_CONFIG = "/api/v1/namespaces/istio-system/configmaps/prometheus"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/istio-system/deployments"
-INVALID_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/meshconf-readiness-invalid"
-READINESS_GATEWAY = "/apis/networking.istio.io/v1/namespaces/istio-system/gateways/meshconf-readiness"
-DENIED = ('admission webhook "validation.istio.io" denied the request: '
-          "configuration is invalid: HTTP route cannot contain both route and redirect")
 
 
-# -- a fake Istio release ---------------------------------------------------------------
-
-def _meta(name: str, namespaced: bool = True) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": name}
-    return {"name": name, "labels": labels, **({"namespace": "istio-system"} if namespaced else {})}
-
-
-def _addon(name: str, config_key: str, config: str, port: int, rules: list[dict[str, Any]],
-           role: bool = False) -> str:
-    """The documents of an Istio samples/addons manifest, abridged, in upstream's order."""
-    selector = {"app.kubernetes.io/name": name}
-    docs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name)},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name), "data": {config_key: config}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name, False),
-         "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": _meta(name, False),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
-    ]
-    if role:  # kiali's namespaced Role for the control plane
-        docs += [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(f"{name}-controlplane"),
-             "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": _meta(f"{name}-controlplane"),
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-controlplane"},
-             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
-        ]
-    docs += [
-        {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name),
-         "spec": {"type": "ClusterIP", "selector": selector,
-                  "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name),
-         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
-                  "template": {"metadata": {"labels": selector, "annotations": {"sidecar.istio.io/inject": "false"}},
-                               "spec": {"serviceAccountName": name,
-                                        "containers": [{"name": name, "image": f"example.invalid/{name}:1",
-                                                        "ports": [{"containerPort": port}]}]}}}},
-    ]
-    return "".join(f"---\n# Source: {name}/templates/{d['kind'].lower()}.yaml\n{yaml.safe_dump(d, sort_keys=False)}"
-                   for d in docs)
-
-
-PROMETHEUS_YML = (Path(__file__).parent / "data" / "prometheus.yml").read_text()
-READ = [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]}]
-
-
-def fake_release(version: str = VERSION) -> bytes:
-    """An Istio release archive: the fake istioctl launcher (pointing at tests/fakes) and the addons."""
-    launcher = (BIN / "istioctl").read_text()
-    relative = "str(Path(__file__).resolve().parent.parent)"
-    assert relative in launcher  # the copy must still find tests/fakes/engine.py from the cache
-    top = f"istio-{version}"
-    return tarball({
-        f"{top}/bin/istioctl": launcher.replace(relative, repr(str(BIN.parent))).encode(),
-        f"{top}/samples/addons/prometheus.yaml": _addon("prometheus", "prometheus.yml", PROMETHEUS_YML, 9090,
-                                                        READ + [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
-                                                        ).encode(),
-        f"{top}/samples/addons/kiali.yaml": _addon("kiali", "config.yaml", "server:\n  port: 20001\n", 20001,
-                                                   READ, role=True).encode(),
-        f"{top}/manifest.yaml": b"version: " + version.encode() + b"\n",
-    })
-
-
-# -- the machine ------------------------------------------------------------------------
+# -- the machine (the fake Istio release and webhook are in tests/builders.py) ---------- ------------------------------------------------------------------------
 
 def fake_proc(root: Path) -> Path:
     """Limits a kind cluster with Istio is happy with (kind's known-issues page)."""
@@ -163,17 +95,6 @@ class Machine:
 
     def patches(self, path: str) -> list[Any]:
         return [self.api.requests[i] for i in self.api.seen("PATCH", path)]
-
-
-def accept_once_then_deny(api: FakeApi) -> None:
-    """Istio's validating webhook right after install: not patched yet, then live."""
-    [invalid] = manifests.load(istio.INVALID_VIRTUALSERVICE)
-
-    def accept() -> Reply:
-        api.objects[INVALID_VS] = {**invalid, "metadata": {**invalid["metadata"], "namespace": "default"}}
-        return 200, api.objects[INVALID_VS]
-
-    api.script("PATCH", INVALID_VS, accept, (400, status(400, "BadRequest", DENIED)))
 
 
 @pytest.fixture

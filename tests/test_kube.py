@@ -7,7 +7,6 @@ lets a test script the answers for one path, and records every request it saw.
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,12 @@ import pytest
 import yaml
 
 from conformance.errors import ConformanceError, NotConverged
+from conformance.names import RUN_ID_LABEL
 from conformance.settings import Timeouts
 from conformance.targets import kube as kube_module
-from conformance.targets.kube import RUN_ID_LABEL, Kube, redacted_kubeconfig
-from tests.fakeapi import ISTIO, FakeApi, api, items, status  # noqa: F401 (api is a fixture)
-
-TOKEN = "sekret-token-0123456789abcdef"
-CLIENT_KEY = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tZmFrZQ=="
+from conformance.targets.kube import Kube, redacted_kubeconfig
+from tests.builders import KUBECONFIG_CLIENT_KEY, KUBECONFIG_TOKEN, write_kubeconfig
+from tests.fakeapi import ISTIO, FakeApi, items, status
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/virtualservices.networking.istio.io"
@@ -40,27 +38,6 @@ CRD = {
 }
 
 
-def write_kubeconfig(path: Path, port: int) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [
-            {"name": "fake", "user": {"token": TOKEN}},
-            {"name": "certs", "user": {"client-key-data": CLIENT_KEY, "client-certificate-data": "Q0VSVA=="}},
-        ],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-    }))
-    return path
-
-
-@pytest.fixture
-def kube(api: FakeApi, tmp_path: Path) -> Iterator[Kube]:
-    k = Kube(write_kubeconfig(tmp_path / "kubeconfig", api.port),  # type: ignore[attr-defined]
-             timeouts=Timeouts(rollout=0.4, install=2.0), poll_interval=0.02)
-    yield k
-    k.close()
-
-
 # ---- apply / delete -------------------------------------------------------------
 
 
@@ -72,7 +49,7 @@ def test_apply_virtual_service_is_server_side_apply(api: FakeApi, kube: Kube) ->
     req = api.requests[i]
     assert req.headers["content-type"] == "application/apply-patch+yaml"
     assert req.query == {"fieldManager": ["meshconf"], "force": ["true"]}
-    assert req.headers["authorization"] == f"Bearer {TOKEN}"
+    assert req.headers["authorization"] == f"Bearer {KUBECONFIG_TOKEN}"
     assert req.body["kind"] == "VirtualService" and req.body["spec"]["hosts"] == ["reviews"]
 
 
@@ -255,10 +232,10 @@ def test_events_oldest_first_and_logs_raw(api: FakeApi, kube: Kube) -> None:
 def test_token_never_appears_in_errors_or_the_redacted_kubeconfig(api: FakeApi, kube: Kube, tmp_path: Path) -> None:
     # A misbehaving proxy that echoes the request headers into its error body.
     api.script("GET", "/api/v1/namespaces/bookinfo/pods",
-               lambda: (500, f"upstream failed for Authorization: Bearer {TOKEN}"))
+               lambda: (500, f"upstream failed for Authorization: Bearer {KUBECONFIG_TOKEN}"))
     with pytest.raises(ConformanceError) as caught:
         kube.pods("bookinfo")
-    assert TOKEN not in str(caught.value) and "REDACTED" in str(caught.value)
+    assert KUBECONFIG_TOKEN not in str(caught.value) and "REDACTED" in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
     with socket.socket() as s:  # a port nobody listens on
@@ -268,10 +245,10 @@ def test_token_never_appears_in_errors_or_the_redacted_kubeconfig(api: FakeApi, 
     with pytest.raises(ConformanceError) as unreachable:
         dead.pods("x")
     dead.close()
-    assert "cannot reach the API server" in str(unreachable.value) and TOKEN not in str(unreachable.value)
+    assert "cannot reach the API server" in str(unreachable.value) and KUBECONFIG_TOKEN not in str(unreachable.value)
 
     text = redacted_kubeconfig(kube.kubeconfig)
-    assert TOKEN not in text and CLIENT_KEY not in text and "Q0VSVA==" not in text
+    assert KUBECONFIG_TOKEN not in text and KUBECONFIG_CLIENT_KEY not in text and "Q0VSVA==" not in text
     users = {u["name"]: u["user"] for u in yaml.safe_load(text)["users"]}
     assert users == {"fake": {"token": "REDACTED"},
                      "certs": {"client-key-data": "REDACTED", "client-certificate-data": "REDACTED"}}

@@ -1,18 +1,12 @@
 """`meshconf run` end to end on the local reference mesh: a correct mesh passes, a broken one fails."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conformance import features
-from conformance.waiting import wait_for
-from tests.conftest import mesh_processes, meshconf
+from tests.builders import mesh_processes, meshconf
 
 
 def report(tmp_path: Path) -> dict:
@@ -23,12 +17,9 @@ def outcomes(rep: dict) -> dict[str, str]:
     return {f["name"]: f["outcome"] for f in rep["features"]}
 
 
-def no_mesh_left(marker: str, within: float = 5.0) -> None:
-    wait_for(lambda: "; ".join(mesh_processes(marker)) or None, within, 0.1, "mesh processes gone")
-
-
 def test_run_passes_on_correct_mesh(tmp_path: Path) -> None:
-    done = meshconf(["run", "--target", "local"], cwd=tmp_path)
+    # In two workers: tests/test_run_modes.py shows a parallel run reports what a serial one does.
+    done = meshconf(["run", "--target", "local", "-n", "2"], cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "target local" in done.stderr
     rep = report(tmp_path)
@@ -76,43 +67,3 @@ def test_one_feature(tmp_path: Path) -> None:
     done = meshconf(["run", "--target", "local", "--feature", "IngressGateway"], cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
     assert outcomes(report(tmp_path)) == {"IngressGateway": "PASSED"}
-
-
-def start_run(tmp_path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "conformance.cli", "run", "--target", "local"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,  # our signal goes to the harness alone, like a kill from another shell
-    )
-
-
-def wait_mesh_up(tmp_path: Path, harness: subprocess.Popen[str]) -> None:
-    def pending() -> str | None:
-        if harness.poll() is not None:
-            raise AssertionError(f"harness ended early: {harness.stdout.read() if harness.stdout else ''}")
-        count = len(mesh_processes(str(tmp_path)))
-        return None if count >= 10 else f"{count} mesh processes"
-
-    wait_for(pending, 60, 0.05, "Bookinfo mesh up")
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_interrupted_run_leaves_nothing(tmp_path: Path, sig: signal.Signals) -> None:
-    harness = start_run(tmp_path)
-    try:
-        wait_mesh_up(tmp_path, harness)
-        os.kill(harness.pid, sig)
-        harness.wait(timeout=30)
-        no_mesh_left(str(tmp_path))
-        if sig is signal.SIGINT:
-            assert harness.returncode != 0
-            assert report(tmp_path)["result"] == "interrupted"  # Ctrl-C still writes the report
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-        harness.wait()
-        if harness.stdout:
-            harness.stdout.close()
-    # A second run right after starts cleanly.
-    again = meshconf(["run", "--target", "local", "--feature", "IngressGateway"], cwd=tmp_path)
-    assert again.returncode == 0, again.stdout[-3000:]

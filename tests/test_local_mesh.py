@@ -9,7 +9,7 @@ from conformance import manifests
 from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.target import namespace_doc
-from tests.conftest import mesh_processes
+from tests.builders import mesh_processes
 
 
 @pytest.fixture

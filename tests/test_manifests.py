@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from conformance import manifests, schema
+from conformance import manifests
 from conformance.errors import ConformanceError, ManifestError
+from tests import crd_schema
+from tests.builders import doc_params, own_docs
 
 # Kinds applied as plain Kubernetes objects, without a CRD to validate against.
 CORE_KINDS = {("v1", "Service"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment")}
@@ -31,37 +33,13 @@ EXPECTED_FILES = {
 
 
 @pytest.fixture(scope="module")
-def schemas() -> schema.SchemaSet:
-    return schema.SchemaSet()
-
-
-def _doc_params(files: list[Path], base: Path) -> list[Any]:
-    """One pytest param per document, id `file#N:Kind/name`.
-
-    A file that does not load becomes one failing param rather than a
-    collection error that would hide every other file's result.
-    """
-    params = []
-    for path in files:
-        rel = path.relative_to(base).as_posix()
-        try:
-            docs = manifests.load_file(path)
-        except ManifestError as e:
-            params.append(pytest.param(None, str(e), id=f"{rel}:load"))
-            continue
-        for number, doc in enumerate(docs):
-            ident = f"{rel}#{number}:{doc['kind']}/{doc['metadata']['name']}"
-            params.append(pytest.param(doc, "", id=ident))
-    return params
-
-
-def _own_docs() -> list[Any]:
-    return _doc_params(manifests.all_files(), manifests.manifests_dir())
+def schemas() -> crd_schema.SchemaSet:
+    return crd_schema.SchemaSet()
 
 
 def _own_custom_docs() -> list[Any]:
     """Our documents other than core kinds (those are for the CRD schemas; see the known-kind test)."""
-    return [p for p in _own_docs() if p.values[0] is None or _core_kind(p.values[0]) not in CORE_KINDS]
+    return [p for p in own_docs() if p.values[0] is None or _core_kind(p.values[0]) not in CORE_KINDS]
 
 
 def _core_kind(doc: dict[str, Any]) -> tuple[str, str]:
@@ -69,10 +47,10 @@ def _core_kind(doc: dict[str, Any]) -> tuple[str, str]:
 
 
 def _upstream_docs() -> list[Any]:
-    istio = schema.reference_dir() / "istio"
+    istio = crd_schema.UPSTREAM / "istio"
     files = sorted(istio.glob("bookinfo__networking__*.yaml")) + sorted(istio.glob("bookinfo__gateway-api__*.yaml"))
     assert files, f"no upstream samples in {istio}"
-    return _doc_params(files, istio)
+    return doc_params(files, istio)
 
 
 def _load(name: str, index: int = 0) -> dict[str, Any]:
@@ -80,7 +58,7 @@ def _load(name: str, index: int = 0) -> dict[str, Any]:
 
 
 def _upstream(name: str, index: int = 0) -> dict[str, Any]:
-    return manifests.load_file(schema.reference_dir() / "istio" / name)[index]
+    return manifests.load_file(crd_schema.upstream_file(f"istio/{name}"))[index]
 
 
 # --- our manifests --------------------------------------------------------------------------
@@ -91,23 +69,23 @@ def test_expected_manifest_files_exist() -> None:
     assert EXPECTED_FILES <= found, f"missing: {sorted(EXPECTED_FILES - found)}"
 
 
-@pytest.mark.parametrize(("doc", "load_error"), _own_docs())
-def test_manifest_document_is_known_kind(doc: dict[str, Any] | None, load_error: str, schemas: schema.SchemaSet) -> None:
+@pytest.mark.parametrize(("doc", "load_error"), own_docs())
+def test_manifest_document_is_known_kind(doc: dict[str, Any] | None, load_error: str, schemas: crd_schema.SchemaSet) -> None:
     # Catches a misspelt apiVersion group, which would otherwise skip schema validation.
     assert doc is not None, load_error
     known = schemas.covers(doc) or _core_kind(doc) in CORE_KINDS
-    assert known, f"{doc['apiVersion']} {doc['kind']}: neither a CRD in the reference data nor a core kind we use"
+    assert known, f"{doc['apiVersion']} {doc['kind']}: neither a CRD in tests/upstream/ nor a core kind we use"
 
 
 @pytest.mark.parametrize(("doc", "load_error"), _own_custom_docs())
-def test_manifest_document_validates(doc: dict[str, Any] | None, load_error: str, schemas: schema.SchemaSet) -> None:
+def test_manifest_document_validates(doc: dict[str, Any] | None, load_error: str, schemas: crd_schema.SchemaSet) -> None:
     assert doc is not None, load_error
     errors = schemas.validate(doc)
     assert not errors, "\n".join(errors)
 
 
 @pytest.mark.parametrize(("doc", "load_error"), _upstream_docs())
-def test_upstream_sample_validates(doc: dict[str, Any] | None, load_error: str, schemas: schema.SchemaSet) -> None:
+def test_upstream_sample_validates(doc: dict[str, Any] | None, load_error: str, schemas: crd_schema.SchemaSet) -> None:
     assert doc is not None, load_error
     assert schemas.covers(doc)
     assert schemas.validate(doc) == []
@@ -160,27 +138,27 @@ def test_bookinfo_gateway_uses_a_specific_host() -> None:
 # --- the validator refuses broken documents, naming the path --------------------------------
 
 
-def test_rejects_unknown_field(schemas: schema.SchemaSet) -> None:
+def test_rejects_unknown_field(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/traffic/virtual-service-reviews-v3.yaml")
     vs["spec"]["http"][0]["rout"] = vs["spec"]["http"][0].pop("route")
     assert schemas.validate(vs) == ["spec.http[0].rout: unknown field"]
 
 
-def test_rejects_unknown_top_level_and_metadata_fields(schemas: schema.SchemaSet) -> None:
+def test_rejects_unknown_top_level_and_metadata_fields(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/traffic/virtual-service-reviews-v3.yaml")
     vs["sepc"] = vs.pop("spec")
     vs["metadata"]["lables"] = {"app": "x"}
     assert schemas.validate(vs) == ["metadata.lables: unknown field", "sepc: unknown field"]
 
 
-def test_rejects_weight_given_as_string(schemas: schema.SchemaSet) -> None:
+def test_rejects_weight_given_as_string(schemas: crd_schema.SchemaSet) -> None:
     vs = _upstream("bookinfo__networking__virtual-service-reviews-80-20.yaml")
     vs = copy.deepcopy(vs)
     vs["spec"]["http"][0]["route"][1]["weight"] = "20"
     assert schemas.validate(vs) == ["spec.http[0].route[1].weight: expected integer, got string '20'"]
 
 
-def test_rejects_version_the_crd_does_not_serve(schemas: schema.SchemaSet) -> None:
+def test_rejects_version_the_crd_does_not_serve(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/traffic/virtual-service-reviews-v3.yaml")
     vs["apiVersion"] = "networking.istio.io/v1beta2"
     assert schemas.covers(vs)
@@ -189,13 +167,13 @@ def test_rejects_version_the_crd_does_not_serve(schemas: schema.SchemaSet) -> No
     assert "v1, v1alpha3, v1beta1" in error
 
 
-def test_older_served_version_is_accepted(schemas: schema.SchemaSet) -> None:
+def test_older_served_version_is_accepted(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/traffic/virtual-service-reviews-v3.yaml")
     vs["apiVersion"] = "networking.istio.io/v1beta1"
     assert schemas.validate(vs) == []
 
 
-def test_unknown_group_is_not_covered(schemas: schema.SchemaSet) -> None:
+def test_unknown_group_is_not_covered(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/traffic/virtual-service-reviews-v3.yaml")
     vs["apiVersion"] = "networking.istio.oi/v1"
     assert not schemas.covers(vs)
@@ -203,7 +181,7 @@ def test_unknown_group_is_not_covered(schemas: schema.SchemaSet) -> None:
     assert "no CRD" in error and "networking.istio.oi" in error
 
 
-def test_istio_gateway_without_servers_passes_the_schema(schemas: schema.SchemaSet) -> None:
+def test_istio_gateway_without_servers_passes_the_schema(schemas: crd_schema.SchemaSet) -> None:
     # The Istio Gateway schema requires nothing in spec: only istiod's webhook
     # refuses a Gateway without servers. Pinned so nobody relies on the schema for it.
     gateway = _load("istio/ingress/bookinfo-gateway.yaml", 0)
@@ -211,19 +189,19 @@ def test_istio_gateway_without_servers_passes_the_schema(schemas: schema.SchemaS
     assert schemas.validate(gateway) == []
 
 
-def test_rejects_istio_gateway_server_without_port(schemas: schema.SchemaSet) -> None:
+def test_rejects_istio_gateway_server_without_port(schemas: crd_schema.SchemaSet) -> None:
     gateway = _load("istio/ingress/bookinfo-gateway.yaml", 0)
     del gateway["spec"]["servers"][0]["port"]
     assert schemas.validate(gateway) == ["spec.servers[0].port: required field missing"]
 
 
-def test_rejects_gateway_api_gateway_without_listeners(schemas: schema.SchemaSet) -> None:
+def test_rejects_gateway_api_gateway_without_listeners(schemas: crd_schema.SchemaSet) -> None:
     gateway = copy.deepcopy(_upstream("bookinfo__gateway-api__bookinfo-gateway.yaml", 0))
     del gateway["spec"]["listeners"]
     assert schemas.validate(gateway) == ["spec.listeners: required field missing"]
 
 
-def test_rejects_duplicate_list_map_key(schemas: schema.SchemaSet) -> None:
+def test_rejects_duplicate_list_map_key(schemas: crd_schema.SchemaSet) -> None:
     # listeners is x-kubernetes-list-type: map keyed by name.
     gateway = copy.deepcopy(_upstream("bookinfo__gateway-api__bookinfo-gateway.yaml", 0))
     gateway["spec"]["listeners"].append(copy.deepcopy(gateway["spec"]["listeners"][0]))
@@ -231,13 +209,13 @@ def test_rejects_duplicate_list_map_key(schemas: schema.SchemaSet) -> None:
     assert error.startswith("spec.listeners: duplicate entry with name='http'")
 
 
-def test_rejects_mutually_exclusive_fields(schemas: schema.SchemaSet) -> None:
+def test_rejects_mutually_exclusive_fields(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/ingress/bookinfo-gateway.yaml", 1)
     vs["spec"]["http"][0]["match"][0]["uri"]["prefix"] = "/product"
     assert schemas.validate(vs) == ["spec.http[0].match[0].uri: sets fields that exclude each other"]
 
 
-def test_rejects_out_of_range_and_bad_name(schemas: schema.SchemaSet) -> None:
+def test_rejects_out_of_range_and_bad_name(schemas: crd_schema.SchemaSet) -> None:
     gateway = copy.deepcopy(_upstream("bookinfo__gateway-api__bookinfo-gateway.yaml", 0))
     gateway["spec"]["listeners"][0]["port"] = 70000
     gateway["metadata"]["name"] = "Bookinfo_Gateway"
@@ -247,7 +225,7 @@ def test_rejects_out_of_range_and_bad_name(schemas: schema.SchemaSet) -> None:
     assert errors[1] == "spec.listeners[0].port: 70000 is greater than the maximum of 65535"
 
 
-def test_null_only_where_nullable(schemas: schema.SchemaSet) -> None:
+def test_null_only_where_nullable(schemas: crd_schema.SchemaSet) -> None:
     dr = _load("istio/traffic/destination-rule-all.yaml")
     dr["spec"]["trafficPolicy"] = {"outlierDetection": {"consecutive5xxErrors": None}}
     assert schemas.validate(dr) == []
@@ -255,14 +233,14 @@ def test_null_only_where_nullable(schemas: schema.SchemaSet) -> None:
     assert schemas.validate(dr) == ["spec.host: expected string, got null"]
 
 
-def test_status_preserves_unknown_fields(schemas: schema.SchemaSet) -> None:
+def test_status_preserves_unknown_fields(schemas: crd_schema.SchemaSet) -> None:
     vs = _load("istio/traffic/virtual-service-reviews-v3.yaml")
     vs["status"] = {"anything": {"goes": 1}}
     assert schemas.validate(vs) == []
 
 
 def test_int_or_string_accepts_both() -> None:
-    validator = schema._KubeValidator(schema._structural({
+    validator = crd_schema._KubeValidator(crd_schema._structural({
         "type": "object",
         "properties": {"port": {"x-kubernetes-int-or-string": True}},
     }))
@@ -272,11 +250,12 @@ def test_int_or_string_accepts_both() -> None:
     assert list(validator.iter_errors({"port": 1.5})) != []
 
 
-def test_reference_dir_missing_names_the_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_upstream_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    monkeypatch.setenv(schema.REFERENCE_ENV, str(missing))
-    with pytest.raises(ConformanceError, match=re.escape(str(missing))):
-        schema.reference_dir()
+    with pytest.raises(ConformanceError, match=re.escape(str(missing / "istio" / "crd-all.gen.yaml"))):
+        crd_schema.SchemaSet(missing)
+    with pytest.raises(ConformanceError, match=re.escape(str(crd_schema.UPSTREAM / "istio" / "nowhere.yaml"))):
+        crd_schema.upstream_file("istio/nowhere.yaml")
 
 
 # --- loader --------------------------------------------------------------------------------

@@ -29,10 +29,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from conformance import manifests, schema
+from conformance import manifests
 from conformance.settings import RunSettings
 from conformance.targets import kind
-from tests.test_manifests import _own_docs
+from tests import crd_schema
+from tests.builders import own_docs
 
 KUBERNETES_VERSION = RunSettings().kubernetes_version
 # The default kube-apiserver --service-node-port-range.
@@ -53,7 +54,7 @@ def k8s_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> list[s
     except kubernetes_validate.ValidationError as e:
         return [f"{_path(e.path)}: {e.message}"]
     except kubernetes_validate.SchemaNotFoundError as e:
-        # An unknown kind or apiVersion (a typo, or a CRD kind not in the reference data).
+        # An unknown kind or apiVersion (a typo, or a CRD kind not in tests/upstream/).
         return [f"apiVersion/kind: {e.message}"]
     # Guard against the silent fallback to an older schema set.
     assert used == version, f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for {version} (used {used})"
@@ -61,14 +62,15 @@ def k8s_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> list[s
 
 
 def _core_doc_params() -> list[Any]:
-    """One param per document that no CRD in the reference data covers (tests/test_manifests.py's
-    params, id `file#N:Kind/name`; a file that does not load stays one failing param).
+    """One param per document that no CRD in tests/upstream/ covers (the params of
+    tests/builders.py's own_docs(), as tests/test_manifests.py uses them, id
+    `file#N:Kind/name`; a file that does not load stays one failing param).
 
     Everything tests/test_manifests.py does not validate against a CRD lands
     here, so no document goes unvalidated.
     """
-    crds = schema.SchemaSet()
-    return [p for p in _own_docs() if p.values[0] is None or not crds.covers(p.values[0])]
+    crds = crd_schema.SchemaSet()
+    return [p for p in own_docs() if p.values[0] is None or not crds.covers(p.values[0])]
 
 
 CORE_DOCS = _core_doc_params()

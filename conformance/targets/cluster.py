@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conformance.errors import ConformanceError
+from conformance.names import PROXY_CONTAINER, RUN_ID_LABEL
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
@@ -19,8 +20,6 @@ from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
 from conformance.targets.kube import Kube
 from conformance.targets.telemetry import Telemetry
 
-PROXY_CONTAINER = "istio-proxy"
-RUN_LABEL = "meshconf.dev/run-id"
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ class ClusterTarget:
     @contextmanager
     def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
         # Every namespace a run creates carries its run id: only those are ever deleted.
-        self.kube.create_namespace(name, {**labels, RUN_LABEL: self.settings.run_id})
+        self.kube.create_namespace(name, {**labels, RUN_ID_LABEL: self.settings.run_id})
         self._namespaces.append(name)
         try:
             yield name

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from conformance.errors import ConformanceError, TargetUnavailable
+from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
 from conformance.targets import istio
 from conformance.targets.base import Doc
@@ -21,7 +22,6 @@ from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
 from conformance.targets.provision import (
     DEBUG_TIMEOUT,
-    ISTIO_SYSTEM,
     Istioctl,
     Phases,
     collect_cluster_debug,
@@ -29,8 +29,6 @@ from conformance.targets.provision import (
     wait_mesh_ready,
 )
 
-GATEWAY_SERVICE = "istio-ingressgateway"
-GATEWAY_HTTP_PORT = 8080  # the gateway pod's HTTP port behind service port 80 (demo profile)
 
 
 def user_kubeconfig() -> Path:
@@ -74,10 +72,10 @@ class ExistingClusterProvisioner:
     def _install(self, kubernetes: str) -> None:
         s = self.settings
         require_consent(s, f"install Istio {s.istio_version}")
-        if self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_SYSTEM) is not None:
+        if self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_NAMESPACE) is not None:
             # Installing over it, then uninstalling at the end, would remove a mesh we did not install.
             raise ConformanceError(
-                f"Istio is already installed on context {s.context!r} (Deployment istiod in {ISTIO_SYSTEM}); "
+                f"Istio is already installed on context {s.context!r} (Deployment istiod in {ISTIO_NAMESPACE}); "
                 "drop --install-mesh to test it as it is"
             )
         istio.check_support(s.istio_version, kubernetes, s.force)
@@ -88,13 +86,13 @@ class ExistingClusterProvisioner:
             self.installed = install  # set first: a failed install is still uninstalled at down()
             install.install()
             self.addons = istio.addons(release)
-            self._kube.apply(self.addons, ISTIO_SYSTEM)
+            self._kube.apply(self.addons, ISTIO_NAMESPACE)
 
     def _installed_version(self) -> str:
-        istiod = self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_SYSTEM)
+        istiod = self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_NAMESPACE)
         if istiod is None:
             raise TargetUnavailable(
-                f"no Istio on context {self.settings.context!r} (no Deployment istiod in {ISTIO_SYSTEM}); "
+                f"no Istio on context {self.settings.context!r} (no Deployment istiod in {ISTIO_NAMESPACE}); "
                 "install it, or pass --install-mesh --yes to let meshconf install it"
             )
         image = istiod["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -102,17 +100,18 @@ class ExistingClusterProvisioner:
 
     def _ingress_url(self) -> str:
         """The gateway's LoadBalancer address, else a port-forward held for the whole run."""
-        service = self._kube.get("v1", "Service", GATEWAY_SERVICE, ISTIO_SYSTEM)
+        service = self._kube.get("v1", "Service", INGRESS_GATEWAY, ISTIO_NAMESPACE)
         if service is None:
-            raise TargetUnavailable(f"no Service {GATEWAY_SERVICE} in {ISTIO_SYSTEM} on {self.settings.context!r}")
+            raise TargetUnavailable(f"no Service {INGRESS_GATEWAY} in {ISTIO_NAMESPACE} on {self.settings.context!r}")
         for entry in (service.get("status", {}).get("loadBalancer", {}).get("ingress") or []):
             address = entry.get("ip") or entry.get("hostname")
             if address:
                 return f"http://{address}:80"
-        pods = self._kube.ready_pods(ISTIO_SYSTEM, {"istio": "ingressgateway"})
+        pods = self._kube.ready_pods(ISTIO_NAMESPACE, {"istio": "ingressgateway"})
         if not pods:
-            raise TargetUnavailable(f"no ready ingress gateway pod in {ISTIO_SYSTEM} on {self.settings.context!r}")
-        host, port = self._stack.enter_context(self._kube.port_forward(pods[0].name, ISTIO_SYSTEM, GATEWAY_HTTP_PORT))
+            raise TargetUnavailable(f"no ready ingress gateway pod in {ISTIO_NAMESPACE} on {self.settings.context!r}")
+        forward = self._kube.port_forward(pods[0].name, ISTIO_NAMESPACE, GATEWAY_HTTP_PORT)
+        host, port = self._stack.enter_context(forward)
         return f"http://{host}:{port}"
 
     @property
@@ -126,7 +125,7 @@ class ExistingClusterProvisioner:
             self._stack.close()
             if self.installed is not None and not self.settings.keep:
                 if self.addons and self.kube is not None:
-                    self.kube.delete(self.addons, ISTIO_SYSTEM)  # istioctl/helm uninstall leaves them
+                    self.kube.delete(self.addons, ISTIO_NAMESPACE)  # istioctl/helm uninstall leaves them
                 self.installed.uninstall()
                 self.installed = None
             if self.kube is not None:

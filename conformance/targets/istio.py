@@ -3,8 +3,16 @@
 No Kubernetes client code lives here (that is targets/kube.py). This module
 builds command lines, runs them through an injectable runner, fetches and
 verifies the release archive, and decides readiness from callables it is given.
-Facts it relies on are in /work/shared/FACTS.md ("Install", "Support matrix",
-"Telemetry", the validating webhook); upstream sources are named where used.
+Upstream sources of what it relies on (more are named where used):
+- install: istio.io "Install with istioctl" (https://istio.io/latest/docs/setup/install/istioctl/)
+  and "Install with Helm" (https://istio.io/latest/docs/setup/install/helm/);
+- support matrix: istio.io "Supported Releases", table "Support status of Istio releases"
+  (https://istio.io/latest/docs/releases/supported-releases/);
+- telemetry: istio/istio samples/addons/prometheus.yaml and samples/addons/kiali.yaml;
+  istio.io https://istio.io/latest/docs/ops/integrations/prometheus/ and
+  https://istio.io/latest/docs/ops/integrations/kiali/;
+- validating webhook: istio.io "Configuration Validation Problems"
+  (https://istio.io/latest/docs/ops/common-problems/validation/).
 """
 
 import fcntl
@@ -28,8 +36,9 @@ import tenacity
 import yaml
 
 from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.settings import OFFICIAL_ISTIO_RELEASES, Timeouts
-from conformance.targets.preflight import run_tool
+from conformance.targets.tools import run_tool
 from conformance.waiting import wait_for
 
 # Release assets: <base>/<v>/istio-<v>-linux-<arch>.tar.gz and a .sha256 beside it
@@ -38,13 +47,6 @@ from conformance.waiting import wait_for
 OFFICIAL_RELEASES = OFFICIAL_ISTIO_RELEASES
 # Helm charts base, istiod and gateway (istio.io "Install with Helm").
 HELM_REPO = "https://istio-release.storage.googleapis.com/charts"
-ISTIO_NAMESPACE = "istio-system"
-
-# Release name of the Helm gateway. The gateway chart labels its pods
-# `istio: <release name without "istio-">` (manifests/charts/gateway/templates/_helpers.tpl),
-# so this name gives the same `istio: ingressgateway` label and Service name as the
-# istioctl demo profile: one Gateway manifest and one ingress lookup serve both methods.
-HELM_GATEWAY_RELEASE = "istio-ingressgateway"
 
 # What the refusal of an invalid object contains (FACTS.md, validating webhook).
 WEBHOOK_DENIED = 'admission webhook "validation.istio.io" denied the request'
@@ -447,12 +449,16 @@ class IstioInstall:
         return [
             self._helm_upgrade("istio-base", "base", base),
             self._helm_upgrade(self._istiod_release, "istiod", istiod),
-            self._helm_upgrade(HELM_GATEWAY_RELEASE, "gateway", gateway),
+            # The gateway chart labels its pods `istio: <release name without "istio-">`
+            # (manifests/charts/gateway/templates/_helpers.tpl), so releasing it as INGRESS_GATEWAY
+            # gives the same `istio: ingressgateway` label and Service name as the istioctl demo
+            # profile: one Gateway manifest and one ingress lookup serve both methods.
+            self._helm_upgrade(INGRESS_GATEWAY, "gateway", gateway),
         ]
 
     def helm_uninstall_argvs(self) -> list[list[str]]:
         """The releases in reverse order. Namespaces stay: kube code deletes what the run created."""
-        releases = [HELM_GATEWAY_RELEASE, self._istiod_release, "istio-base"]
+        releases = [INGRESS_GATEWAY, self._istiod_release, "istio-base"]
         return [
             [self.helm, "uninstall", name, "--namespace", ISTIO_NAMESPACE, *self._helm_cluster()]
             for name in releases

@@ -23,16 +23,8 @@ import yaml
 
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.settings import Timeouts
-from conformance.targets.preflight import (
-    GIB,
-    Check,
-    ToolMissing,
-    ToolResult,
-    docker_check,
-    inotify_checks,
-    memory_check,
-    run_tool,
-)
+from conformance.targets.preflight import GIB, Check, docker_check, inotify_checks, memory_check
+from conformance.targets.tools import ToolMissing, ToolResult, run_tool
 
 KIND_VERSION = "v0.32.0"
 # Node images published with v0.32.0 need kind >= v0.32.0: their containerd upgrade breaks

@@ -33,6 +33,7 @@ from kubernetes.stream import portforward, stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
 from conformance.errors import ConformanceError, NotConverged, UnsupportedResource
+from conformance.names import RUN_ID_LABEL
 from conformance.settings import Timeouts
 from conformance.targets.base import Doc, PodView
 from conformance.waiting import wait_for
@@ -40,7 +41,6 @@ from conformance.waiting import wait_for
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "meshconf"
-RUN_ID_LABEL = "meshconf.dev/run-id"
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_KIND = "CustomResourceDefinition"
 

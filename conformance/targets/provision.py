@@ -17,17 +17,17 @@ import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError
+from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.settings import ISTIO_RELEASES_ENV, RunSettings
 from conformance.targets import istio, kind, preflight
 from conformance.targets.base import Doc
-from conformance.targets.cluster import PROXY_CONTAINER, ClusterAccess
+from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import REDACTED, Kube, kubeconfig_credentials, redacted_kubeconfig
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
 # Pods whose proxy config the debug bundle dumps: the ones suites send traffic from.
 CLIENT_APPS = ("curl", "fortio")
 DEBUG_TIMEOUT = 30.0  # each istioctl call of the debug bundle
-ISTIO_SYSTEM = "istio-system"
 T = TypeVar("T")
 
 
@@ -70,16 +70,16 @@ def istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path | N
 def wait_mesh_ready(kube: Kube, ingress_url: str, timeout: float) -> None:
     """A freshly installed Istio is ready when its rollouts are done, its validation webhook
     refuses an invalid object, and its ingress gateway answers at `ingress_url`."""
-    kube.wait_rollout(ISTIO_SYSTEM)
+    kube.wait_rollout(ISTIO_NAMESPACE)
     invalid = manifests.load(istio.INVALID_VIRTUALSERVICE)
     istio.wait_validation_webhook(lambda: kube.apply(invalid, "default"), lambda: kube.delete(invalid, "default"),
                                   timeout)
     gateway = manifests.load(istio.READINESS_GATEWAY)
-    kube.apply(gateway, ISTIO_SYSTEM)
+    kube.apply(gateway, ISTIO_NAMESPACE)
     try:
         istio.wait_ingress_answering(ingress_url, timeout)
     finally:
-        kube.delete(gateway, ISTIO_SYSTEM)
+        kube.delete(gateway, ISTIO_NAMESPACE)
 
 
 def check_versions(settings: RunSettings) -> str | None:
@@ -125,8 +125,8 @@ class KindProvisioner:
         self.istioctl = install.istioctl
         with self._phases("mesh up"):
             install.install()
-            self.kube.apply(manifests.load(NODEPORTS), ISTIO_SYSTEM)
-            self.kube.apply(istio.addons(release), ISTIO_SYSTEM)
+            self.kube.apply(manifests.load(NODEPORTS), ISTIO_NAMESPACE)
+            self.kube.apply(istio.addons(release), ISTIO_NAMESPACE)
             wait_mesh_ready(self.kube, ingress_url, s.timeouts.install)
         return ClusterAccess(
             kubeconfig=self.cluster.kubeconfig,
@@ -207,8 +207,8 @@ class KindProvisioner:
             *install.plan(),
             f"# server-side apply (field manager meshconf): {NODEPORTS}, samples/addons/prometheus.yaml "
             "(scrape interval 5s), samples/addons/kiali.yaml",
-            f"# readiness: rollouts in {ISTIO_SYSTEM}; the validation webhook refuses {istio.INVALID_VIRTUALSERVICE}; "
-            f"with {istio.READINESS_GATEWAY} applied, the ingress gateway answers "
+            f"# readiness: rollouts in {ISTIO_NAMESPACE}; the validation webhook refuses "
+            f"{istio.INVALID_VIRTUALSERVICE}; with {istio.READINESS_GATEWAY} applied, the ingress gateway answers "
             f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port} (host {istio.READINESS_HOST}) with its 404",
             "# teardown: " + (shlex.join(self.cluster.delete_argv()) if not s.keep else "none (--keep)"),
         ]
@@ -244,7 +244,7 @@ def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
         return
     bundle.write("webhooks.yaml", lambda: yaml.safe_dump(kube.webhooks(), sort_keys=False))
     clients: list[tuple[str, str]] = []
-    for namespace in dict.fromkeys((ISTIO_SYSTEM, *namespaces)):
+    for namespace in dict.fromkeys((ISTIO_NAMESPACE, *namespaces)):
         where = f"namespaces/{namespace}"
         bundle.write(f"{where}/events.txt", partial(_events_text, kube, namespace))
         pods = bundle.read(f"{where}/pods.yaml", partial(kube.list_objects, "v1", "Pod", namespace)) or []
@@ -257,7 +257,7 @@ def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
             containers = [c["name"] for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))]
             for container in containers:
                 bundle.write(f"{where}/logs/{name}/{container}.log", partial(kube.logs, name, namespace, container))
-            if namespace != ISTIO_SYSTEM and PROXY_CONTAINER in containers and app in CLIENT_APPS:
+            if namespace != ISTIO_NAMESPACE and PROXY_CONTAINER in containers and app in CLIENT_APPS:
                 clients.append((name, namespace))
     if istioctl is not None:
         _istioctl_debug(bundle, istioctl, clients)

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 
 from conformance.errors import ConformanceError
+from conformance.names import ISTIO_NAMESPACE
 from conformance.targets.kube import Kube
 
-ADDONS_NAMESPACE = "istio-system"
 ADDON_LABEL = "app.kubernetes.io/name"  # on the pods of both samples/addons manifests
 
 
@@ -70,11 +70,11 @@ class Telemetry:
 
     @contextmanager
     def _forward(self, addon: Addon) -> Iterator[str]:
-        pods = self.kube.ready_pods(ADDONS_NAMESPACE, {ADDON_LABEL: addon.name})
+        pods = self.kube.ready_pods(ISTIO_NAMESPACE, {ADDON_LABEL: addon.name})
         if not pods:
             raise ConformanceError(
-                f"no ready {addon.name} pod in {ADDONS_NAMESPACE} ({ADDON_LABEL}={addon.name}): meshconf installs "
+                f"no ready {addon.name} pod in {ISTIO_NAMESPACE} ({ADDON_LABEL}={addon.name}): meshconf installs "
                 f"Istio's {addon.name} addon on kind; elsewhere apply samples/addons/{addon.name}.yaml of the release"
             )
-        with self.kube.port_forward(pods[0].name, ADDONS_NAMESPACE, addon.port) as (host, port):
+        with self.kube.port_forward(pods[0].name, ISTIO_NAMESPACE, addon.port) as (host, port):
             yield f"http://{host}:{port}"

@@ -1,8 +1,8 @@
 """Fake CLI tools for contract tests: real executables on PATH that log and answer.
 
-Use in a test module:
+The fixtures come through tests/conftest.py's pytest_plugins; a test module asks for them by name:
 
-    from tests.fakes import FakeTools, fake_tools, scenario  # noqa: F401 (fixtures)
+    from tests.fakes import FakeTools
 
     @pytest.mark.parametrize("scenario", [{"docker": {"info": {"exit": 1}}}])
     def test_x(fake_tools: FakeTools) -> None:

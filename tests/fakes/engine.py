@@ -34,13 +34,13 @@ Spec = dict[str, Any]
 
 
 @dataclass
-class Reply:
+class ToolAnswer:
     exit: int = 0
     stdout: str = ""
     stderr: str = ""
 
 
-Handler = Callable[[list[str], State, Spec], Reply]
+Handler = Callable[[list[str], State, Spec], ToolAnswer]
 UNKNOWN_EXIT = 97
 
 
@@ -73,26 +73,26 @@ def _clusters(state: State) -> list[str]:
     return state.setdefault("kind_clusters", [])
 
 
-def kind_version(args: list[str], state: State, spec: Spec) -> Reply:
-    return Reply(stdout="kind v0.32.0 go1.24.2 linux/amd64\n")
+def kind_version(args: list[str], state: State, spec: Spec) -> ToolAnswer:
+    return ToolAnswer(stdout="kind v0.32.0 go1.24.2 linux/amd64\n")
 
 
-def kind_get_clusters(args: list[str], state: State, spec: Spec) -> Reply:
+def kind_get_clusters(args: list[str], state: State, spec: Spec) -> ToolAnswer:
     names = sorted(_clusters(state))
     if not names:
-        return Reply(stderr="No kind clusters found.\n")  # kind logs this; stdout stays empty
-    return Reply(stdout="".join(f"{n}\n" for n in names))
+        return ToolAnswer(stderr="No kind clusters found.\n")  # kind logs this; stdout stays empty
+    return ToolAnswer(stdout="".join(f"{n}\n" for n in names))
 
 
-def kind_create_cluster(args: list[str], state: State, spec: Spec) -> Reply:
+def kind_create_cluster(args: list[str], state: State, spec: Spec) -> ToolAnswer:
     name = flag(args, "--name", "kind") or "kind"
     clusters = _clusters(state)
     if name in clusters:
-        return Reply(1, stderr=f'ERROR: failed to create cluster: node(s) already exist for a cluster '
+        return ToolAnswer(1, stderr=f'ERROR: failed to create cluster: node(s) already exist for a cluster '
                                f'with the name "{name}"\n')
     config = flag(args, "--config")
     if config and not Path(config).is_file():
-        return Reply(1, stderr=f"ERROR: failed to create cluster: open {config}: no such file or directory\n")
+        return ToolAnswer(1, stderr=f"ERROR: failed to create cluster: open {config}: no such file or directory\n")
     failing = spec.get("exit", 0) != 0
     # The real kind removes a failed cluster's nodes itself unless --retain was given.
     if not failing or "--retain" in args:
@@ -101,7 +101,7 @@ def kind_create_cluster(args: list[str], state: State, spec: Spec) -> Reply:
     if not failing and kubeconfig:
         _write_kubeconfig(Path(kubeconfig), name, state)
     image = flag(args, "--image", "kindest/node")
-    return Reply(stderr=f'Creating cluster "{name}" ...\n ✓ Ensuring node image ({image}) 🖼\n'
+    return ToolAnswer(stderr=f'Creating cluster "{name}" ...\n ✓ Ensuring node image ({image}) 🖼\n'
                         f' ✓ Preparing nodes 📦\nSet kubectl context to "kind-{name}"\n')
 
 
@@ -118,30 +118,30 @@ def _write_kubeconfig(path: Path, name: str, state: State) -> None:
     }, indent=1))
 
 
-def kind_delete_cluster(args: list[str], state: State, spec: Spec) -> Reply:
+def kind_delete_cluster(args: list[str], state: State, spec: Spec) -> ToolAnswer:
     name = flag(args, "--name", "kind") or "kind"
     clusters = _clusters(state)
     if name in clusters:  # a missing name is not an error: kind delete is like rm -f
         clusters.remove(name)
-    return Reply(stderr=f'Deleting cluster "{name}" ...\n')
+    return ToolAnswer(stderr=f'Deleting cluster "{name}" ...\n')
 
 
-def kind_export_kubeconfig(args: list[str], state: State, spec: Spec) -> Reply:
+def kind_export_kubeconfig(args: list[str], state: State, spec: Spec) -> ToolAnswer:
     name = flag(args, "--name", "kind") or "kind"
     if name not in _clusters(state):
-        return Reply(1, stderr=f'ERROR: failed to export kubeconfig: unknown cluster "{name}"\n')
+        return ToolAnswer(1, stderr=f'ERROR: failed to export kubeconfig: unknown cluster "{name}"\n')
     # Without --kubeconfig the real kind edits $KUBECONFIG or ~/.kube/config: a fake never does.
     kubeconfig = flag(args, "--kubeconfig")
     if not kubeconfig:
-        return Reply(1, stderr="fake kind: refusing to export a kubeconfig without --kubeconfig\n")
+        return ToolAnswer(1, stderr="fake kind: refusing to export a kubeconfig without --kubeconfig\n")
     _write_kubeconfig(Path(kubeconfig), name, state)
-    return Reply(stderr=f'Set kubectl context to "kind-{name}"\n')
+    return ToolAnswer(stderr=f'Set kubectl context to "kind-{name}"\n')
 
 
-def kind_export_logs(args: list[str], state: State, spec: Spec) -> Reply:
+def kind_export_logs(args: list[str], state: State, spec: Spec) -> ToolAnswer:
     name = flag(args, "--name", "kind") or "kind"
     if name not in _clusters(state):
-        return Reply(1, stderr=f'ERROR: unknown cluster "{name}"\n')
+        return ToolAnswer(1, stderr=f'ERROR: unknown cluster "{name}"\n')
     words = positionals(args[2:], valued=("--name", "-n"))  # after "export logs"
     # Without a directory the real kind makes a temporary one.
     directory = Path(words[0]) if words else Path(os.environ.get("TMPDIR", "/tmp")) / "kind-logs"
@@ -150,15 +150,15 @@ def kind_export_logs(args: list[str], state: State, spec: Spec) -> Reply:
     # state "kubelet_log": what the node's kubelet logged (default: one line).
     (node / "kubelet.log").write_text(state.get("kubelet_log", "fake kubelet log\n"))
     (directory / "kind-version.txt").write_text("kind v0.32.0 go1.24.2 linux/amd64\n")
-    return Reply(stdout=f"{directory}\n", stderr=f'Exporting logs for cluster "{name}" to:\n')
+    return ToolAnswer(stdout=f"{directory}\n", stderr=f'Exporting logs for cluster "{name}" to:\n')
 
 
 # -- docker -----------------------------------------------------------------------------
 
-def docker_info(args: list[str], state: State, spec: Spec) -> Reply:
+def docker_info(args: list[str], state: State, spec: Spec) -> ToolAnswer:
     if flag(args, "--format") == "{{.ServerVersion}}":
-        return Reply(stdout="28.3.0\n")
-    return Reply(stdout="Server:\n Server Version: 28.3.0\n")
+        return ToolAnswer(stdout="28.3.0\n")
+    return ToolAnswer(stdout="Server:\n Server Version: 28.3.0\n")
 
 
 HANDLERS: dict[str, dict[str, Handler]] = {
@@ -212,12 +212,12 @@ def main(tool: str) -> int:
                          f"or to HANDLERS in tests/fakes/engine.py\n")
         return UNKNOWN_EXIT
     spec = specs.get(key, {})
-    reply = handlers[key](args, state, spec) if key in handlers else Reply()
+    reply = handlers[key](args, state, spec) if key in handlers else ToolAnswer()
     if state_path:
         Path(state_path).write_text(json.dumps(state, indent=1))
     if spec.get("sleep"):
         time.sleep(float(spec["sleep"]))
-    reply = Reply(
+    reply = ToolAnswer(
         int(spec.get("exit", reply.exit)),
         spec.get("stdout", reply.stdout),
         spec.get("stderr", reply.stderr),

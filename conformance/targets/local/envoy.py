@@ -10,14 +10,12 @@ from typing import Any
 
 import httpx
 
-from conformance.targets.local.model import ADMIN_PORT, Pod
+from conformance.targets.local.model import ADMIN_PORT, CLUSTER_DOMAIN, Pod
 from conformance.targets.local.processes import Child, Supervisor
+from conformance.targets.local.translator import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
 
 LDS = "lds.json"
 CDS = "cds.json"
-_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-_ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
 
 def envoy_binary() -> Path:
@@ -50,7 +48,7 @@ def bootstrap(pod: Pod, config_dir: Path) -> dict[str, Any]:
     return {
         "node": {
             # Istio's node id shape: <type>~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local
-            "id": f"{role}~{pod.ip}~{pod.name}.{pod.namespace}~{pod.namespace}.svc.cluster.local",
+            "id": f"{role}~{pod.ip}~{pod.name}.{pod.namespace}~{pod.namespace}.svc.{CLUSTER_DOMAIN}",
             "cluster": f"{pod.labels.get('app', pod.name)}.{pod.namespace}",
         },
         "admin": {"address": {"socket_address": {"address": pod.ip, "port_value": ADMIN_PORT}}},
@@ -88,8 +86,8 @@ class EnvoyProxy:
     def start(self, supervisor: Supervisor) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         # Empty LDS/CDS first so Envoy starts; the first push fills them.
-        self._write(LDS, discovery_response(0, _LISTENER, []))
-        self._write(CDS, discovery_response(0, _CLUSTER, []))
+        self._write(LDS, discovery_response(0, LISTENER_TYPE, []))
+        self._write(CDS, discovery_response(0, CLUSTER_TYPE, []))
         boot = self.config_dir / "bootstrap.json"
         boot.write_text(json.dumps(bootstrap(self.pod, self.config_dir), indent=1))
         self.child = supervisor.start(
@@ -116,10 +114,10 @@ class EnvoyProxy:
 
         `routes` maps a file name to (route name, RouteConfiguration). Returns whether anything changed.
         """
-        changed = self._write_if_changed(CDS, version, _CLUSTER, clusters)
+        changed = self._write_if_changed(CDS, version, CLUSTER_TYPE, clusters)
         for file_name, (_, route) in sorted(routes.items()):
-            changed |= self._write_if_changed(file_name, version, _ROUTE, [route])
-        changed |= self._write_if_changed(LDS, version, _LISTENER, listeners)
+            changed |= self._write_if_changed(file_name, version, ROUTE_TYPE, [route])
+        changed |= self._write_if_changed(LDS, version, LISTENER_TYPE, listeners)
         return changed
 
     def _write_if_changed(

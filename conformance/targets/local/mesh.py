@@ -175,3 +175,4 @@ class LocalMesh:
     def stop(self) -> None:
         self.supervisor.stop_all()
         self.pods.clear()
+        self.addresses.release()

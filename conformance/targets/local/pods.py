@@ -8,10 +8,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from conformance.names import PROXY_CONTAINER
 from conformance.targets.base import PodView
 from conformance.targets.local.envoy import EnvoyProxy
 from conformance.targets.local.injection import Decision
-from conformance.targets.local.model import CONTROL_PORT, OUTBOUND_PORT, Pod, app_port
+from conformance.targets.local.model import ADMIN_PORT, CONTROL_PORT, OUTBOUND_PORT, Pod, app_port
 from conformance.targets.local.processes import Child, Supervisor
 from conformance.targets.local.workloads import Workload
 
@@ -92,10 +93,10 @@ class RunningPod:
         init: tuple[str, ...] = ()
         annotations = dict(self.workload.pod_annotations)
         if self.model.injected:
-            containers += ("istio-proxy",)
+            containers += (PROXY_CONTAINER,)
             init = ("istio-init",)
             annotations["sidecar.istio.io/status"] = json.dumps(
-                {"initContainers": list(init), "containers": ["istio-proxy"], "revision": "default"}
+                {"initContainers": list(init), "containers": [PROXY_CONTAINER], "revision": "default"}
             )
         return PodView(
             name=self.model.name,
@@ -119,10 +120,16 @@ def _listening(ip: str, port: int) -> bool:
 
 
 class AddressPool:
-    """Pod addresses 127.<block>.x.y: one /16 of loopback per run, so parallel runs never collide."""
+    """Pod addresses 127.<block>.x.y: one /16 of loopback per mesh, so parallel runs (and the
+    workers of one parallel run) never collide.
+
+    The block is claimed by binding a socket on its 127.<block>.0.1, which no pod uses, for as
+    long as the mesh lives: bind() is atomic, so two meshes starting at once cannot pick the
+    same block (probing for a listener could not tell them apart).
+    """
 
     def __init__(self) -> None:
-        self.block = _free_block()
+        self.block, self._claim = _claim_block()
         self._next = 2
 
     def allocate(self) -> str:
@@ -130,11 +137,19 @@ class AddressPool:
         self._next += 1
         return f"127.{self.block}.{n // 250}.{n % 250 + 1}"
 
+    def release(self) -> None:
+        self._claim.close()
 
-def _free_block() -> int:
-    for _ in range(50):
-        block = random.randint(2, 254)
-        if not _listening(f"127.{block}.0.3", 15000):
-            return block
+
+def _claim_block() -> tuple[int, socket.socket]:
+    for block in random.sample(range(2, 255), 253):
+        claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            claim.bind((f"127.{block}.0.1", ADMIN_PORT))
+        except OSError:
+            claim.close()
+            continue
+        if not _listening(f"127.{block}.0.3", ADMIN_PORT):  # a mesh that predates claiming
+            return block, claim
+        claim.close()
     raise RuntimeError("no free 127.x/16 block for the local mesh")
-

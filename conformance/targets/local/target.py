@@ -12,17 +12,18 @@ import httpx
 
 from conformance import __version__, manifests
 from conformance.errors import ConformanceError
+from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.probes.batches import HostClient, reply_from_dict
 from conformance.settings import RunSettings
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
 from conformance.targets.local.envoy import envoy_version
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import CONTROL_PORT
+from conformance.targets.local import rundirs
 from conformance.targets.local.pods import RunningPod
 from conformance.targets.local.translator import KNOWN_MUTANTS
 
 MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Kubernetes"
-GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
 SUPPORTED = frozenset({
@@ -80,7 +81,8 @@ class LocalTarget:
             )
         self.settings = settings
         self.timeouts = settings.timeouts
-        self.run_dir = settings.work_dir.resolve() / f"run-{settings.run_id}"
+        worker = f"-{settings.worker}" if settings.worker else ""
+        self.run_dir = settings.work_dir.resolve() / f"run-{settings.run_id}{worker}"
         self.mesh: LocalMesh | None = None
         self._phases: dict[str, float] = {}
 
@@ -88,12 +90,13 @@ class LocalTarget:
 
     def up(self) -> None:
         started = time.monotonic()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        rundirs.sweep(self.run_dir.parent)
+        rundirs.claim(self.run_dir)
         self.mesh = LocalMesh(self.run_dir, frozenset(self.settings.mutants))
         try:
-            self.mesh.apply([namespace_doc(GATEWAY_NAMESPACE, {})], GATEWAY_NAMESPACE)
-            self.mesh.apply(manifests.load(GATEWAY_MANIFEST), GATEWAY_NAMESPACE)
-            self.mesh.wait_ready(GATEWAY_NAMESPACE, self.timeouts.rollout, self.timeouts.poll)
+            self.mesh.apply([namespace_doc(ISTIO_NAMESPACE, {})], ISTIO_NAMESPACE)
+            self.mesh.apply(manifests.load(GATEWAY_MANIFEST), ISTIO_NAMESPACE)
+            self.mesh.wait_ready(ISTIO_NAMESPACE, self.timeouts.rollout, self.timeouts.poll)
         except BaseException:
             self.down()
             raise
@@ -181,7 +184,7 @@ class LocalTarget:
     def logs(self, pod: str, namespace: str) -> str:
         running = self._pod(pod, namespace)
         parts = []
-        for label, child in (("app", running.app), ("istio-proxy", running.proxy.child if running.proxy else None)):
+        for label, child in (("app", running.app), (PROXY_CONTAINER, running.proxy.child if running.proxy else None)):
             if child is not None:
                 parts.append(f"--- {label} ---\n{child.log_tail(200)}")
         return "\n".join(parts)
@@ -214,9 +217,9 @@ class LocalTarget:
         return HostClient(self.timeouts.request)
 
     def ingress_url(self) -> str:
-        gateway = self._pod("istio-ingressgateway", GATEWAY_NAMESPACE)
+        gateway = self._pod(INGRESS_GATEWAY, ISTIO_NAMESPACE)
         # No LoadBalancer or nodePort here: the test host reaches the gateway pod's HTTP port directly.
-        return f"http://{gateway.model.ip}:8080"
+        return f"http://{gateway.model.ip}:{GATEWAY_HTTP_PORT}"
 
     def supports(self, feature: str) -> bool:
         return feature in SUPPORTED

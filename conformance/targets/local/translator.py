@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from conformance.errors import ConformanceError, ManifestError, UnsupportedResource
+from conformance.targets.base import Doc
 from conformance.targets.local.istio_subset import check_supported, describe
 from conformance.targets.local.model import (
     CLUSTER_DOMAIN,
@@ -23,8 +24,6 @@ from conformance.targets.local.model import (
     Service,
     app_port,
 )
-
-Doc = Mapping[str, Any]
 
 KNOWN_MUTANTS: dict[str, str] = {
     "swap-subsets": "a route to a subset goes to the next subset of its DestinationRule "

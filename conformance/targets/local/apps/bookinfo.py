@@ -9,7 +9,7 @@ import json
 from urllib.parse import parse_qs, quote, unquote
 
 from conformance.targets.local.apps.outbound import Outbound
-from conformance.targets.local.apps.server import App, Reply, Request, json_reply, not_found, text_reply
+from conformance.targets.local.apps.server import App, AppReply, Request, json_reply, not_found, text_reply
 
 # The tracing headers every Bookinfo app copies from its request to its outbound calls.
 PROPAGATED = (
@@ -66,7 +66,7 @@ def _product_id(raw: str) -> int | None:
         return None
 
 
-def _health(name: str) -> Reply:
+def _health(name: str) -> AppReply:
     return json_reply({"status": f"{name} is healthy"})
 
 
@@ -97,7 +97,7 @@ def book_details(product_id: int) -> dict[str, object]:
 
 
 def details_app() -> App:
-    def app(request: Request) -> Reply:
+    def app(request: Request) -> AppReply:
         parts = _segments(request.path)
         if parts == ["health"]:
             return _health("Details")
@@ -113,7 +113,7 @@ def details_app() -> App:
 
 
 def ratings_app() -> App:
-    def app(request: Request) -> Reply:
+    def app(request: Request) -> AppReply:
         parts = _segments(request.path)
         if parts == ["health"]:
             return _health("Ratings")
@@ -152,7 +152,7 @@ def _rating(ratings: dict | None, reviewer: str, color: str) -> dict[str, object
 def reviews_app(pod: str, version: str, outbound: Outbound) -> App:
     color = STAR_COLOR.get(version)
 
-    def app(request: Request) -> Reply:
+    def app(request: Request) -> AppReply:
         parts = _segments(request.path)
         if parts == ["health"]:
             return _health("Reviews")
@@ -293,11 +293,11 @@ def productpage_html(user: str | None, details: tuple[int, object], reviews: tup
     )
 
 
-def _redirect(location: str, cookie: str) -> Reply:
-    return Reply(302, b"", "text/html; charset=utf-8", (("Location", location), ("Set-Cookie", cookie)))
+def _redirect(location: str, cookie: str) -> AppReply:
+    return AppReply(302, b"", "text/html; charset=utf-8", (("Location", location), ("Set-Cookie", cookie)))
 
 
-def _login(request: Request) -> Reply:
+def _login(request: Request) -> AppReply:
     form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
     username = (form.get("username") or request.query.get("username") or [""])[0]
     if not username:
@@ -316,7 +316,7 @@ INDEX_HTML = (
 
 
 def productpage_app(outbound: Outbound) -> App:
-    def api(parts: list[str], request: Request) -> Reply:
+    def api(parts: list[str], request: Request) -> AppReply:
         if parts == []:
             return json_reply(PRODUCTS)
         headers = _forward_headers(request)
@@ -331,7 +331,7 @@ def productpage_app(outbound: Outbound) -> App:
             return not_found()
         return json_reply(body, status)
 
-    def app(request: Request) -> Reply:
+    def app(request: Request) -> AppReply:
         parts = _segments(request.path)
         if parts in ([], ["index.html"]):
             return text_reply(INDEX_HTML, content_type="text/html; charset=utf-8")

@@ -19,7 +19,7 @@ from conformance.targets.local.apps.outbound import (
     describe_error,
     parse_url,
 )
-from conformance.targets.local.apps.server import App, Reply, Request, json_reply, not_found, text_reply
+from conformance.targets.local.apps.server import App, AppReply, Request, json_reply, not_found, text_reply
 
 MAX_COUNT = 100_000
 MAX_CONCURRENCY = 64
@@ -146,7 +146,7 @@ def run_batch(outbound: Outbound, batch: Batch) -> list[dict[str, object]]:
 
 
 def client_app(outbound: Outbound) -> App:
-    def app(request: Request) -> Reply:
+    def app(request: Request) -> AppReply:
         if request.path == "/":
             return text_reply("client ready\n")
         if request.path == "/health":

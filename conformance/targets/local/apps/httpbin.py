@@ -4,7 +4,7 @@ import json
 import time
 from urllib.parse import parse_qs
 
-from conformance.targets.local.apps.server import App, Reply, Request, json_reply, not_found, text_reply
+from conformance.targets.local.apps.server import App, AppReply, Request, json_reply, not_found, text_reply
 
 MAX_DELAY = 10.0
 
@@ -63,14 +63,14 @@ def anything_body(request: Request) -> dict[str, object]:
     }
 
 
-def _status(raw: str) -> Reply:
+def _status(raw: str) -> AppReply:
     # 1xx would not be a final response; go-httpbin's other special bodies are not needed here.
     if not raw.isdigit() or not 200 <= int(raw) <= 599:
         return text_reply("invalid status code\n", 400)
-    return Reply(int(raw))
+    return AppReply(int(raw))
 
 
-def _delay(raw: str, request: Request) -> Reply:
+def _delay(raw: str, request: Request) -> AppReply:
     try:
         seconds = float(raw)
     except ValueError:
@@ -81,13 +81,13 @@ def _delay(raw: str, request: Request) -> Reply:
     return json_reply(get_body(request))
 
 
-def _response_headers(request: Request) -> Reply:
+def _response_headers(request: Request) -> AppReply:
     headers = tuple((name, value) for name, values in request.query.items() for value in values)
     return json_reply({name: values for name, values in request.query.items()}, headers=headers)
 
 
 def httpbin_app() -> App:
-    def app(request: Request) -> Reply:
+    def app(request: Request) -> AppReply:
         parts = [part for part in request.path.split("/") if part]
         first = parts[0] if parts else ""
         if not parts:

@@ -1,4 +1,4 @@
-"""The HTTP server every app runs: an app is a function from Request to Reply."""
+"""The HTTP server every app runs: an app is a function from Request to AppReply."""
 
 import json
 import signal
@@ -28,26 +28,26 @@ class Request(NamedTuple):
         return self.headers.get(name)
 
 
-class Reply(NamedTuple):
+class AppReply(NamedTuple):
     status: int = 200
     body: bytes = b""
     content_type: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
 
 
-App = Callable[[Request], Reply]
+App = Callable[[Request], AppReply]
 
 
-def json_reply(value: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+def json_reply(value: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> AppReply:
     body = json.dumps(value).encode()
-    return Reply(status, body, "application/json", headers)
+    return AppReply(status, body, "application/json", headers)
 
 
-def text_reply(text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> Reply:
-    return Reply(status, text.encode(), content_type)
+def text_reply(text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8") -> AppReply:
+    return AppReply(status, text.encode(), content_type)
 
 
-def not_found() -> Reply:
+def not_found() -> AppReply:
     return json_reply({"error": "not found"}, 404)
 
 
@@ -135,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         return b"".join(chunks)
 
-    def _write(self, reply: Reply) -> None:
+    def _write(self, reply: AppReply) -> None:
         self.send_response(reply.status)
         if reply.content_type:
             self.send_header("Content-Type", reply.content_type)

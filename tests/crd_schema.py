@@ -1,5 +1,9 @@
 """Validating Istio and Gateway API documents against the upstream CRD schemas.
 
+A helper of the harness's own tests. The CRDs and the upstream samples the
+tests compare with are copies in tests/upstream/ (UPSTREAM; provenance and
+license in tests/upstream/README.md).
+
 The API server of a real cluster validates custom resources against the
 openAPIV3Schema of their CRD; the local reference mesh has no API server, so
 without this check a typo in a manifest would be accepted there and refused
@@ -15,7 +19,6 @@ cluster:
   Gateway without servers, or a route with both `route` and `redirect`).
 """
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ from jsonschema.exceptions import ValidationError
 
 from conformance.errors import ConformanceError
 
-REFERENCE_ENV = "MESHCONF_REFERENCE"
+# The upstream files the tests read, next to this module: never outside the repository.
+UPSTREAM = Path(__file__).resolve().parent / "upstream"
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -62,28 +66,17 @@ _OBJECT_META: dict[str, Any] = {
 }
 
 
-def reference_dir() -> Path:
-    """Upstream reference data: $MESHCONF_REFERENCE, else shared/reference next to the repo."""
-    override = os.environ.get(REFERENCE_ENV)
-    if override:
-        path = Path(override)
-    else:
-        import conformance
-
-        repo = Path(conformance.__file__).resolve().parent.parent
-        path = repo.parent / "shared" / "reference"
-    if not path.is_dir():
-        raise ConformanceError(
-            f"reference data not found: {path} (set {REFERENCE_ENV} to the folder holding istio/ and gateway-api/)"
-        )
+def upstream_file(relative: str | Path, reference: Path = UPSTREAM) -> Path:
+    """reference/relative (e.g. "istio/curl__curl.yaml"); an error naming the path if it is missing."""
+    path = reference / relative
+    if not path.is_file():
+        raise ConformanceError(f"upstream file not found: {path} (see tests/upstream/README.md)")
     return path
 
 
-def crd_files(reference: Path) -> list[Path]:
+def crd_files(reference: Path = UPSTREAM) -> list[Path]:
     """The CRD files SchemaSet reads: Istio's bundle and the Gateway API standard channel."""
-    istio = reference / "istio" / "crd-all.gen.yaml"
-    if not istio.is_file():
-        raise ConformanceError(f"Istio CRDs not found: {istio}")
+    istio = upstream_file("istio/crd-all.gen.yaml", reference)
     gateway_api = sorted((reference / "gateway-api").glob("*.yaml"))
     if not gateway_api:
         raise ConformanceError(f"Gateway API CRDs not found: {reference / 'gateway-api'}/*.yaml")
@@ -97,10 +90,10 @@ def split_api_version(api_version: str) -> tuple[str, str]:
 
 
 class SchemaSet:
-    """The openAPIV3Schema of every CRD version in the reference data, by (group, version, kind)."""
+    """The openAPIV3Schema of every CRD version in the upstream files, by (group, version, kind)."""
 
-    def __init__(self, reference: Path | None = None) -> None:
-        self.reference = reference if reference is not None else reference_dir()
+    def __init__(self, reference: Path = UPSTREAM) -> None:
+        self.reference = reference
         self.schemas: dict[GVK, dict[str, Any]] = {}
         # (group, kind) -> every version the CRD lists, and whether it is served.
         self.versions: dict[tuple[str, str], dict[str, bool]] = {}

@@ -1,0 +1,17 @@
+"""Names the harness and the mesh agree on, each defined once."""
+
+# Every namespace a run creates carries this label with the run's id; teardown and the
+# debug bundle select by it, and nothing without it is ever deleted.
+RUN_ID_LABEL = "meshconf.dev/run-id"
+
+# Istio's control-plane namespace: istiod, the ingress gateway and the telemetry addons.
+ISTIO_NAMESPACE = "istio-system"
+
+# The sidecar container Istio injects into every meshed pod (the local mesh reports the same).
+PROXY_CONTAINER = "istio-proxy"
+
+# The ingress gateway of Istio's demo profile, which meshconf's Helm install and the local mesh
+# reproduce: the name of its Deployment, Service (and Helm release), and the container port its
+# HTTP servers listen on (the Service maps port 80 onto it, which is why Gateways say 8080).
+INGRESS_GATEWAY = "istio-ingressgateway"
+GATEWAY_HTTP_PORT = 8080
