@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -139,10 +140,13 @@ def run(args: argparse.Namespace) -> int:
         # that happens to lie above the suites or the working directory.
         "-c", os.devnull,
         "-p", "no:cacheprovider",
+        # This process imported conformance before pytest could mark the installed plugin's
+        # package for assertion rewriting; the suites' own modules are rewritten as usual.
+        "-W", "ignore:Module already imported so cannot be rewritten; conformance:pytest.PytestAssertRewriteWarning",
         "--target", settings.target,
         "--target-reason", settings.target_reason,
+        # Cleaned here, once: pytest's --clean-alluredir would run in every xdist worker.
         "--alluredir", str(alluredir),
-        "--clean-alluredir",
         "--junitxml", str(junit),
         "--report", str(report),
         "-p", "no:randomly",
@@ -160,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         # worksteal: a worker that runs out takes tests from a busy one, so a long split test
         # does not leave the other worker idle.
         pytest_args += ["-n", str(args.workers), "--dist", "worksteal"]
+    shutil.rmtree(alluredir, ignore_errors=True)
     started = time.time()
     code = int(pytest.main(pytest_args + list(args.pytest_args)))
     written = [f"{name} {path}" for name, path in (("report", report), ("JUnit", junit))

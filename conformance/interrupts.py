@@ -20,7 +20,9 @@ def install() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     _received.clear()
-    _previous.append({sig: signal.signal(sig, _interrupt) for sig in HANDLED})
+    # A signal the caller ignores (SIGHUP under nohup) stays ignored.
+    wanted = [sig for sig in HANDLED if signal.getsignal(sig) is not signal.SIG_IGN]
+    _previous.append({sig: signal.signal(sig, _interrupt) for sig in wanted})
 
 
 def restore() -> None:

@@ -10,6 +10,7 @@
 """
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,24 +29,40 @@ SHARED = pytest.StashKey[Target]()
 BRING_UP_ERROR = pytest.StashKey[str]()
 
 
+def runs_suites(config: pytest.Config) -> bool:
+    """True when the command line names the suites (<rootdir>/suites or a path below it): only
+    then does the controller resolve a target, let alone provision one."""
+    suites = config.rootpath / "suites"
+    for arg in config.args:
+        path = Path(arg.split("::", 1)[0])
+        path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
+        if path.resolve().is_relative_to(suites.resolve()):
+            return True
+    return False
+
+
 def provision(config: pytest.Config) -> None:
     """Controller: bring a cluster target up once. A failure is handed to the workers, whose
-    tests then fail with it, as in a serial run."""
+    tests then fail with it, as in a serial run; what was brought up is removed at the end
+    whatever happens next (config.add_cleanup)."""
     run = settings(config)
     if run.target not in CLUSTER_TARGETS:
         return
-    target = select.make(run)
     try:
-        target.up()
+        target = select.make(run)
+        target.up()  # removes what it created itself when it fails, Ctrl-C included
     except ConformanceError as exc:
         config.stash[BRING_UP_ERROR] = str(exc)
         return
     config.stash[SHARED] = target
+    config.add_cleanup(lambda: release(config))
     config.stash[BOOK].facts = target.facts()
 
 
 def hand_over(config: pytest.Config, workerinput: dict[str, Any]) -> None:
     """Controller, per worker: the settings, and the shared cluster's access (or its failure)."""
+    if not runs_suites(config):
+        return
     workerinput[WORKER_SETTINGS] = settings(config).to_json()
     if BRING_UP_ERROR in config.stash:
         workerinput[WORKER_BRING_UP_ERROR] = config.stash[BRING_UP_ERROR]

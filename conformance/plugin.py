@@ -111,7 +111,7 @@ def _resolve(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     # The xdist controller collects nothing: it resolves the settings here, and brings a
     # cluster up once for all workers, before they start.
-    if stash.is_controller(session.config):
+    if stash.is_controller(session.config) and parallel.runs_suites(session.config):
         _resolve(session.config)
         parallel.provision(session.config)
 
@@ -151,10 +151,15 @@ class Recorder:
         self.config = config
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        book = self.config.stash[BOOK]
         feature_name = dict(report.user_properties).get(FEATURE_PROPERTY)
         if feature_name is None:
+            # xdist's report for the test a crashed worker was running carries no properties.
+            started = next((r for r in book.records if r.nodeid == report.nodeid), None)
+            if started is not None and report.failed:
+                book.record(report.nodeid, started.feature, "call", Outcome.FAILED,
+                            f"the worker running it crashed: {_failure_text(report)}")
             return
-        book = self.config.stash[BOOK]
         if report.when == "call":
             book.phases["tests"] = book.phases.get("tests", 0.0) + report.duration
         book.record(report.nodeid, features.get(str(feature_name)), report.when, *_outcome(report),
@@ -190,10 +195,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     book = config.stash[BOOK]
     if stash.is_controller(config):
-        parallel.release(config)
+        try:
+            parallel.release(config)
+        finally:
+            _write_report(session, exitstatus)
+        return
     if stash.worker_id(config) is not None:
         config.workeroutput[stash.WORKER_RESULTS] = parallel.worker_results(book)  # type: ignore[attr-defined]
         return
+    _write_report(session, exitstatus)
+
+
+def _write_report(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    book = config.stash[BOOK]
     book.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or interrupts.received() is not None
     code = interrupts.exit_code()
     if code is not None:

@@ -2,7 +2,7 @@
 
 It listens only once start() is called (the readiness Gateway was applied): before that
 the port is free, as it is before `kind create cluster` publishes it. It answers as
-Envoy does for a host with a listener and no route (FACTS.md, "Ingress"): 404 with
+Envoy does for a host with a listener and no route (Envoy's router: no route for the host): 404 with
 `server: istio-envoy`; `reply` can make it answer like something else.
 """
 

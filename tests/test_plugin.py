@@ -66,3 +66,36 @@ def test_unknown_profile_is_a_usage_error(pytester: pytest.Pytester) -> None:
 def test_tests_outside_suites_are_not_checked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
     assert pytester.runpytest().ret == pytest.ExitCode.OK
+
+
+def test_a_checkout_under_a_folder_named_suites_is_not_a_suite(pytester: pytest.Pytester) -> None:
+    # Only <rootdir>/suites/ holds suite tests: a project cloned into ~/suites/ keeps its own tests.
+    checkout = pytester.mkdir("suites") / "project"
+    (checkout / "tests").mkdir(parents=True)
+    (checkout / "tests" / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    result = pytester.runpytest(str(checkout / "tests"), "--rootdir", str(checkout))
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)
+
+
+def test_a_crashed_workers_test_is_failed_not_interrupted() -> None:
+    from types import SimpleNamespace
+
+    from conformance import features
+    from conformance.plugin import FEATURE_PROPERTY, Recorder
+    from conformance.report.results import Outcome, ResultBook
+    from conformance.stash import BOOK
+
+    book = ResultBook()
+    config = SimpleNamespace(stash={BOOK: book})
+    recorder = Recorder(config)  # type: ignore[arg-type]
+    nodeid = "suites/test_traffic.py::test_route_to_version"
+    setup = pytest.TestReport(nodeid, ("f", 0, "t"), {}, "passed", None, "setup",
+                              user_properties=[(FEATURE_PROPERTY, "RouteToVersion")])
+    recorder.pytest_runtest_logreport(setup)
+    assert book.feature_outcome(features.get("RouteToVersion")) == (Outcome.SKIPPED, "interrupted")
+    # What pytest-xdist reports for the test a worker was running when it died.
+    crash = pytest.TestReport(nodeid, ("f", 0, "t"), {}, "failed", "worker 'gw0' crashed while running it", "???")
+    recorder.pytest_runtest_logreport(crash)
+    outcome, reason = book.feature_outcome(features.get("RouteToVersion"))
+    assert outcome is Outcome.FAILED and "the worker running it crashed" in reason and "gw0" in reason

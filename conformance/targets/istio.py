@@ -48,7 +48,7 @@ OFFICIAL_RELEASES = OFFICIAL_ISTIO_RELEASES
 # Helm charts base, istiod and gateway (istio.io "Install with Helm").
 HELM_REPO = "https://istio-release.storage.googleapis.com/charts"
 
-# What the refusal of an invalid object contains (FACTS.md, validating webhook).
+# What the refusal of an invalid object contains (istio/istio pkg/webhooks/validation/server/server.go).
 WEBHOOK_DENIED = 'admission webhook "validation.istio.io" denied the request'
 # Our own known-invalid VirtualService (manifests/), applied by wait_validation_webhook's caller.
 INVALID_VIRTUALSERVICE = "istio/readiness/invalid-virtualservice.yaml"
@@ -62,7 +62,7 @@ READINESS_HOST = "readiness.meshconf.test"
 # config whose global scrape_timeout exceeds scrape_interval.
 SCRAPE_INTERVAL = "5s"
 
-# Istio minor -> Kubernetes minors it supports (FACTS.md, "Support matrix").
+# Istio minor -> Kubernetes minors it supports (istio.io docs/releases/supported-releases).
 SUPPORT_MATRIX: dict[str, tuple[str, ...]] = {
     "1.26": ("1.29", "1.30", "1.31", "1.32", "1.33"),
     "1.27": ("1.29", "1.30", "1.31", "1.32", "1.33"),
@@ -420,7 +420,7 @@ class IstioInstall:
     # istioctl
 
     def install_argv(self) -> list[str]:
-        """`istioctl install --set profile=demo ... -y` (FACTS.md, Install)."""
+        """`istioctl install --set profile=demo ... -y` (istio.io docs/setup/install/istioctl)."""
         argv = [self.istioctl, "install", *self._istioctl_cluster(), "--set", f"profile={self.profile}"]
         if self.revision:
             argv += ["--revision", self.revision]
@@ -521,7 +521,7 @@ def _helm_release_missing(result: subprocess.CompletedProcess[str]) -> bool:
 
 
 def addons(release_dir: Path) -> list[dict[str, Any]]:
-    """The telemetry addons to apply (FACTS.md, "Telemetry"): the release's
+    """The telemetry addons to apply (istio/istio samples/addons): the release's
     samples/addons/prometheus.yaml with a 5s global scrape interval, then kiali.yaml.
 
     Only Prometheus's `global` section changes: per-job intervals (the addon's "slow"
@@ -571,7 +571,7 @@ def wait_validation_webhook(
     apply_invalid applies manifests/istio/readiness/invalid-virtualservice.yaml (one
     HTTP route with both route and redirect). On a fresh install the webhook may
     accept everything (failurePolicy Ignore) until istiod patches it, up to about a
-    minute (FACTS.md): while it is accepted we delete it again and retry; errors
+    minute (istio/istio pkg/webhooks/validation/controller/controller.go): while it is accepted we delete it again and retry; errors
     other than the webhook's refusal (e.g. the webhook not reachable yet) also retry.
     """
 
@@ -595,7 +595,7 @@ def wait_ingress_answering(url: str, timeout: float, interval: float = 2.0) -> N
     """Return once the ingress gateway at `url` answers READINESS_HOST with its own 404.
 
     The caller has applied READINESS_GATEWAY: a listener without a route. A 404 with
-    `server: istio-envoy` (FACTS.md, "Ingress") shows the whole path works, host port
+    `server: istio-envoy` (Envoy: no route for the host) shows the whole path works, host port
     to gateway pod; anything else (refused, reset, another server) is still waited for.
     """
 

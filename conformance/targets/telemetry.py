@@ -1,6 +1,6 @@
 """Istio's telemetry addons on a cluster, read through a port-forward: Prometheus and Kiali.
 
-Both are Istio's samples/addons, installed in istio-system (FACTS.md, "Telemetry"):
+Both are Istio's samples/addons, installed in istio-system (istio/istio samples/addons):
 Prometheus serves its HTTP API on 9090, Kiali its API under /kiali on 20001. A
 port-forward reaches them from wherever meshconf runs, with no Service exposed.
 """

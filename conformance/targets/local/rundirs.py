@@ -33,7 +33,9 @@ def owner_alive(run_dir: Path) -> bool:
         pid, start = int(owner["pid"]), owner["start"]
     except (OSError, ValueError, KeyError, TypeError):
         return True
-    return _start_time(pid) == start and start is not None
+    if start is None:  # the owner's start time could not be read: nothing to compare
+        return True
+    return _start_time(pid) == start
 
 
 def sweep(work_dir: Path) -> list[Path]:
