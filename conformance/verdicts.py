@@ -204,7 +204,7 @@ def _first_possible_n(p0: float, p1: float, level: float, target: float) -> int:
 def _alternatives(p0: float, delta: float) -> tuple[float, ...]:
     """p0 + delta and p0 - delta, dropping a side outside [0, 1].
 
-    0 and 1 themselves are kept (the brief said the open interval): for 95/5 the
+    0 and 1 themselves are kept, not only the open interval: for 95/5 the
     5% destination dropping to 0 is a 5-point deviation that must be caught, and
     the likelihood ratio against p = 0 is well defined (zero hits in n).
     """

@@ -189,7 +189,7 @@ def test_four_way_plan_simulates_its_expected_requests() -> None:
 
 def test_a_95_5_split_catches_the_5_percent_destination_going_to_zero() -> None:
     (test,) = plan_split({"v1": 95, "v2": 5}).tests.values()
-    assert 0.0 in test.alternatives  # kept: the brief's open interval would have dropped it
+    assert 0.0 in test.alternatives  # kept: the open interval (0, 1) would have dropped it
     reject, _ = test.operating([0.0])
     assert reject[0] == pytest.approx(1.0)
 
