@@ -1,5 +1,6 @@
 """The feature catalogue: every suite test names exactly one feature from here."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -88,6 +89,12 @@ def get(name: str) -> Feature:
         return BY_NAME[name]
     except KeyError:
         raise ConformanceError(f"unknown feature {name!r}; known: {', '.join(sorted(BY_NAME))}") from None
+
+
+def in_catalogue_order(names: Iterable[str]) -> list[Feature]:
+    """The named features, in the catalogue's order (reports and summaries list them so)."""
+    wanted = set(names)
+    return [f for f in CATALOGUE if f.name in wanted]
 
 
 def select(profiles: list[str], features: list[str]) -> list[Feature]:

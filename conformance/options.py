@@ -67,8 +67,8 @@ def check_applicable(values: Any, target: str, why: str = "") -> None:
         if target in targets or not hasattr(values, name):
             continue
         given = getattr(values, name)
-        default = {"context": None, "install_mesh": None, "local_mutant": []}.get(name, getattr(defaults, name, None))
-        if given != default and given not in ((), []):
+        # A repeatable option (--local-mutant) not given is an empty list.
+        if given != getattr(defaults, name, None) and given != []:
             flag = "--" + name.replace("_", "-")
             reason = f" ({why})" if why else ""
             raise ConformanceError(

@@ -18,12 +18,11 @@ import pytest
 from conformance import features
 from conformance.errors import ConformanceError
 from conformance.report.results import ResultBook
-from conformance.stash import BOOK, WORKER_ACCESS, WORKER_SETTINGS, settings
+from conformance.stash import BOOK, WORKER_ACCESS, WORKER_BRING_UP_ERROR, WORKER_SETTINGS, settings
 from conformance.targets import select
 from conformance.targets.base import Target, TargetFacts
 
 CLUSTER_TARGETS = ("kind", "kubeconfig")
-WORKER_BRING_UP_ERROR = "meshconf_bring_up_error"
 
 SHARED = pytest.StashKey[Target]()
 BRING_UP_ERROR = pytest.StashKey[str]()
@@ -114,7 +113,7 @@ def merge(book: ResultBook, results: dict[str, Any]) -> None:
         if name != "tests":  # the controller adds up the tests' own durations
             book.phases[name] = max(book.phases.get(name, 0.0), seconds)
     names = {f.name for f in book.selected} | set(results.get("selected", []))
-    book.selected = [f for f in features.CATALOGUE if f.name in names]
+    book.selected = features.in_catalogue_order(names)
 
 
 def select_recorded(book: ResultBook, chosen: list[features.Feature]) -> None:
@@ -123,4 +122,4 @@ def select_recorded(book: ResultBook, chosen: list[features.Feature]) -> None:
     names = {f.name for f in book.selected} | {r.feature.name for r in book.records}
     if not book.selected and book.interrupted:
         names |= {f.name for f in chosen}
-    book.selected = [f for f in features.CATALOGUE if f.name in names]
+    book.selected = features.in_catalogue_order(names)

@@ -96,7 +96,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in keep:
         if is_suite_test(item):
             item.user_properties.append((FEATURE_PROPERTY, feature_of(item).name))
-    config.stash[BOOK].selected = [f for f in features.CATALOGUE if f.name in kept]
+    config.stash[BOOK].selected = features.in_catalogue_order(kept)
     _resolve(config)
 
 

@@ -20,6 +20,7 @@ CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 # What the xdist controller hands each worker (config.workerinput) and gets back (workeroutput).
 WORKER_SETTINGS = "meshconf_settings"
 WORKER_ACCESS = "meshconf_access"
+WORKER_BRING_UP_ERROR = "meshconf_bring_up_error"
 WORKER_RESULTS = "meshconf_results"
 
 

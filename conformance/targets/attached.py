@@ -14,7 +14,7 @@ from conformance.settings import RunSettings
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
-from conformance.targets.provision import DEBUG_TIMEOUT, Istioctl, collect_cluster_debug
+from conformance.targets.provision import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
 
 
 def access_to_json(access: ClusterAccess) -> dict[str, Any]:
@@ -47,9 +47,7 @@ class AttachedCluster:
                       applied: Sequence[Doc] | None = None) -> None:
         if self.kube is None:
             raise ConformanceError("the shared cluster is not connected")
-        # The release's istioctl when the controller downloaded one, else the one on PATH.
-        cached = self.settings.cache_dir / f"istio-{self.access.mesh_version}" / "bin" / "istioctl"
-        istioctl = Istioctl(str(cached) if cached.is_file() else "istioctl", self.access.kubeconfig,
+        istioctl = Istioctl(cached_istioctl(self.settings, self.access.mesh_version), self.access.kubeconfig,
                             self.access.context, DEBUG_TIMEOUT)
         collect_cluster_debug(self.kube, directory, self.access.kubeconfig, namespaces, applied, istioctl)
 

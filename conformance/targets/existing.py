@@ -24,6 +24,7 @@ from conformance.targets.provision import (
     DEBUG_TIMEOUT,
     Istioctl,
     Phases,
+    cached_istioctl,
     collect_cluster_debug,
     istio_install,
     wait_mesh_ready,
@@ -142,8 +143,7 @@ class ExistingClusterProvisioner:
         its version, else the one on PATH."""
         if self.installed is not None:
             return self.installed.istioctl
-        cached = self.settings.cache_dir / f"istio-{self.mesh_version}" / "bin" / "istioctl"
-        return str(cached) if cached.is_file() else "istioctl"
+        return cached_istioctl(self.settings, self.mesh_version)
 
     def phases(self) -> Mapping[str, float]:
         return dict(self._phases.seconds)

@@ -214,6 +214,12 @@ class KindProvisioner:
         ]
 
 
+def cached_istioctl(settings: RunSettings, version: str) -> str:
+    """The istioctl of a release meshconf has downloaded for this version, else the one on PATH."""
+    cached = settings.cache_dir / f"istio-{version}" / "bin" / "istioctl"
+    return str(cached) if cached.is_file() else "istioctl"
+
+
 @dataclass(frozen=True)
 class Istioctl:
     """The istioctl the debug bundle runs, and the cluster it points it at."""
