@@ -12,14 +12,9 @@ import pytest
 from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.targets.local.istio_subset import check_supported
 from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort, app_port
-from conformance.targets.local.translator import (
-    KNOWN_MUTANTS,
-    ProxyConfig,
-    envoy_duration,
-    rds_config_source,
-    rds_file_name,
-    translate,
-)
+from conformance.targets.local.translator import KNOWN_MUTANTS, ProxyConfig, rds_file_name, translate
+from conformance.targets.local.translator.durations import envoy_duration
+from conformance.targets.local.translator.resources import rds_config_source
 from tests.builders import (
     ALL_V1_DR,
     BOOKINFO_PODS,

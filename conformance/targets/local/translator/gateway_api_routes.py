@@ -1,0 +1,164 @@
+"""Gateway API HTTPRoutes for the mesh (GAMMA: the parent is a Service), as Envoy routes."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from conformance.errors import ManifestError
+from conformance.targets.base import Doc
+from conformance.targets.local.istio_subset import describe
+from conformance.targets.local.model import Pod
+from conformance.targets.local.translator.clusters_listeners import cluster_action, outbound_cluster_name
+from conformance.targets.local.translator.durations import envoy_duration
+from conformance.targets.local.translator.index import MeshIndex, name_of, namespace_of, resolve_host
+from conformance.targets.local.translator.mutants import IGNORE_HEADER_MATCH, IGNORE_WEIGHTS, NO_TIMEOUTS
+from conformance.targets.local.translator.resources import NO_TIMEOUT
+
+@dataclass(frozen=True)
+class _Attachment:
+    route: Doc
+    port: int | None  # parentRef.port; None: every port of the Service
+    consumer: bool  # the route lives in another namespace than the Service
+
+
+def mesh_http_routes(pod: Pod, index: MeshIndex) -> dict[str, list[_Attachment]]:
+    """Service fqdn -> the HTTPRoutes attached to it that apply to `pod`'s sidecar.
+
+    GAMMA: a route in the Service's namespace (producer route) applies to every
+    client; a route in another namespace (consumer route) applies only to
+    clients in its own namespace, and there it replaces the producer routes.
+    """
+    found: dict[str, list[_Attachment]] = {}
+    for route in index.state.http_routes:
+        route_ns = namespace_of(route)
+        # check_supported has refused every parent that is not a Service.
+        for ref in route["spec"].get("parentRefs") or []:
+            service_ns = ref.get("namespace") or route_ns
+            fqdn = resolve_host(ref["name"], service_ns)
+            consumer = service_ns != route_ns
+            # A parent naming no Service attaches nowhere, like a VirtualService host.
+            if fqdn not in index.services or (consumer and pod.namespace != route_ns):
+                continue
+            port = ref.get("port")
+            found.setdefault(fqdn, []).append(
+                _Attachment(route, None if port is None else int(port), consumer)
+            )
+    for fqdn, attachments in found.items():
+        if any(a.consumer for a in attachments):
+            found[fqdn] = [a for a in attachments if a.consumer]
+    return found
+
+
+def routes_on_port(attachments: Sequence[_Attachment], port: int) -> list[Doc]:
+    """The routes for one service port, each once, in creation order."""
+    routes: list[Doc] = []
+    for attachment in attachments:
+        if attachment.port in (None, port) and not any(r is attachment.route for r in routes):
+            routes.append(attachment.route)
+    return routes
+
+
+def http_route_routes(http_routes: Sequence[Doc], index: MeshIndex) -> list[dict]:
+    """Envoy routes for the rules of all routes attached to one service port.
+
+    One Envoy route per match, ordered by the Gateway API's precedence (exact
+    path, longest prefix, most headers), ties kept in route then rule order, as
+    Istio merges and sorts them. No catch-all is added: a request no rule
+    matches gets 404, as the Gateway API requires.
+    """
+    ranked: list[tuple[tuple[int, int, int], dict]] = []
+    for route in http_routes:
+        # Absent rules and matches take the CRD defaults: one rule, matching every path.
+        for position, rule in enumerate(route["spec"].get("rules") or [{}]):
+            where = f"{describe(route)}: spec.rules[{position}]"
+            action = _backend_action(rule, route, index, where)
+            # Istio's name for an unnamed rule.
+            name = rule.get("name") or f"{namespace_of(route)}.{name_of(route)}.{position}"
+            for number, match in enumerate(rule.get("matches") or [{}]):
+                at = f"{where}.matches[{number}]"
+                path_type, path = _gateway_path(match.get("path") or {}, f"{at}.path")
+                headers = match.get("headers") or []
+                envoy_match = _gateway_match(path_type, path, headers, index.state.mutants, at)
+                # Lower sorts first: the path type (Exact, PathPrefix, then RegularExpression as
+                # Istio), then the longer path, then more headers.
+                rank = (_PATH_ORDER.index(path_type), -len(path), -len(headers))
+                ranked.append((rank, {"name": name, "match": envoy_match, **action}))
+    # A stable sort: equal ranks keep route (creation) order, then rule order.
+    return [route for _, route in sorted(ranked, key=lambda item: item[0])]
+
+
+_PATH_ORDER = ("Exact", "PathPrefix", "RegularExpression")
+
+
+def _gateway_path(path: Doc, where: str) -> tuple[str, str]:
+    """(type, value) with the CRD defaults; a prefix loses its trailing `/`, as in Istio."""
+    path_type = path.get("type", "PathPrefix")
+    value = str(path.get("value", "/"))
+    if path_type not in _PATH_ORDER:
+        raise ManifestError(f"{where}.type {path_type!r} is not Exact, PathPrefix or RegularExpression")
+    if path_type == "PathPrefix":
+        value = value.rstrip("/") or "/"
+    return path_type, value
+
+
+def _gateway_match(
+    path_type: str, path: str, headers: Sequence[Doc], mutants: frozenset[str], where: str
+) -> dict:
+    if path_type == "Exact":
+        result: dict[str, Any] = {"path": path}
+    elif path_type == "RegularExpression":
+        result = {"safe_regex": {"regex": path}}
+    elif path == "/":
+        result = {"prefix": "/"}
+    else:
+        # A Gateway API prefix matches whole path segments: /api matches /api/x, not /apix.
+        result = {"path_separated_prefix": path}
+    matchers = [_gateway_header(header, f"{where}.headers[{n}]") for n, header in enumerate(headers)]
+    if matchers and IGNORE_HEADER_MATCH not in mutants:
+        result["headers"] = matchers
+    return result
+
+
+def _gateway_header(header: Doc, where: str) -> dict:
+    header_type = header.get("type", "Exact")
+    value = str(header.get("value", ""))
+    if header_type == "Exact":
+        return {"name": header["name"], "string_match": {"exact": value}}
+    if header_type == "RegularExpression":
+        return {"name": header["name"], "string_match": {"safe_regex": {"regex": value}}}
+    raise ManifestError(f"{where}.type {header_type!r} is not Exact or RegularExpression")
+
+
+def _backend_action(rule: Doc, route: Doc, index: MeshIndex, where: str) -> dict:
+    """`route` (an Envoy RouteAction) or `direct_response` for one HTTPRoute rule."""
+    mutants = index.state.mutants
+    refs = rule.get("backendRefs") or []
+    weights = [1 if IGNORE_WEIGHTS in mutants else int(ref.get("weight", 1)) for ref in refs]
+    clusters = [
+        (_backend_cluster(ref, route, f"{where}.backendRefs[{n}]"), weight)
+        for n, (ref, weight) in enumerate(zip(refs, weights))
+        if weight > 0  # a weight of 0 gets no traffic
+    ]
+    if not clusters:
+        # The Gateway API asks for 500 when no backend has a weight above 0; Istio does so.
+        return {"direct_response": {"status": 500}}
+    if len(clusters) == 1:
+        action = cluster_action(clusters[0][0])
+    else:
+        weighted = [{"name": name, "weight": weight} for name, weight in clusters]
+        action = {"weighted_clusters": {"clusters": weighted}, "timeout": NO_TIMEOUT}
+    # A backend that does not exist names a missing cluster: the Gateway API asks for 500
+    # there (Envoy's default would be 503), as Istio configures.
+    action["cluster_not_found_response_code"] = "INTERNAL_SERVER_ERROR"
+    request_timeout = (rule.get("timeouts") or {}).get("request")
+    if request_timeout is not None and NO_TIMEOUTS not in mutants:
+        # "0s" disables the timeout, which is Envoy's meaning of 0 too.
+        action["timeout"] = envoy_duration(str(request_timeout), f"{where}.timeouts.request")
+    return {"route": action}
+
+
+def _backend_cluster(ref: Doc, route: Doc, where: str) -> str:
+    """A backend Service of the route's namespace (check_supported refused any other)."""
+    if ref.get("port") is None:
+        raise ManifestError(f"{where}: a Service backend needs port")
+    return outbound_cluster_name(int(ref["port"]), resolve_host(ref["name"], namespace_of(route)))

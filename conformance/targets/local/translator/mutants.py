@@ -1,0 +1,30 @@
+"""The local mesh's mutants: each one named deviation from Istio, to prove a check can fail."""
+
+from conformance.errors import ConformanceError
+
+SWAP_SUBSETS = "swap-subsets"
+IGNORE_WEIGHTS = "ignore-weights"
+IGNORE_HEADER_MATCH = "ignore-header-match"
+NO_FAULT_INJECTION = "no-fault-injection"
+NO_TIMEOUTS = "no-timeouts"
+
+KNOWN_MUTANTS: dict[str, str] = {
+    SWAP_SUBSETS: "a route to a subset goes to the next subset of its DestinationRule "
+    "(v1->v2, v2->v3, v3->v1)",
+    IGNORE_WEIGHTS: "weighted destinations (VirtualService and HTTPRoute) all get equal weight, "
+    "zero weights included",
+    IGNORE_HEADER_MATCH: "header conditions of VirtualService and HTTPRoute matches are dropped "
+    "(a match with only headers matches every request)",
+    NO_FAULT_INJECTION: "VirtualService faults (abort, delay) are not configured",
+    NO_TIMEOUTS: "route timeouts (VirtualService timeout, HTTPRoute timeouts.request) are not "
+    "configured: no timeout, as by Istio's default",
+}
+
+
+def check_mutants(mutants: frozenset[str]) -> None:
+    """Refuse a mutant name the translator does not know: a typo must not run the correct mesh."""
+    unknown = sorted(mutants - KNOWN_MUTANTS.keys())
+    if unknown:
+        raise ConformanceError(
+            f"unknown mutant(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_MUTANTS))}"
+        )
