@@ -15,3 +15,5 @@ PROXY_CONTAINER = "istio-proxy"
 # HTTP servers listen on (the Service maps port 80 onto it, which is why Gateways say 8080).
 INGRESS_GATEWAY = "istio-ingressgateway"
 GATEWAY_HTTP_PORT = 8080
+# The pod label of that gateway, which the manifests' Gateways select (istio=ingressgateway).
+INGRESS_GATEWAY_LABEL = ("istio", "ingressgateway")

@@ -6,11 +6,14 @@ from typing import Any
 
 from conformance.errors import ConformanceError
 from conformance.settings import RunSettings
+from conformance.targets import ingress
 
 # The RunSettings fields these options fill; `meshconf run` hands them on to pytest unchanged.
 VALUES = ("istio_version", "kubernetes_version", "install_method", "cluster_name", "ingress_port",
           "ingress_https_port")
 SWITCHES = ("reuse", "keep", "force", "yes")
+# Values handed on only when given (their default, None, means "look for it").
+OPTIONAL_VALUES = ("ingress_selector", "ingress_namespace")
 
 # The targets each option means something on; given for another target, it is refused by name
 # rather than silently ignored.
@@ -27,6 +30,8 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "yes": ("kubeconfig",),
     "install_mesh": ("kubeconfig",),
     "context": ("kubeconfig",),
+    "ingress_selector": ("kubeconfig",),
+    "ingress_namespace": ("kubeconfig",),
     "local_mutant": ("local",),
 }
 
@@ -58,6 +63,15 @@ def port(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
     return value
+
+
+def pod_label(text: str) -> str:
+    """An argparse type: one pod label KEY=VALUE (what --ingress-selector takes)."""
+    try:
+        ingress.parse_selector(text)
+    except ConformanceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def check_applicable(values: Any, target: str, why: str = "") -> None:
@@ -96,6 +110,11 @@ def add_cluster_options(add: Callable[..., Any]) -> None:
         help="kubeconfig: install Istio (default: assume it is installed)")
     add("--yes", action="store_true",
         help="kubeconfig: allow installing or removing a mesh on a context meshconf did not create")
+    known = ", ".join(ingress.KNOWN_SELECTORS)
+    add("--ingress-selector", type=pod_label, default=defaults.ingress_selector, metavar="KEY=VALUE",
+        help=f"kubeconfig: the ingress gateway's pod label (default: look for {known})")
+    add("--ingress-namespace", default=defaults.ingress_namespace, metavar="NAME",
+        help=f"kubeconfig: the ingress gateway's namespace (default: look in {', '.join(ingress.KNOWN_NAMESPACES)})")
 
 
 def as_pytest_args(values: Any) -> list[str]:
@@ -103,6 +122,9 @@ def as_pytest_args(values: Any) -> list[str]:
     args = []
     for name in VALUES:
         args += ["--" + name.replace("_", "-"), str(getattr(values, name))]
+    for name in OPTIONAL_VALUES:
+        if getattr(values, name) is not None:
+            args += ["--" + name.replace("_", "-"), str(getattr(values, name))]
     if values.install_mesh is not None:
         args.append("--install-mesh" if values.install_mesh else "--no-install-mesh")
     return args + ["--" + name for name in SWITCHES if getattr(values, name)]
@@ -110,4 +132,4 @@ def as_pytest_args(values: Any) -> list[str]:
 
 def settings_values(values: Any) -> dict[str, Any]:
     """The options' values as RunSettings keyword arguments."""
-    return {name: getattr(values, name) for name in (*VALUES, *SWITCHES, "install_mesh")}
+    return {name: getattr(values, name) for name in (*VALUES, *SWITCHES, *OPTIONAL_VALUES, "install_mesh")}

@@ -10,8 +10,8 @@ from conformance.errors import ConformanceError
 
 TARGETS = ("auto", "kind", "kubeconfig", "local")
 
-# Where Istio release archives are downloaded from: <base>/<version>/istio-<version>-linux-<arch>.tar.gz
-# (conformance.targets.istio.release_url). Env MESHCONF_ISTIO_RELEASES points it at a mirror
+# Where Istio release archives are downloaded from: <base>/<version>/istio-<version>-<os>-<arch>.tar.gz
+# (conformance.targets.istio_release.release_url). Env MESHCONF_ISTIO_RELEASES points it at a mirror
 # that keeps the same layout, with the .sha256 files beside the archives (air-gapped machines).
 OFFICIAL_ISTIO_RELEASES = "https://github.com/istio/istio/releases/download"
 ISTIO_RELEASES_ENV = "MESHCONF_ISTIO_RELEASES"
@@ -19,6 +19,17 @@ ISTIO_RELEASES_ENV = "MESHCONF_ISTIO_RELEASES"
 
 def istio_releases_from_env() -> str:
     return os.environ.get(ISTIO_RELEASES_ENV, "").strip() or OFFICIAL_ISTIO_RELEASES
+
+
+# Where Gateway API's standard-channel CRDs are downloaded from: <base>/<version>/standard-install.yaml
+# (conformance.targets.gateway_api_crds.install_url); env MESHCONF_GATEWAY_API_RELEASES points it at
+# a mirror with the same layout.
+OFFICIAL_GATEWAY_API_RELEASES = "https://github.com/kubernetes-sigs/gateway-api/releases/download"
+GATEWAY_API_RELEASES_ENV = "MESHCONF_GATEWAY_API_RELEASES"
+
+
+def gateway_api_releases_from_env() -> str:
+    return os.environ.get(GATEWAY_API_RELEASES_ENV, "").strip() or OFFICIAL_GATEWAY_API_RELEASES
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,14 @@ class Timeouts:
     required_successes: int = 3  # consecutive probe successes that count as converged
     poll: float = 0.1
     request: float = 10.0
-    rollout: float = 60.0  # workloads ready
+    rollout: float = 60.0  # workloads ready after a change
     install: float = 300.0  # mesh installed
+    # A freshly installed mesh ready: its rollouts (a new node pulls istiod's, the gateway's and
+    # the addons' images first), the validation webhook, and the ingress answering.
+    mesh_ready: float = 600.0
+    # The run's first workloads ready (Bookinfo: six images, one of them a JVM, pulled onto fresh
+    # nodes): what later rollouts find cached takes this long only once.
+    first_deploy: float = 600.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Timeouts":
@@ -70,6 +87,7 @@ class RunSettings:
     # Cluster targets (kind, kubeconfig)
     istio_version: str = "1.28.0"
     istio_releases: str = field(default_factory=istio_releases_from_env)  # release download base URL
+    gateway_api_releases: str = field(default_factory=gateway_api_releases_from_env)  # the same for Gateway API
     kubernetes_version: str = "1.34"  # kind node image; supported by the Istio above
     install_method: str = "istioctl"  # or helm
     cluster_name: str = "meshconf"
@@ -80,6 +98,8 @@ class RunSettings:
     force: bool = False  # run an Istio/Kubernetes pair outside the support matrix
     install_mesh: bool | None = None  # kubeconfig: install Istio (None: assume it is there)
     yes: bool = False  # kubeconfig: consent to install/remove a mesh on a context we did not create
+    ingress_selector: str | None = None  # kubeconfig: the ingress gateway's pod label (None: look for it)
+    ingress_namespace: str | None = None  # kubeconfig: the ingress gateway's namespace (None: look for it)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "meshconf")
 
     @property

@@ -7,6 +7,7 @@ are in tests/conftest.py: pytest finds them by name, they are never imported.
 """
 
 import copy
+import functools
 import http.client
 import http.server
 import json
@@ -29,10 +30,10 @@ from conformance.settings import RunSettings
 from conformance.targets import istio
 from conformance.targets.local.model import MeshState, Pod, Service, ServicePort
 from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
-from tests.crd_schema import upstream_file
+from tests.crd_schema import UPSTREAM, upstream_file
 from tests.fakeapi import Answer, FakeApi, status
 from tests.fakes import BIN
-from tests.release_server import tarball
+from tests.release_server import ReleaseServer, tarball
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,6 +120,53 @@ def write_kubeconfig(path: Path, port: int) -> Path:
     return path
 
 
+# The upstream CRDs (tests/upstream/): Istio's bundle, and Gateway API's standard channel.
+ISTIO_CRDS = ("istio/crd-all.gen.yaml",)
+GATEWAY_API_CRDS = tuple(f"gateway-api/{p.name}" for p in sorted((UPSTREAM / "gateway-api").glob("*.yaml")))
+
+
+@functools.cache
+def _upstream_crds(relative: str) -> tuple[dict[str, Any], ...]:
+    docs = yaml.load_all(upstream_file(relative).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return tuple(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
+
+
+def upstream_crd(name: str) -> dict[str, Any]:
+    """One upstream CRD by name (e.g. virtualservices.networking.istio.io), a copy to change at will."""
+    for relative in (*ISTIO_CRDS, *GATEWAY_API_CRDS):
+        for crd in _upstream_crds(relative):
+            if crd["metadata"]["name"] == name:
+                return copy.deepcopy(crd)
+    raise KeyError(f"no upstream CRD {name}")
+
+
+def install_crds(api: FakeApi, *files: str) -> list[str]:
+    """Apply upstream CRD files (ISTIO_CRDS, GATEWAY_API_CRDS) to the fake API, as an installer
+    would have before the test; their kinds are served from now on. The CRDs' names."""
+    names = []
+    for relative in files:
+        for crd in _upstream_crds(relative):
+            api.install_crd(crd)
+            names.append(crd["metadata"]["name"])
+    return names
+
+
+def gateway_api_release(version: str) -> bytes:
+    """A Gateway API release's standard-install.yaml, concatenated as kubernetes-sigs/gateway-api
+    hack/build-install-yaml.sh does, from the upstream standard CRDs stamped with `version`."""
+    parts = ["#\n# Gateway API Standard channel install\n#\n"]
+    for relative in GATEWAY_API_CRDS:
+        text = upstream_file(relative).read_text().replace("bundle-version: v0.0.0-dev", f"bundle-version: {version}")
+        parts.append(f"---\n#\n# config/crd/standard/gateway.networking.k8s.io_{Path(relative).name}\n#\n{text}")
+    return "".join(parts).encode()
+
+
+def publish_gateway_api(release_server: ReleaseServer, version: str, content: bytes | None = None) -> str:
+    """Serve a Gateway API release at <base>/<version>/standard-install.yaml; the base URL."""
+    release_server.files[f"/releases/{version}/standard-install.yaml"] = content or gateway_api_release(version)
+    return release_server.url
+
+
 # ---------------------------------------------------------------------------------------------
 # A fake Istio release, and Istio's readiness objects as the fake API sees them
 
@@ -179,7 +227,7 @@ def fake_release(version: str = ISTIO_VERSION) -> bytes:
     """An Istio release archive: the fake istioctl launcher (pointing at tests/fakes) and the addons."""
     launcher = (BIN / "istioctl").read_text()
     relative = "str(Path(__file__).resolve().parent.parent)"
-    assert relative in launcher  # the copy must still find tests/fakes/engine.py from the cache
+    assert relative in launcher  # the copy must still find tests/fakes/engine/ from the cache
     top = f"istio-{version}"
     return tarball({
         f"{top}/bin/istioctl": launcher.replace(relative, repr(str(BIN.parent))).encode(),
@@ -424,3 +472,73 @@ def eventually(condition: Callable[[], Any], what: str, timeout: float = 20.0) -
             last = error
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Istio's route retry policies as istiod writes them, for expectations (istio/istio, tag 1.28.0:
+# pilot/pkg/networking/core/route/retry/retry.go DefaultPolicy, route/route.go
+# BuildDefaultHTTPInboundRoute)
+
+ISTIO_DEFAULT_RETRY = {
+    "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+    "num_retries": 2,
+    "retry_host_predicate": [{
+        "name": "envoy.retry_host_predicates.previous_hosts",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+    }],
+    "host_selection_retry_max_attempts": "5",
+}
+ISTIO_INBOUND_RETRY = {"retry_on": "reset-before-request", "num_retries": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# The local mesh run for real: workload documents, and requests through its proxies
+
+# The Bookinfo reviews app (v1 calls nothing): its JSON names the pod that served it.
+REVIEWS_V1_IMAGE = "docker.io/istio/examples-bookinfo-reviews-v1:1.20.3"
+GATEWAY_API_V1 = "gateway.networking.k8s.io/v1"
+
+
+def service_doc(name: str, ports: Mapping[int, int], selector: Mapping[str, str] | None = None) -> dict:
+    """A Service of `ports` (service port -> target port) selecting `app: name` unless told."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": dict(selector or {"app": name}),
+                     "ports": [{"name": f"http-{port}", "port": port, "targetPort": target}
+                               for port, target in ports.items()]}}
+
+
+def deployment_doc(name: str, image: str = REVIEWS_V1_IMAGE, port: int = 9080,
+                   annotations: Mapping[str, str] | None = None, host_network: bool | None = None) -> dict:
+    """A one-replica Deployment of pods labelled `app: name`."""
+    template: dict[str, Any] = {"metadata": {"labels": {"app": name}},
+                                "spec": {"containers": [{"name": name, "image": image,
+                                                         "ports": [{"containerPort": port}]}]}}
+    if annotations:
+        template["metadata"]["annotations"] = dict(annotations)
+    if host_network is not None:
+        template["spec"]["hostNetwork"] = host_network
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}}
+
+
+def mesh_http_route(name: str, service: str, rules: list[dict], port: int | None = None) -> dict:
+    """An HTTPRoute whose parent is `service` (GAMMA), on `port` or, without, every port."""
+    ref: dict[str, Any] = {"group": "", "kind": "Service", "name": service}
+    if port is not None:
+        ref["port"] = port
+    return {"apiVersion": GATEWAY_API_V1, "kind": "HTTPRoute", "metadata": {"name": name},
+            "spec": {"parentRefs": [ref], "rules": rules}}
+
+
+def http_get(ip: str, port: int, target: str, headers: Mapping[str, str] | None = None,
+             source: str | None = None) -> tuple[int, dict[str, str], str]:
+    """One GET to ip:port: (status, lower-cased headers, body). `target` is a path, or an
+    absolute URL for a sidecar's outbound listener (the app's HTTP proxy)."""
+    conn = http.client.HTTPConnection(ip, port, timeout=10, source_address=(source, 0) if source else None)
+    try:
+        conn.request("GET", target, headers=dict(headers or {}))
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace")
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()

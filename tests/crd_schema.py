@@ -135,14 +135,23 @@ class SchemaSet:
         if not versions.get(version, False):
             served = ", ".join(sorted(v for v, on in versions.items() if on))
             return [f"apiVersion: {api_version} is not served for {kind} (served versions: {served})"]
-        errors = self._validator((group, version, kind)).iter_errors(doc)
-        return sorted({message for error in errors for message in _messages(error)})
+        return problems(self._validator((group, version, kind)), doc)
 
     def _validator(self, gvk: GVK) -> jsonschema.protocols.Validator:
         # Built on first use: most runs touch only a handful of kinds.
         if gvk not in self._validators:
-            self._validators[gvk] = _KubeValidator(_root(self.schemas[gvk]))
+            self._validators[gvk] = schema_validator(self.schemas[gvk])
         return self._validators[gvk]
+
+
+def schema_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator of whole objects against one CRD version's openAPIV3Schema."""
+    return _KubeValidator(_root(schema))
+
+
+def problems(validator: jsonschema.protocols.Validator, doc: dict[str, Any]) -> list[str]:
+    """Human-readable problems, each starting with the JSON path; [] when valid."""
+    return sorted({message for error in validator.iter_errors(doc) for message in _messages(error)})
 
 
 def _root(schema: dict[str, Any]) -> dict[str, Any]:

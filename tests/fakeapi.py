@@ -1,54 +1,48 @@
-"""A fake Kubernetes API server for contract tests (shared by test_kube and test_kind_up).
+"""A fake Kubernetes API server for contract tests: it answers as a kind cluster's API server would.
 
-It answers discovery, keeps applied/created objects by URL path, lets a test script the
-answers for one path, and records every request it saw. Tests ask for the `api` fixture by
-name (tests/conftest.py loads this module with pytest_plugins).
+What it serves and how (kubernetes/kubernetes, apiserver and apiextensions-apiserver):
+- discovery (/api, /apis, /apis/<group>/<version>; tests/fake_discovery.py) of the built-in kinds
+  meshconf uses, and of the kinds of every applied CustomResourceDefinition (tests/fake_crds.py). Any
+  other resource path is 404 "the server could not find the requested resource", so the
+  kubernetes client's discovery raises ResourceNotFoundError for a kind whose CRD is missing,
+  and a CRD's objects go with it when it is deleted;
+- objects by URL path: GET (an object, or a collection as a <Kind>List), POST (create; 409
+  AlreadyExists for a taken name), PATCH with application/apply-patch+yaml (server-side apply,
+  tests/fake_apply.py: field managers, 409 conflicts unless force) or merge-patch+json, DELETE
+  (uid preconditions; a namespace takes its objects with it);
+- objects of CRD kinds are validated against the CRD's schema (422 Invalid; undeclared fields
+  pruned with a warning, or refused with fieldValidation=Strict);
+- a Service gets a cluster IP and, as NodePort or LoadBalancer, a node port per port (30000-32767,
+  each used once); no controller gives a LoadBalancer an ingress address, as on kind.
+A test may script the answers of one method and path, and reads every request afterwards.
 
-A kubeconfig pointing at it needs only `server: api.url` (no credentials are checked).
+Tests ask for the `api` fixture by name (tests/conftest.py loads this module with pytest_plugins);
+tests/builders.py's install_crds applies upstream CRDs. A kubeconfig pointing at it needs only
+`server: api.url` (no credentials are checked).
 """
 
+import copy
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-CORE_V1 = [
-    {"name": "namespaces", "kind": "Namespace", "namespaced": False},
-    {"name": "pods", "kind": "Pod", "namespaced": True},
-    {"name": "pods/log", "kind": "Pod", "namespaced": True},
-    {"name": "events", "kind": "Event", "namespaced": True},
-    {"name": "services", "kind": "Service", "namespaced": True},
-    {"name": "configmaps", "kind": "ConfigMap", "namespaced": True},
-    {"name": "serviceaccounts", "kind": "ServiceAccount", "namespaced": True},
-]
-GROUPS: dict[str, list[dict[str, Any]]] = {
-    "apps/v1": [{"name": "deployments", "kind": "Deployment", "namespaced": True}],
-    "apiextensions.k8s.io/v1": [
-        {"name": "customresourcedefinitions", "kind": "CustomResourceDefinition", "namespaced": False},
-    ],
-    "admissionregistration.k8s.io/v1": [
-        {"name": "mutatingwebhookconfigurations", "kind": "MutatingWebhookConfiguration", "namespaced": False},
-        {"name": "validatingwebhookconfigurations", "kind": "ValidatingWebhookConfiguration",
-         "namespaced": False},
-    ],
-    # What Istio's samples/addons (prometheus.yaml, kiali.yaml) hold besides core kinds.
-    "rbac.authorization.k8s.io/v1": [
-        {"name": "clusterroles", "kind": "ClusterRole", "namespaced": False},
-        {"name": "clusterrolebindings", "kind": "ClusterRoleBinding", "namespaced": False},
-        {"name": "roles", "kind": "Role", "namespaced": True},
-        {"name": "rolebindings", "kind": "RoleBinding", "namespaced": True},
-    ],
-}
-ISTIO = {"networking.istio.io/v1": [
-    {"name": "virtualservices", "kind": "VirtualService", "namespaced": True},
-    {"name": "destinationrules", "kind": "DestinationRule", "namespaced": True},
-    {"name": "gateways", "kind": "Gateway", "namespaced": True},
-]}
+from tests import fake_discovery
+from tests.fake_apply import Owners, conflict_status
+from tests.fake_crds import CRD_GV, Crds, Resource, invalid, prune, strict_decoding
+from tests.fake_discovery import BUILTIN, Route
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+NOT_FOUND = "the server could not find the requested resource"
+CREATED_AT = "2026-01-01T00:00:00Z"
+NODE_PORTS = range(30000, 32768)  # the API server's default --service-node-port-range
 
 
 @dataclass
@@ -63,20 +57,32 @@ class Seen:
 Answer = tuple[int, Any]
 
 
+@dataclass
+class Reply:
+    code: int
+    payload: Any
+    warnings: list[str] = field(default_factory=list)
+
+
 class FakeApi:
     """State and scripts behind the HTTP handler; tests read .requests afterwards."""
 
     def __init__(self) -> None:
         self.requests: list[Seen] = []
-        self.groups = dict(GROUPS)
-        self.objects: dict[str, dict[str, Any]] = {}
+        self.objects: dict[str, dict[str, Any]] = {}  # by object path; a test may seed one directly
         self.scripts: dict[tuple[str, str], list[Answer | Callable[[], Answer]]] = {}
+        # Something outside the API reacting to an object being written (e.g. a gateway starting).
         self.after_apply: dict[str, Callable[[], None]] = {}
-        # Act as the Deployment controller: an applied Deployment is stored fully rolled out.
+        # Act as the Deployment controller: a written Deployment is stored fully rolled out.
         self.deployments_roll_out = False
-        self.lock = threading.Lock()
+        self.crds = Crds()
+        self.owners = Owners()
+        self.lock = threading.RLock()
+        self._versions = itertools.count(1)
         self.port = 0  # set by the `api` fixture
         self.url = ""
+
+    # -- what tests use ----------------------------------------------------------------------
 
     def script(self, method: str, path: str, *replies: Answer | Callable[[], Answer]) -> None:
         """Answer method+path with these replies in turn; the last one repeats."""
@@ -85,58 +91,288 @@ class FakeApi:
     def seen(self, method: str, path: str) -> list[int]:
         return [i for i, r in enumerate(self.requests) if r.method == method and r.path == path]
 
-    def answer(self, method: str, path: str, body: Any) -> Answer:
+    def install_crd(self, crd: dict[str, Any]) -> None:
+        """A CRD someone applied before the test (an installer, an admin), established."""
         with self.lock:
-            scripted = self.scripts.get((method, path))
-            if scripted:
-                reply = scripted.pop(0) if len(scripted) > 1 else scripted[0]
-                return reply() if callable(reply) else reply
-            if method == "GET":
-                return self._get(path)
-            if method == "PATCH":
-                stored = {**body, "metadata": {**body.get("metadata", {}), "uid": f"uid-{len(self.objects)}"}}
-                if self.deployments_roll_out and "/deployments/" in path:
-                    stored["status"] = _rolled_out(stored)
-                self.objects[path] = stored
-                hook = self.after_apply.get(path)
-                if hook:
-                    hook()
-                return 200, stored
-            if method == "POST":
-                name_path = f"{path}/{body['metadata']['name']}"
-                if name_path in self.objects:
-                    return 409, status(409, "AlreadyExists", "already exists")
-                self.objects[name_path] = body
-                return 201, body
-            if method == "DELETE":
-                if self.objects.pop(path, None) is None:
-                    return 404, status(404, "NotFound", f"{path} not found")
-                return 200, status(200, "Success", "deleted")
-        return 405, status(405, "MethodNotAllowed", method)
+            route = Route(fake_discovery.builtin_resource(CRD_GV, "customresourcedefinitions"), None, crd["metadata"]["name"])
+            self._create(route, copy.deepcopy(crd), "kubectl", "Update")
 
-    def _get(self, path: str) -> Answer:
-        if path in ("/version", "/version/"):  # the client asks with a trailing slash
-            return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.1"}
-        if path == "/api":
-            return 200, {"kind": "APIVersions", "versions": ["v1"]}
-        if path == "/api/v1":
-            return 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": CORE_V1}
-        if path == "/apis":
-            return 200, {"kind": "APIGroupList", "groups": [
-                {"name": gv.split("/")[0], "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
-                 "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}}
-                for gv in self.groups
-            ]}
-        if path.startswith("/apis/") and path.count("/") == 3:
-            gv = path.removeprefix("/apis/")
-            if gv in self.groups:
-                return 200, {"kind": "APIResourceList", "groupVersion": gv, "resources": self.groups[gv]}
-        if path in self.objects:
-            return 200, self.objects[path]
-        if path.endswith("s") and not path.endswith("/namespaces"):  # a collection: list its members
-            items = [o for p, o in self.objects.items() if p.rsplit("/", 1)[0] == path]
-            return 200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}
-        return 404, status(404, "NotFound", f"{path} not found")
+    # -- answering ------------------------------------------------------------------------------
+
+    def answer(self, seen: Seen) -> Reply:
+        with self.lock:
+            scripted = self.scripts.get((seen.method, seen.path))
+            if scripted:
+                answer = scripted.pop(0) if len(scripted) > 1 else scripted[0]
+                code, payload = answer() if callable(answer) else answer
+                return Reply(code, payload)
+            document = fake_discovery.discovery(seen.path, self.served()) if seen.method == "GET" else None
+            if document is not None:
+                return Reply(200, document)
+            found = fake_discovery.route(seen.path, self.served())
+            if found is None:
+                return Reply(404, status(404, "NotFound", NOT_FOUND))
+            handler = {"GET": self._get, "POST": self._post, "PATCH": self._patch,
+                       "DELETE": self._delete}.get(seen.method)
+            if handler is None:
+                return Reply(405, status(405, "MethodNotAllowed", f"fake API: {seen.method} is not modelled"))
+            reply = handler(found, seen)
+            hook = self.after_apply.get(seen.path) if seen.method == "PATCH" else None
+            if hook is not None and reply.code < 300:
+                hook()
+            return reply
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def served(self) -> list[Resource]:
+        return [*BUILTIN, *self.crds.served()]
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _get(self, route: Route, seen: Seen) -> Reply:
+        if route.name is None:
+            return Reply(200, self._list(route, seen.query))
+        obj = self.objects.get(route.object_path)
+        if obj is None:
+            return _not_found(route)
+        if route.subresource == "log":
+            return Reply(200, "")  # a pod that logged nothing yet
+        return Reply(200, obj)
+
+    def _list(self, route: Route, query: dict[str, list[str]]) -> dict[str, Any]:
+        prefix = route.collection + "/"
+        wanted = dict(pair.split("=", 1) for pair in query.get("labelSelector", [""])[0].split(",") if "=" in pair)
+        found = []
+        for path, obj in self.objects.items():
+            inside = path.startswith(prefix) and "/" not in path[len(prefix):]
+            cluster_wide = route.namespace is None and route.resource.namespaced and _in_any_namespace(path, route)
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if (inside or cluster_wide) and all(labels.get(k) == v for k, v in wanted.items()):
+                found.append(obj)
+        return {"kind": f"{route.resource.kind}List", "apiVersion": route.resource.group_version,
+                "metadata": {"resourceVersion": str(next(self._versions))}, "items": found}
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _post(self, route: Route, seen: Seen) -> Reply:
+        body = seen.body if isinstance(seen.body, dict) else {}
+        name = (body.get("metadata") or {}).get("name")
+        if route.name is not None or not name:
+            return Reply(422, status(422, "Invalid", f'{route.resource.kind} "" is invalid: metadata.name: '
+                                                     "Required value: name or generateName is required"))
+        namespace = (body.get("metadata") or {}).get("namespace")
+        if namespace and route.namespace and namespace != route.namespace:
+            return Reply(400, status(400, "BadRequest", "the namespace of the provided object does not match "
+                                                        "the namespace sent on the request"))
+        target = Route(route.resource, route.namespace, name)
+        if target.object_path in self.objects:
+            return Reply(409, status(409, "AlreadyExists", f'{route.resource.qualified} "{name}" already exists',
+                                     details={"name": name, "group": route.resource.group,
+                                              "kind": route.resource.plural}))
+        return self._create(target, copy.deepcopy(body), _manager(seen), "Update", _validation(seen))
+
+    def _patch(self, route: Route, seen: Seen) -> Reply:
+        kind = seen.headers.get("content-type", "").split(";")[0].strip()
+        body = seen.body if isinstance(seen.body, dict) else {}
+        if route.name is None or route.subresource:
+            return Reply(405, status(405, "MethodNotAllowed", "fake API: only objects are patched"))
+        if kind == APPLY_PATCH:
+            return self._apply(route, body, seen)
+        if kind == MERGE_PATCH:
+            current = self.objects.get(route.object_path)
+            if current is None:
+                return _not_found(route)
+            return self._store(route, _merge(current, body), current, _manager(seen), "Update", _validation(seen))
+        return Reply(415, status(415, "UnsupportedMediaType", f"fake API: patch type {kind!r} is not modelled"))
+
+    def _apply(self, route: Route, body: dict[str, Any], seen: Seen) -> Reply:
+        manager = seen.query.get("fieldManager", [""])[0]
+        if not manager:
+            return Reply(422, status(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
+                                                     "Required value: is required for apply patch"))
+        name = (body.get("metadata") or {}).get("name")
+        if name != route.name:
+            return Reply(400, status(400, "BadRequest", f"the name of the object ({name}) does not match the "
+                                                        f"name on the URL ({route.name})"))
+        current = self.objects.get(route.object_path)
+        force = seen.query.get("force", ["false"])[0] == "true"
+        before = copy.deepcopy(self.owners.by_object.get(route.object_path))
+        result, conflicts = self.owners.apply(route.object_path, manager, body.get("apiVersion", ""),
+                                              _without_status(current, route.resource), body, force)
+        if result is None:
+            return Reply(409, conflict_status(conflicts))
+        if current is None:
+            reply = self._create(route, result, manager, None, _validation(seen), code=201)
+        else:
+            if "status" in current:
+                result["status"] = current["status"]
+            reply = self._store(route, result, current, manager, None, _validation(seen))
+        if reply.code >= 300:  # refused: the apply changed no ownership either
+            self.owners.forget(route.object_path)
+            if before is not None:
+                self.owners.by_object[route.object_path] = before
+        return reply
+
+    def _create(self, route: Route, obj: dict[str, Any], manager: str, operation: str | None,
+                validation: str = "Warn", code: int = 201) -> Reply:
+        """Store a new object (operation None: ownership already recorded by an apply)."""
+        meta = obj.setdefault("metadata", {})
+        meta.update({"uid": f"uid-{next(self._versions)}", "creationTimestamp": CREATED_AT, "generation": 1})
+        if route.namespace:
+            meta["namespace"] = route.namespace
+        if route.resource.status_subresource and route.resource.plural != "customresourcedefinitions":
+            obj.pop("status", None)
+        return self._store(route, obj, None, manager, operation, validation, code)
+
+    def _store(self, route: Route, obj: dict[str, Any], before: dict[str, Any] | None, manager: str,
+               operation: str | None, validation: str, code: int = 200) -> Reply:
+        """Validate, complete and keep an object; what the API server does on every write.
+
+        operation None: an apply, whose ownership the caller recorded already."""
+        warnings, problem = self._admit(route, obj, validation)
+        requested = copy.deepcopy(obj)  # what the writer set: the server's allocations are nobody's
+        if problem is None and route.resource.kind == "Service":
+            problem = self._allocate(route, obj)
+        if problem is not None:
+            return problem
+        meta = obj["metadata"]
+        if before is not None:
+            meta["uid"] = before.get("metadata", {}).get("uid", meta.get("uid"))
+            meta["creationTimestamp"] = before.get("metadata", {}).get("creationTimestamp", CREATED_AT)
+            generation = int(before.get("metadata", {}).get("generation", 1))
+            meta["generation"] = generation + (_spec(before) != _spec(obj))
+        if operation is not None:
+            self.owners.update(route.object_path, manager, obj.get("apiVersion", ""), before, requested)
+        meta["resourceVersion"] = str(next(self._versions))
+        meta["managedFields"] = self.owners.managed_fields(route.object_path, CREATED_AT)
+        if route.resource.plural == "customresourcedefinitions":
+            self.crds.store(obj)
+        if route.resource.kind == "Namespace":
+            obj["status"] = {"phase": "Active"}
+        if route.resource.kind == "Deployment" and self.deployments_roll_out:
+            obj["status"] = _rolled_out(obj)
+        self.objects[route.object_path] = obj
+        return Reply(code, obj, warnings)
+
+    def _admit(self, route: Route, obj: dict[str, Any], validation: str) -> tuple[list[str], Reply | None]:
+        """Warnings, or the refusal, of validation; a custom object is pruned as the server prunes it."""
+        name = obj["metadata"].get("name", "")
+        if route.resource.plural == "customresourcedefinitions":
+            causes = self.crds.problems(obj)
+            return [], Reply(422, invalid(route.resource, name, causes)) if causes else None
+        if self.crds.crd_of(route.resource) is None:
+            return [], None
+        checked = self.crds.check(route.resource, obj)
+        if checked.causes:
+            return [], Reply(422, invalid(route.resource, name, checked.causes))
+        if checked.undeclared and validation == "Strict":
+            return [], Reply(400, strict_decoding(route.resource, checked.undeclared))
+        for path in checked.pruned:
+            prune(obj, path)
+        return ([] if validation == "Ignore" else [f'unknown field "{path}"' for path in checked.undeclared]), None
+
+    def _allocate(self, route: Route, service: dict[str, Any]) -> Reply | None:
+        """What the API server fills in a Service: a cluster IP and node ports; nobody sets an ingress."""
+        spec = service.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
+            spec["clusterIP"] = f"10.96.{len(self.objects) // 250}.{len(self.objects) % 250 + 1}"
+        service.setdefault("status", {"loadBalancer": {}})
+        if spec["type"] not in ("NodePort", "LoadBalancer"):
+            return None
+        taken = {p["nodePort"] for path, other in self.objects.items() if path != route.object_path
+                 and other.get("kind") == "Service" for p in (other.get("spec") or {}).get("ports") or []
+                 if p.get("nodePort") is not None}
+        free = (n for n in NODE_PORTS if n not in taken)
+        for index, port in enumerate(spec.get("ports") or []):
+            wanted = port.get("nodePort")
+            if wanted in taken or (wanted is not None and wanted not in NODE_PORTS):
+                reason = "provided port is already allocated" if wanted in taken else \
+                    "provided port is not in the valid range. The range of valid ports is 30000-32767"
+                message = f'Service "{service["metadata"]["name"]}" is invalid: spec.ports[{index}].nodePort: ' \
+                          f"Invalid value: {wanted}: {reason}"
+                return Reply(422, status(422, "Invalid", message))
+            if wanted is None:
+                port["nodePort"] = next(free)
+            taken.add(port["nodePort"])
+        return None
+
+    def _delete(self, route: Route, seen: Seen) -> Reply:
+        if route.name is None or route.subresource:
+            return Reply(405, status(405, "MethodNotAllowed", "fake API: only objects are deleted"))
+        obj = self.objects.get(route.object_path)
+        if obj is None:
+            return _not_found(route)
+        wanted_uid = ((seen.body or {}).get("preconditions") or {}).get("uid")
+        uid = obj.get("metadata", {}).get("uid")
+        if wanted_uid and wanted_uid != uid:
+            return Reply(409, status(409, "Conflict", f"Precondition failed: UID in precondition: {wanted_uid}, "
+                                                      f"UID in object meta: {uid}"))
+        del self.objects[route.object_path]
+        self.owners.forget(route.object_path)
+        if route.resource.kind == "Namespace":  # the namespace controller empties it
+            inside = f"/namespaces/{route.name}/"
+            for path in [p for p in self.objects if inside in p]:
+                del self.objects[path]
+                self.owners.forget(path)
+        if route.resource.plural == "customresourcedefinitions":
+            self._remove_crd(route.name or "")
+        return Reply(200, obj)
+
+    def _remove_crd(self, name: str) -> None:
+        crd = self.crds.remove(name)
+        if crd is None:
+            return
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        for path in [p for p in self.objects if p.startswith(f"/apis/{group}/") and f"/{plural}/" in p]:
+            del self.objects[path]
+            self.owners.forget(path)
+
+
+def _in_any_namespace(path: str, route: Route) -> bool:
+    prefix = f"/apis/{route.resource.group_version}" if route.resource.group else "/api/v1"
+    parts = path[len(prefix):].strip("/").split("/") if path.startswith(prefix + "/") else []
+    return len(parts) == 4 and parts[0] == "namespaces" and parts[2] == route.resource.plural
+
+
+def _manager(seen: Seen) -> str:
+    """?fieldManager=, else the user agent up to its first "/" (as the API server defaults it)."""
+    given = seen.query.get("fieldManager", [""])[0]
+    return given or seen.headers.get("user-agent", "unknown").split("/", 1)[0]
+
+
+def _validation(seen: Seen) -> str:
+    return seen.query.get("fieldValidation", ["Warn"])[0]
+
+
+def _spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _without_status(obj: dict[str, Any] | None, resource: Resource) -> dict[str, Any] | None:
+    if obj is None or not resource.status_subresource:
+        return obj
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: maps merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def _not_found(route: Route) -> Reply:
+    message = f'{route.resource.qualified} "{route.name}" not found'
+    return Reply(404, status(404, "NotFound", message,
+                             details={"name": route.name, "group": route.resource.group,
+                                      "kind": route.resource.plural}))
 
 
 def _rolled_out(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -145,9 +381,10 @@ def _rolled_out(deployment: dict[str, Any]) -> dict[str, Any]:
             "replicas": want, "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}
 
 
-def status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure" if code >= 300 else "Success",
-            "reason": reason, "message": message, "code": code}
+def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure" if code >= 300 else "Success",
+            "message": message, "reason": reason, "code": code}
+    return {**body, "details": details} if details is not None else body
 
 
 def items(*objs: dict[str, Any]) -> Answer:
@@ -161,14 +398,17 @@ def make_handler(fake: FakeApi) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
-            fake.requests.append(Seen(self.command, url.path, parse_qs(url.query),
-                                      {k.lower(): v for k, v in self.headers.items()}, body))
-            code, payload = fake.answer(self.command, url.path, body)
+            seen = Seen(self.command, url.path, parse_qs(url.query),
+                        {k.lower(): v for k, v in self.headers.items()}, body)
+            fake.requests.append(seen)
+            reply = fake.answer(seen)
+            payload = reply.payload
             data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(code)
-            kind = "text/plain" if isinstance(payload, str) else "application/json"
-            self.send_header("Content-Type", kind)
+            self.send_response(reply.code)
+            self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for warning in reply.warnings:
+                self.send_header("Warning", f'299 - "{warning}"')
             self.end_headers()
             self.wfile.write(data)
 

@@ -2,8 +2,8 @@
 
 Tests ask for the `release_server` fixture by name (tests/conftest.py loads this module).
 
-`release_server.url` is a base URL with the official layout, <base>/<v>/istio-<v>-linux-amd64.tar.gz
-and its .sha256 beside it; publish() puts an archive there.
+`release_server.url` is a base URL with the official layout, <base>/<v>/istio-<v>-<os>-<arch>.tar.gz
+and its .sha256 beside it; publish() puts an archive there (by default for this machine's platform).
 """
 
 import gzip
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conformance.targets import istio
+from conformance.targets import istio_release
 
 
 class ReleaseServer:
@@ -53,8 +53,8 @@ class ReleaseServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/releases"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def publish(self, version: str, archive: bytes, digest: str | None = None) -> None:
-        name = istio.archive_name(version)
+    def publish(self, version: str, archive: bytes, digest: str | None = None, platform: str | None = None) -> None:
+        name = istio_release.archive_name(version, platform)
         digest = digest or hashlib.sha256(archive).hexdigest()
         self.files[f"/releases/{version}/{name}"] = archive
         # The format istio/release-builder writes: "<hex> <file name>\n".

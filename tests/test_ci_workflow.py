@@ -2,6 +2,7 @@
 against GitHub's workflow schema (SchemaStore's, vendored by check-jsonschema) and against
 meshconf itself: its matrix, its kind, its command line and the files it uploads."""
 
+import re
 import shlex
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import yaml
 
 from conformance import cli
 from conformance.settings import RunSettings
-from conformance.targets import istio, kind
+from conformance.targets import istio_support, kind
 from tests.builders import REPO
 
 WORKFLOW = REPO / "ci" / "github" / "meshconf.yml"
@@ -55,25 +56,49 @@ def step_using(action: str) -> dict[str, Any]:
     return next(s for s in steps() if str(s.get("uses", "")).startswith(action + "@"))
 
 
-@pytest.mark.parametrize("entry", matrix(), ids=lambda e: f"istio-{e['istio']}-k8s-{e['kubernetes']}")
+def with_entry(text: str, entry: dict[str, str]) -> str:
+    """`text` with each ${{ matrix.<key> }} replaced by the entry's value (an unknown key fails)."""
+    return re.sub(r"\$\{\{ matrix\.([\w-]+) \}\}", lambda m: entry[m.group(1)], text)
+
+
+def entry_id(entry: dict[str, str]) -> str:
+    return "-".join(f"{key}-{value}" for key, value in entry.items())
+
+
+@pytest.mark.parametrize("entry", matrix(), ids=entry_id)
 def test_matrix_pairs_are_supported_and_have_a_node_image(entry: dict[str, str]) -> None:
     assert entry["kubernetes"] in kind.NODE_IMAGES
-    assert istio.check_support(entry["istio"], entry["kubernetes"]) is None  # refuses an unsupported pair
+    assert istio_support.check_support(entry["istio"], entry["kubernetes"]) is None  # refuses an unsupported pair
+    # A patch release, not a minor's first: x.0 is the least fixed, and the first past its end of life.
+    assert not entry["istio"].endswith(".0"), entry
+
+
+def test_matrix_covers_every_supported_minor_and_both_install_methods() -> None:
+    rows = matrix()
+    istioctl = {istio_support.minor(e["istio"]) for e in rows if e["install-method"] == "istioctl"}
+    assert istioctl == set(istio_support.SUPPORT_MATRIX)
+    newest = max(istio_support.SUPPORT_MATRIX, key=lambda m: tuple(int(p) for p in m.split(".")))
+    newest_kubernetes = istio_support.SUPPORT_MATRIX[newest][-1]
+    for method in ("istioctl", "helm"):
+        assert any(istio_support.minor(e["istio"]) == newest and e["kubernetes"] == newest_kubernetes
+                   and e["install-method"] == method for e in rows), method
+    # One artifact per job: the names tell every row apart.
+    name = step_using("actions/upload-artifact")["with"]["name"]
+    assert len({with_entry(name, e) for e in rows}) == len(rows)
 
 
 def test_kind_is_the_release_the_node_images_need() -> None:
     assert step_using("helm/kind-action")["with"]["version"] == kind.KIND_VERSION
 
 
-def test_run_step_is_a_meshconf_command_and_the_upload_takes_what_it_writes() -> None:
+@pytest.mark.parametrize("entry", matrix(), ids=entry_id)
+def test_run_step_is_a_meshconf_command_and_the_upload_takes_what_it_writes(entry: dict[str, str]) -> None:
     run = next(s["run"] for s in steps() if "meshconf run" in str(s.get("run", "")))
-    entry = matrix()[0]
-    line = run.replace("${{ matrix.istio }}", entry["istio"]).replace("${{ matrix.kubernetes }}", entry["kubernetes"])
-    program, *argv = shlex.split(line)
+    program, *argv = shlex.split(with_entry(run, entry))
     assert program == ".venv/bin/meshconf"
-    args = cli.parser().parse_args(argv)  # an unknown flag exits here
-    assert (args.command, args.target, args.istio_version, args.kubernetes_version) == \
-        ("run", "kind", entry["istio"], entry["kubernetes"])
+    args = cli.parser().parse_args(argv)  # an unknown flag, or an install method it does not know, exits here
+    assert (args.command, args.target, args.istio_version, args.kubernetes_version, args.install_method) == \
+        ("run", "kind", entry["istio"], entry["kubernetes"], entry["install-method"])
 
     results = Path(args.results)
     written = {results / "report.yaml", results / "junit.xml", results / "allure",

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conformance.errors import ConformanceError
-from conformance.settings import RunSettings
+from conformance.errors import ConformanceError, NotConverged
+from conformance.settings import RunSettings, Timeouts
 from conformance.targets.base import PodView
 from conformance.targets.cluster import ClusterAccess, ClusterTarget
-from conformance.targets.kube import ExecResult
+from conformance.targets.kube import ExecResult, Kube
+from tests.builders import write_kubeconfig
+from tests.fakeapi import FakeApi, items
 
 CURL = PodView("curl-7d9f-abcde", "ns", {"app": "curl"}, {}, ("curl", "istio-proxy"), ("istio-init",),
                "10.0.0.5", True, "curl")
@@ -47,14 +49,14 @@ class FakeKube:
 class FakeProvisioner:
     name = "kind"
 
-    def __init__(self, fail: bool = False) -> None:
-        self.fail, self.events = fail, []
+    def __init__(self, fail: bool = False, kubeconfig: Path = Path("/tmp/kubeconfig")) -> None:
+        self.fail, self.events, self.kubeconfig = fail, [], kubeconfig
 
     def up(self) -> ClusterAccess:
         self.events.append("up")
         if self.fail:
             raise ConformanceError("istioctl install did not finish within 300s")
-        return ClusterAccess(Path("/tmp/kubeconfig"), None, "http://127.0.0.1:8080", "1.34.0", "1.28.0")
+        return ClusterAccess(self.kubeconfig, None, "http://127.0.0.1:8080", "1.34.0", "1.28.0")
 
     def down(self) -> None:
         self.events.append("down")
@@ -128,3 +130,27 @@ def test_facts_say_where_it_ran() -> None:
     t.down()
     with pytest.raises(ConformanceError, match="not up"):
         t.kube
+
+
+def test_the_first_workloads_get_the_first_deploy_budget_later_ones_the_rollout_budget(
+        api: FakeApi, tmp_path: Path) -> None:
+    # The run's first workloads (Bookinfo) pull their images onto fresh nodes.
+    timeouts = Timeouts.from_env({"MESHCONF_TIMEOUT_ROLLOUT": "0.3", "MESHCONF_TIMEOUT_FIRST_DEPLOY": "20"})
+    t = ClusterTarget(RunSettings(target="kind", run_id="r1", timeouts=timeouts),
+                      FakeProvisioner(kubeconfig=write_kubeconfig(tmp_path / "kc", api.port)),
+                      kube_factory=lambda path, context, timeouts: Kube(path, context, timeouts=timeouts,
+                                                                         poll_interval=0.02))
+    path = "/apis/apps/v1/namespaces/bookinfo-r1/deployments"
+    status = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+    pulling, ready = ({"metadata": {"name": "reviews-v1", "generation": 1}, "spec": {"replicas": 1},
+                       "status": {**status, "availableReplicas": n}} for n in (0, 1))
+    slow = [items(pulling)] * 40 + [items(ready)]  # about 0.8s of polls: longer than the rollout budget
+    t.up()
+    try:
+        api.script("GET", path, *slow)
+        t.wait_ready("bookinfo-r1")
+        api.script("GET", path, *slow)
+        with pytest.raises(NotConverged, match="rollout in namespace bookinfo-r1: not within 0.3s"):
+            t.wait_ready("bookinfo-r1")
+    finally:
+        t.down()

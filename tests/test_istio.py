@@ -1,12 +1,10 @@
 """conformance.targets.istio without a cluster: fake istioctl/helm, a local HTTP server, tmp files.
 
-The fakes are tests/fakes/bin/istioctl and helm (see tests/fakes/engine.py): only they
+The fakes are tests/fakes/bin/istioctl and helm (see tests/fakes/engine/): only they
 are on PATH, each call is logged, and the scenario says what each subcommand answers.
 """
 
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,17 +17,18 @@ from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
 from conformance.targets import istio
 from conformance.targets.istio import IstioInstall
 from tests import crd_schema
+from tests.builders import write_kubeconfig
+from tests.fakeapi import FakeApi
 from tests.fakes import FakeTools
-from tests.release_server import ReleaseServer, tarball
 
 KUBECONFIG = Path("/tmp/meshconf-run/kubeconfig")
 REPO = "https://istio-release.storage.googleapis.com/charts"
 
-# Every istioctl/helm subcommand the module runs, answering success.
+# Every istioctl subcommand the module runs, answering success (the fake helm acts on the fake API).
 HEALTHY: dict[str, Any] = {
     "istioctl": {"install": {"stdout": "\u2714 Installation complete\n"}, "uninstall": {}},
-    "helm": {"upgrade": {}, "uninstall": {}},
 }
+GATEWAY_SERVICE = "/api/v1/namespaces/istio-system/services/istio-ingressgateway"
 
 
 def _answer(fake: FakeTools, tool: str, subcommand: str, **spec: Any) -> None:
@@ -53,7 +52,7 @@ def _processes_under(directory: Path) -> list[str]:
 
 
 def _install(**changes: Any) -> IstioInstall:
-    return IstioInstall(version="1.28.2", kubeconfig=KUBECONFIG, **changes)
+    return IstioInstall(**{"version": "1.28.2", "kubeconfig": KUBECONFIG, **changes})
 
 
 # --- argv builders --------------------------------------------------------------------------
@@ -120,6 +119,14 @@ def test_helm_argvs_with_revision_and_context() -> None:
     assert "revision=canary" in gateway
 
 
+def test_helm_gateway_service_type_is_set_on_the_gateway_chart_only() -> None:
+    base, istiod, gateway = _install(method="helm", gateway_service_type="NodePort").helm_argvs()
+    assert gateway[gateway.index("--set") + 1] == "service.type=NodePort"
+    assert "service.type=NodePort" not in base + istiod
+    assert not any(a.startswith("service.type") for a in sum(_install(method="helm").helm_argvs(), []))
+    assert _install(gateway_service_type="NodePort").install_argvs() == [_install().install_argv()]
+
+
 def test_helm_uninstall_argvs_reverse_order() -> None:
     inst = _install(method="helm", context="c")
     cluster = ["--namespace", "istio-system", "--kubeconfig", str(KUBECONFIG), "--kube-context", "c"]
@@ -162,12 +169,17 @@ def test_istioctl_install_and_uninstall_run(fake_tools: FakeTools) -> None:
 
 
 @pytest.mark.parametrize("scenario", [HEALTHY])
-def test_helm_install_runs_three_releases(fake_tools: FakeTools) -> None:
-    inst = _install(method="helm")
+def test_helm_install_runs_three_releases_and_uninstall_removes_them(fake_tools: FakeTools, api: FakeApi,
+                                                                     tmp_path: Path) -> None:
+    inst = _install(method="helm", kubeconfig=write_kubeconfig(tmp_path / "kc", api.port),
+                    gateway_service_type="NodePort")
     inst.install()
     assert fake_tools.calls("helm") == inst.helm_argvs()
     assert [argv[3:5] for argv in fake_tools.calls("helm")] == [
         ["istio-base", "base"], ["istiod", "istiod"], ["istio-ingressgateway", "gateway"]]
+    assert api.objects[GATEWAY_SERVICE]["spec"]["type"] == "NodePort"
+    inst.uninstall()
+    assert GATEWAY_SERVICE not in api.objects and fake_tools.state()["helm_releases"] == {}
 
 
 @pytest.mark.parametrize("scenario", [HEALTHY])
@@ -198,20 +210,20 @@ def test_failing_install_names_the_error(fake_tools: FakeTools) -> None:
 
 
 @pytest.mark.parametrize("scenario", [HEALTHY])
-def test_helm_failure_stops_before_the_next_chart(fake_tools: FakeTools) -> None:
+def test_helm_failure_stops_before_the_next_chart(fake_tools: FakeTools, api: FakeApi, tmp_path: Path) -> None:
     _answer(fake_tools, "helm", "upgrade --install istiod", exit=1, stderr="Error: context deadline exceeded\n")
     with pytest.raises(ConformanceError, match=r"helm upgrade failed \(exit 1\): Error: context deadline exceeded"):
-        _install(method="helm").install()
+        _install(method="helm", kubeconfig=write_kubeconfig(tmp_path / "kc", api.port)).install()
     assert [argv[3] for argv in fake_tools.calls("helm")] == ["istio-base", "istiod"]
 
 
 @pytest.mark.parametrize("scenario", [HEALTHY])
-def test_helm_uninstall_tolerates_missing_releases_and_tries_all(fake_tools: FakeTools) -> None:
-    _answer(fake_tools, "helm", "uninstall istio-ingressgateway", exit=1,
-            stderr="Error: uninstall: Release not loaded: istio-ingressgateway: release: not found\n")
+def test_helm_uninstall_tolerates_missing_releases_and_tries_all(fake_tools: FakeTools, api: FakeApi,
+                                                                 tmp_path: Path) -> None:
+    # Nothing was installed: helm answers "release: not found" for each; istiod's call fails otherwise.
     _answer(fake_tools, "helm", "uninstall istiod", exit=1, stderr="Error: Kubernetes cluster unreachable\n")
     with pytest.raises(ConformanceError, match="Kubernetes cluster unreachable"):
-        _install(method="helm").uninstall()
+        _install(method="helm", kubeconfig=write_kubeconfig(tmp_path / "kc", api.port)).uninstall()
     assert [argv[2] for argv in fake_tools.calls("helm")] == ["istio-ingressgateway", "istiod", "istio-base"]
 
 
@@ -248,128 +260,6 @@ def test_runner_is_injectable() -> None:
     inst.install(runner)
     assert [argv for argv, _ in seen] == inst.helm_argvs()
     assert {timeout for _, timeout in seen} == {42}
-
-
-# --- support matrix -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("istio_version", "kube"), [
-    ("1.26.0", "1.29"), ("1.27.3", "v1.33.1"), ("1.28.2", "1.34.0"), ("1.29.0", "1.35"), ("1.30.1", "1.36.1"),
-])
-def test_supported_pairs(istio_version: str, kube: str) -> None:
-    assert istio.check_support(istio_version, kube, force=False) is None
-
-
-@pytest.mark.parametrize(("istio_version", "kube", "text"), [
-    ("1.28.2", "1.35.0", "Istio 1.28.2 supports Kubernetes 1.29-1.34, not 1.35.0"),
-    ("1.30.0", "1.31", "Istio 1.30.0 supports Kubernetes 1.32-1.36, not 1.31"),
-    ("1.25.1", "1.30", "Istio 1.25.1 is not in the support matrix"),
-])
-def test_unsupported_pairs_refused(istio_version: str, kube: str, text: str) -> None:
-    with pytest.raises(ConformanceError, match=text) as caught:
-        istio.check_support(istio_version, kube, force=False)
-    assert "force" in str(caught.value)
-
-
-def test_forced_unsupported_pair_warns() -> None:
-    warning = istio.check_support("1.26.1", "1.36.0", force=True)
-    assert warning is not None
-    assert "Istio 1.26.1 supports Kubernetes 1.29-1.33, not 1.36.0" in warning
-
-
-def test_support_matrix_matches_facts() -> None:
-    assert istio.SUPPORT_MATRIX["1.28"] == ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34")
-    assert {k: (v[0], v[-1]) for k, v in istio.SUPPORT_MATRIX.items()} == {
-        "1.26": ("1.29", "1.33"), "1.27": ("1.29", "1.33"), "1.28": ("1.29", "1.34"),
-        "1.29": ("1.31", "1.35"), "1.30": ("1.32", "1.36"),
-    }
-
-
-def test_version_that_is_not_one() -> None:
-    with pytest.raises(ConformanceError, match="'latest' is not a version"):
-        istio.check_support("latest", "1.30")
-
-
-# --- release download -----------------------------------------------------------------------
-
-
-def _release(version: str = "1.28.2", extra: dict[str, bytes] | None = None) -> bytes:
-    top = f"istio-{version}"
-    return tarball({
-        f"{top}/bin/istioctl": b"#!/bin/sh\necho fake\n",
-        f"{top}/samples/addons/prometheus.yaml": b"kind: ConfigMap\n",
-        f"{top}/samples/addons/kiali.yaml": b"kind: Service\n",
-        **(extra or {}),
-    })
-
-
-def test_fetch_verifies_extracts_and_caches(release_server: ReleaseServer, tmp_path: Path) -> None:
-    release_server.publish("1.28.2", _release())
-    cache = tmp_path / "cache"
-    release = istio.fetch_release("1.28.2", cache, base_url=release_server.url)
-    assert release == cache / "istio-1.28.2"
-    assert os.access(release / "bin" / "istioctl", os.X_OK)
-    assert (release / "samples/addons/prometheus.yaml").read_bytes() == b"kind: ConfigMap\n"
-    assert (release / "samples/addons/kiali.yaml").read_bytes() == b"kind: Service\n"
-    assert release_server.requests == [
-        "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256",
-        "/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz",
-    ]
-    marker = json.loads((release / ".meshconf-verified").read_text())
-    assert marker["sha256"] == hashlib.sha256(_release()).hexdigest()
-    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == ["istio-1.28.2"]
-
-    again = istio.fetch_release("1.28.2", cache, base_url=release_server.url)
-    assert again == release
-    assert len(release_server.requests) == 2  # the verified copy was reused without a request
-
-
-def test_fetch_bad_digest_leaves_nothing(release_server: ReleaseServer, tmp_path: Path) -> None:
-    archive = _release()
-    wrong = "0" * 64
-    release_server.publish("1.28.2", archive, digest=wrong)
-    cache = tmp_path / "cache"
-    with pytest.raises(ConformanceError) as caught:
-        istio.fetch_release("1.28.2", cache, base_url=release_server.url)
-    message = str(caught.value)
-    assert f"expected {wrong}" in message and f"got {hashlib.sha256(archive).hexdigest()}" in message
-    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
-
-
-def test_fetch_refuses_path_traversal(release_server: ReleaseServer, tmp_path: Path) -> None:
-    release_server.publish("1.28.2", _release(extra={"istio-1.28.2/../../escaped.txt": b"owned"}))
-    cache = tmp_path / "deep" / "cache"
-    with pytest.raises(ConformanceError, match=r"refusing archive member 'istio-1.28.2/../../escaped.txt'"):
-        istio.fetch_release("1.28.2", cache, base_url=release_server.url)
-    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "deep" / "escaped.txt").exists()
-    assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
-
-
-def test_fetch_refuses_escaping_symlink(release_server: ReleaseServer, tmp_path: Path) -> None:
-    archive = tarball({"istio-1.28.2/bin/istioctl": b"x"}, links={"istio-1.28.2/evil": "../../../etc/passwd"})
-    release_server.publish("1.28.2", archive)
-    with pytest.raises(ConformanceError, match="symlink to '../../../etc/passwd' leaves the release folder"):
-        istio.fetch_release("1.28.2", tmp_path / "cache", base_url=release_server.url)
-
-
-def test_fetch_unknown_version_is_not_found(release_server: ReleaseServer, tmp_path: Path) -> None:
-    with pytest.raises(ConformanceError, match=r"not found: .*/1\.99\.0/istio-1\.99\.0-linux-amd64\.tar\.gz\.sha256"):
-        istio.fetch_release("1.99.0", tmp_path / "cache", base_url=release_server.url)
-
-
-def test_fetch_retries_transport_errors(release_server: ReleaseServer, tmp_path: Path) -> None:
-    release_server.publish("1.28.2", _release())
-    release_server.drop_next = 1  # the first request is cut off: httpx raises a transport error
-    release = istio.fetch_release("1.28.2", tmp_path / "cache", base_url=release_server.url)
-    assert (release / "bin" / "istioctl").is_file()
-    assert release_server.requests[:2] == ["/releases/1.28.2/istio-1.28.2-linux-amd64.tar.gz.sha256"] * 2
-
-
-def test_official_url_layout() -> None:
-    assert istio.release_url("1.28.2") == (
-        "https://github.com/istio/istio/releases/download/1.28.2/istio-1.28.2-linux-amd64.tar.gz"
-    )
-    assert istio.release_url("1.28.2", arch="arm64").endswith("/1.28.2/istio-1.28.2-linux-arm64.tar.gz")
 
 
 # --- addons ---------------------------------------------------------------------------------

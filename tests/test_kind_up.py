@@ -32,18 +32,31 @@ import yaml
 
 from conformance import cli, manifests
 from conformance.errors import ConformanceError
-from conformance.settings import ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, RunSettings
-from conformance.targets import istio, kind
+from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, RunSettings
+from conformance.targets import istio_release, kind
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.kube import Kube
-from conformance.targets.provision import Istioctl, KindProvisioner, collect_cluster_debug
-from tests.builders import INVALID_VS, READINESS_GATEWAY, accept_once_then_deny, fake_release
-from tests.fakeapi import ISTIO, FakeApi, items
+from conformance.targets.debug_bundle import Istioctl, collect_cluster_debug
+from conformance.targets.provision import KindProvisioner, wait_mesh_ready
+from tests.builders import (
+    GATEWAY_API_CRDS,
+    INVALID_VS,
+    ISTIO_CRDS,
+    READINESS_GATEWAY,
+    accept_once_then_deny,
+    fake_release,
+    install_crds,
+    publish_gateway_api,
+)
+from tests.fakeapi import FakeApi, items
 from tests.fakegateway import FakeGateway, free_port
 from tests.fakes import FakeTools
 from tests.release_server import ReleaseServer
 
 VERSION = RunSettings().istio_version
+GATEWAY_API = "v1.4.0"  # what Istio 1.28.0 builds against (conformance/targets/data/gateway_api.yaml)
+GATEWAY_API_ASSET = f"/releases/{GATEWAY_API}/standard-install.yaml"
+HTTPROUTE_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/httproutes.gateway.networking.k8s.io"
 IMAGE = kind.NODE_IMAGES[RunSettings().kubernetes_version]
 HEALTHY = {"istioctl": {"install": {"stdout": "\u2714 Installation complete\n"}}}
 
@@ -103,13 +116,14 @@ def machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_server:
             gateway: FakeGateway) -> Iterator[Machine]:
     fake_tools.set_scenario({**HEALTHY, "state": {"server": api.url}})
     fake_tools.remove("istioctl")  # only the release's bin/istioctl may answer
-    api.groups.update(ISTIO)  # istioctl installed the CRDs
+    install_crds(api, *ISTIO_CRDS)  # what istioctl install applies first
     api.deployments_roll_out = True
     accept_once_then_deny(api)
     api.after_apply[READINESS_GATEWAY] = gateway.start
     release_server.publish(VERSION, fake_release())
     monkeypatch.setenv(ISTIO_RELEASES_ENV, release_server.url)
-    for name in ("INSTALL", "ROLLOUT", "REQUEST"):
+    monkeypatch.setenv(GATEWAY_API_RELEASES_ENV, publish_gateway_api(release_server, GATEWAY_API))
+    for name in ("INSTALL", "ROLLOUT", "REQUEST", "MESH_READY", "FIRST_DEPLOY"):
         monkeypatch.delenv(f"MESHCONF_TIMEOUT_{name}", raising=False)
     proc = fake_proc(tmp_path / "proc")
     monkeypatch.setattr(kind, "preflight", functools.partial(kind.preflight, proc))
@@ -155,7 +169,7 @@ def test_up_then_down(machine: Machine) -> None:
     ]
     # The release came from $MESHCONF_ISTIO_RELEASES, digest first.
     archive = f"/releases/{VERSION}/istio-{VERSION}-linux-amd64.tar.gz"
-    assert m.releases.requests == [archive + ".sha256", archive]
+    assert m.releases.requests == [archive + ".sha256", archive, GATEWAY_API_ASSET]
 
     # Server-side apply, field manager meshconf: the nodeports Service ...
     [nodeports] = m.patches(NODEPORTS)
@@ -202,6 +216,111 @@ def test_up_then_down(machine: Machine) -> None:
     code, _, err = m.meshconf("down")
     assert code == 2 and "meshconf deletes only clusters it created" in err
     assert len(m.tools.all_calls()) == 6
+
+
+def test_helm_install_on_kind_gives_the_gateway_a_node_port_not_a_load_balancer(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kind assigns no LoadBalancer address: `helm --wait` on the chart's default Service type
+    # would wait for one until its timeout (2s here: 80% of the install budget).
+    m = machine
+    monkeypatch.setenv("MESHCONF_TIMEOUT_INSTALL", "3")
+    code, out, err = m.meshconf("up", *m.ports, "--install-method", "helm")
+    assert code == 0, err
+    helm = m.tools.calls("helm")
+    assert [argv[3] for argv in helm] == ["istio-base", "istiod", "istio-ingressgateway"]
+    gateway = helm[2]
+    assert gateway[gateway.index("--set") + 1] == "service.type=NodePort" and "--wait" in gateway
+    # The chart's Service, then pinned to the node ports the kind config maps (as with istioctl).
+    service = m.api.objects[NODEPORTS]
+    assert service["spec"]["type"] == "NodePort"
+    assert {p["name"]: p["nodePort"] for p in service["spec"]["ports"] if p["name"] != "status-port"} == \
+        {"http2": 30080, "https": 30443}
+    assert {p["name"] for p in service["spec"]["ports"]} == {"status-port", "http2", "https"}
+    assert "helm" in {f["manager"] for f in service["metadata"]["managedFields"]}
+    assert m.tools.state()["helm_releases"]["istio-system/istio-ingressgateway"]["status"] == "deployed"
+
+
+# -- Gateway API CRDs --------------------------------------------------------------------
+
+def test_kind_gets_the_gateway_api_crds_its_istio_builds_against(machine: Machine) -> None:
+    # Istio ships no Gateway API CRDs: without these, MeshHTTPRouteWeights' HTTPRoute has no kind to be.
+    m = machine
+    code, out, err = m.meshconf("up", *m.ports)
+    assert code == 0, err
+    assert m.releases.requests[-1] == GATEWAY_API_ASSET
+    crd = m.api.objects[HTTPROUTE_CRD]
+    assert crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == GATEWAY_API
+    # Installed before Istio, so istiod finds them at start.
+    assert max(m.api.seen("PATCH", HTTPROUTE_CRD)) < min(m.api.seen("PATCH", NODEPORTS))
+    kube = Kube(m.kubeconfig, poll_interval=0.02)
+    try:
+        kube.apply(manifests.load("gateway-api/traffic/httproute-reviews-80-20.yaml"), "bookinfo")
+    finally:
+        kube.close()
+    assert "/apis/gateway.networking.k8s.io/v1/namespaces/bookinfo/httproutes/reviews" in m.api.objects
+
+
+def test_a_reused_cluster_loses_only_the_gateway_api_crds_the_run_installed(machine: Machine) -> None:
+    m = machine
+    m.tools.set_scenario({**HEALTHY, "state": {"server": m.api.url, "kind_clusters": ["meshconf"]}})
+    settings = replace(RunSettings(target="kind"), reuse=True, ingress_port=m.gateway.port,
+                       ingress_https_port=m.https_port)
+    provisioner = KindProvisioner(settings)
+    provisioner.up()
+    assert HTTPROUTE_CRD in m.api.objects
+    provisioner.down()
+    assert HTTPROUTE_CRD not in m.api.objects and m.api.seen("DELETE", HTTPROUTE_CRD)
+
+    # CRDs that were there before the run (any version) are the cluster's: used, never removed.
+    install_crds(m.api, *GATEWAY_API_CRDS)
+    before = len(m.releases.requests)
+    provisioner = KindProvisioner(settings)
+    provisioner.up()
+    provisioner.down()
+    assert HTTPROUTE_CRD in m.api.objects and len(m.api.seen("DELETE", HTTPROUTE_CRD)) == 1
+    assert len(m.releases.requests) == before  # nothing downloaded
+
+
+def test_plan_says_which_gateway_api_crds_a_cluster_would_get(machine: Machine) -> None:
+    code, out, err = machine.meshconf("run", "--target", "kind", "--plan")
+    assert code == 0, err
+    assert (f"# if the cluster lacks CRD httproutes.gateway.networking.k8s.io: server-side apply Gateway API "
+            f"{GATEWAY_API} (standard channel, {machine.releases.url}{GATEWAY_API_ASSET.removeprefix('/releases')})"
+            in out)
+    assert machine.releases.requests == []
+
+
+# -- readiness budgets ------------------------------------------------------------------
+
+def istio_deployment(name: str, available: int) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "istio-system", "generation": 1}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available}}
+
+
+def test_a_fresh_mesh_is_waited_for_with_its_own_budget_not_the_rollout_one(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new node pulls every istio-system image first: that rollout outlasts an ordinary one.
+    m = machine
+    monkeypatch.setenv("MESHCONF_TIMEOUT_ROLLOUT", "0.5")
+    monkeypatch.setenv("MESHCONF_TIMEOUT_MESH_READY", "30")
+    pulling, ready = items(istio_deployment("istiod", 0)), items(istio_deployment("istiod", 1))
+    m.api.script("GET", DEPLOYMENTS, pulling, pulling, ready)  # polled once a second: ready after 2s
+    code, out, err = m.meshconf("up", *m.ports)
+    assert code == 0, err
+    assert len(m.api.seen("GET", DEPLOYMENTS)) == 3
+
+
+def test_wait_mesh_ready_waits_for_the_rollouts_as_long_as_it_is_told(
+        api: FakeApi, kube: Kube, gateway: FakeGateway) -> None:
+    install_crds(api, *ISTIO_CRDS)
+    accept_once_then_deny(api)
+    api.after_apply[READINESS_GATEWAY] = gateway.start
+    pulling, ready = items(istio_deployment("istiod", 0)), items(istio_deployment("istiod", 1))
+    # kube's rollout budget is 0.4s and it polls every 0.02s: 40 answers of "pulling" outlast it.
+    api.script("GET", DEPLOYMENTS, *[pulling] * 40, ready)
+    wait_mesh_ready(kube, f"http://127.0.0.1:{gateway.port}", timeout=20)
+    assert len(api.seen("GET", DEPLOYMENTS)) == 41
 
 
 # -- failures clean up what they made -------------------------------------------------
@@ -292,7 +411,7 @@ def test_failed_install_deletes_the_cluster_it_created(machine: Machine, monkeyp
 def test_gateway_that_never_answers_fails_the_bring_up_and_cleans_up(machine: Machine,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     m = machine
-    monkeypatch.setenv("MESHCONF_TIMEOUT_INSTALL", "3")
+    monkeypatch.setenv("MESHCONF_TIMEOUT_MESH_READY", "3")
     m.gateway.reply = (503, "some-other-proxy")  # something answers, but not Istio's gateway
     code, out, err = m.meshconf("up", *m.ports)
     assert code == 2 and out == ""
@@ -340,6 +459,8 @@ def test_reused_cluster_is_not_created_or_deleted_by_a_run(machine: Machine) -> 
     try:
         target.up()  # a run's setup ...
         assert target.kube.pods("istio-system") == []
+        # The report's Kubernetes is the API server's (the fake's /version: v1.33.1), not the image table's.
+        assert target.facts().kubernetes_version == "1.33.1"
     finally:
         target.down()  # ... and its teardown
     assert m.tools.all_calls() == [
@@ -357,7 +478,7 @@ def test_reused_cluster_is_not_created_or_deleted_by_a_run(machine: Machine) -> 
 
 def test_release_location_defaults_to_github_and_follows_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ISTIO_RELEASES_ENV, raising=False)
-    assert RunSettings().istio_releases == OFFICIAL_ISTIO_RELEASES == istio.OFFICIAL_RELEASES
+    assert RunSettings().istio_releases == OFFICIAL_ISTIO_RELEASES == istio_release.OFFICIAL_RELEASES
     assert OFFICIAL_ISTIO_RELEASES == "https://github.com/istio/istio/releases/download"
     monkeypatch.setenv(ISTIO_RELEASES_ENV, "https://mirror.example/istio")
     assert RunSettings().istio_releases == "https://mirror.example/istio"

@@ -17,9 +17,10 @@ from conformance.errors import ConformanceError, NotConverged
 from conformance.names import RUN_ID_LABEL
 from conformance.settings import Timeouts
 from conformance.targets import kube as kube_module
-from conformance.targets.kube import Kube, redacted_kubeconfig
-from tests.builders import KUBECONFIG_CLIENT_KEY, KUBECONFIG_TOKEN, write_kubeconfig
-from tests.fakeapi import ISTIO, FakeApi, items, status
+from conformance.targets.kube import Kube
+from conformance.targets.kube_credentials import redacted_kubeconfig
+from tests.builders import ISTIO_CRDS, KUBECONFIG_CLIENT_KEY, KUBECONFIG_TOKEN, install_crds, upstream_crd, write_kubeconfig
+from tests.fakeapi import FakeApi, items, status
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/virtualservices.networking.istio.io"
@@ -29,20 +30,14 @@ VIRTUAL_SERVICE = {
     "metadata": {"name": "reviews"},
     "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}]},
 }
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-    "metadata": {"name": "virtualservices.networking.istio.io"},
-    "spec": {"group": "networking.istio.io", "scope": "Namespaced",
-             "names": {"kind": "VirtualService", "plural": "virtualservices"},
-             "versions": [{"name": "v1", "served": True, "storage": True}]},
-}
+CRD = upstream_crd("virtualservices.networking.istio.io")
 
 
 # ---- apply / delete -------------------------------------------------------------
 
 
 def test_apply_virtual_service_is_server_side_apply(api: FakeApi, kube: Kube) -> None:
-    api.groups.update(ISTIO)
+    install_crds(api, *ISTIO_CRDS)
     kube.apply([VIRTUAL_SERVICE], "bookinfo")
 
     [i] = api.seen("PATCH", VS_PATH)
@@ -58,7 +53,6 @@ def test_crd_is_applied_and_established_before_its_custom_resources(api: FakeApi
     not_yet = {**CRD, "status": {"conditions": [{"type": "Established", "status": "False"}]}}
     established = {**CRD, "status": {"conditions": [{"type": "Established", "status": "True"}]}}
     api.script("GET", CRD_PATH, (404, status(404, "NotFound", "x")), (200, not_yet), (200, established))
-    api.after_apply[CRD_PATH] = lambda: api.groups.update(ISTIO)  # the API server now serves the kind
 
     kube.apply([VIRTUAL_SERVICE, CRD], "bookinfo")  # the CR comes first in the batch on purpose
 
@@ -90,14 +84,14 @@ def test_unknown_kind_is_a_one_line_error(api: FakeApi, kube: Kube) -> None:
 
 
 def test_delete_ignores_absent_objects_and_unknown_kinds(api: FakeApi, kube: Kube) -> None:
-    api.groups.update(ISTIO)
+    install_crds(api, *ISTIO_CRDS)
     widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     kube.delete([VIRTUAL_SERVICE, widget], "bookinfo")
     assert api.seen("DELETE", VS_PATH)
 
 
 def test_api_errors_are_one_line_with_the_status_message(api: FakeApi, kube: Kube) -> None:
-    api.groups.update(ISTIO)
+    install_crds(api, *ISTIO_CRDS)
     api.script("PATCH", VS_PATH, (400, status(400, "BadRequest",
                'admission webhook "validation.istio.io" denied the request:\nconfiguration is invalid')))
     with pytest.raises(ConformanceError) as caught:

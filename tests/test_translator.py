@@ -23,6 +23,8 @@ from tests.builders import (
     CURL,
     INGRESS,
     ISTIO_API,
+    ISTIO_DEFAULT_RETRY,
+    ISTIO_INBOUND_RETRY,
     NS,
     PRODUCTPAGE,
     REVIEWS_HOST,
@@ -95,7 +97,7 @@ def test_subset_clusters_hold_only_matching_endpoints() -> None:
     config = sidecar(mesh(ALL_V1_DR))
     assert endpoints(config, f"outbound|9080||{REVIEWS_HOST}") == ["127.0.1.2:9080", "127.0.1.3:9080", "127.0.1.4:9080"]
     assert endpoints(config, f"outbound|9080|v2|{REVIEWS_HOST}") == ["127.0.1.3:9080"]
-    assert cluster(config, f"outbound|9080|v1|{REVIEWS_HOST}")["lb_policy"] == "ROUND_ROBIN"
+    assert cluster(config, f"outbound|9080|v1|{REVIEWS_HOST}")["lb_policy"] == "LEAST_REQUEST"
 
 
 def test_subset_without_pods_is_an_empty_cluster() -> None:
@@ -125,12 +127,14 @@ def test_inbound_listener_owns_the_container_port_and_forwards_to_the_app() -> N
     listener = next(item for item in config.listeners if item["name"] == "inbound_127.0.1.1_9080")
     assert listener["address"]["socket_address"] == {"address": "127.0.1.1", "port_value": 9080}
     hcm = hcm_of(listener)
-    assert hcm["stat_prefix"] == "inbound_9080"
+    assert hcm["stat_prefix"] == "inbound_0.0.0.0_9080;"
     assert hcm["server_name"] == "istio-envoy"
     assert hcm["rds"]["route_config_name"] == "inbound|9080||"
     assert endpoints(config, "inbound|9080||") == [f"127.0.1.1:{app_port(9080)}"]
     routes = config.routes["inbound|9080||"]["virtual_hosts"][0]["routes"]
-    assert routes == [{"match": {"prefix": "/"}, "route": {"cluster": "inbound|9080||", "timeout": "0s"}}]
+    assert routes == [{"match": {"prefix": "/"}, "route": {
+        "cluster": "inbound|9080||", "timeout": "0s", "retry_policy": ISTIO_INBOUND_RETRY,
+    }}]
 
 
 def test_outbound_listener_is_an_http_proxy_using_rds() -> None:
@@ -178,7 +182,9 @@ def test_virtual_host_domains_follow_kubernetes_dns() -> None:
 
 def test_default_route_goes_to_the_service_cluster_without_timeout() -> None:
     assert outbound_routes(sidecar(mesh()), REVIEWS_VHOST) == [
-        {"match": {"prefix": "/"}, "route": {"cluster": f"outbound|9080||{REVIEWS_HOST}", "timeout": "0s"}}
+        {"match": {"prefix": "/"}, "route": {
+            "cluster": f"outbound|9080||{REVIEWS_HOST}", "timeout": "0s", "retry_policy": ISTIO_DEFAULT_RETRY,
+        }}
     ]
 
 
@@ -189,7 +195,9 @@ def test_default_route_goes_to_the_service_cluster_without_timeout() -> None:
 def test_virtual_service_replaces_the_default_route() -> None:
     vs = virtual_service("reviews", [{"route": [to("reviews", "v1")]}])
     assert outbound_routes(sidecar(mesh(ALL_V1_DR, vs)), REVIEWS_VHOST) == [
-        {"match": {"prefix": "/"}, "route": {"cluster": f"outbound|9080|v1|{REVIEWS_HOST}", "timeout": "0s"}}
+        {"match": {"prefix": "/"}, "route": {
+            "cluster": f"outbound|9080|v1|{REVIEWS_HOST}", "timeout": "0s", "retry_policy": ISTIO_DEFAULT_RETRY,
+        }}
     ]
 
 
@@ -379,7 +387,7 @@ def test_gateway_host_admission(server_hosts: list[str], vs_hosts: list[str], ad
     assert [vh["name"] for vh in vhosts] == [f"{host}:8080" for host in admitted]
     for vh in vhosts:
         host = vh["name"].removesuffix(":8080")
-        assert vh["domains"] == [host, f"{host}:8080"]
+        assert vh["domains"] == [host]  # the route config ignores the Host's port
 
 
 def test_gateway_binding_by_name() -> None:
@@ -473,8 +481,8 @@ def test_unknown_kind_and_version_are_refused() -> None:
 
 
 def test_translate_refuses_unimplemented_fields_too() -> None:
-    vs = virtual_service("reviews", [{"route": [to("reviews")], "retries": {"attempts": 3}}])
-    with pytest.raises(UnsupportedResource, match=r"spec\.http\[0\]\.retries"):
+    vs = virtual_service("reviews", [{"route": [to("reviews")], "retries": {"attempts": 3, "backoff": "1s"}}])
+    with pytest.raises(UnsupportedResource, match=r"spec\.http\[0\]\.retries\.backoff"):
         sidecar(mesh(vs))
 
 
@@ -521,10 +529,17 @@ def _everything() -> list[dict]:
     ])
     shop = virtual_service("shop", [
         {"match": [{"uri": {"prefix": "/slow"}}], "route": [to("reviews", "v2")],
-         "fault": {"delay": {"fixedDelay": "1.5s", "percentage": {"value": 0.1}}}},
+         "fault": {"delay": {"fixedDelay": "1.5s", "percentage": {"value": 0.1}}},
+         "retries": {"attempts": 1, "retryOn": "503"}},  # status codes only
         {"match": [{"uri": {"prefix": "/"}}], "route": [to("reviews", "v2")],
          "fault": {"abort": {"httpStatus": 503}, "delay": {"fixedDelay": "1ms", "percentage": {"value": 100}}}},
-    ], hosts=["shop.example.com", "*.example.org"], gateways=["istio-system/gw", "mesh"])
+    ], hosts=["shop.example.com", "*.example.org"], gateways=["istio-system/gw"])
+    # For sidecars: a wildcard host, retries (and exact hosts win over it: ratings, reviews).
+    wildcard = virtual_service("everything", [
+        {"route": [to("details")], "retries": {"attempts": 3, "perTryTimeout": "250ms", "retryOn": "503,reset",
+                                               "retryRemoteLocalities": True}},
+    ], hosts=["*.bookinfo.svc.cluster.local"])
+    multi["spec"]["http"][0]["retries"] = {"attempts": 0}
     multi["spec"]["http"][1]["fault"] = {"abort": {"httpStatus": 500, "percentage": {"value": 33.3333}}}
     # details: Gateway API for the mesh, every implemented field; no VirtualService names details.
     details = {
@@ -549,7 +564,7 @@ def _everything() -> list[dict]:
         },
     }
     return [
-        ALL_V1_DR, destination_rule("ratings", ["v1", "v2"]), multi, shop, details,
+        ALL_V1_DR, destination_rule("ratings", ["v1", "v2"]), multi, shop, details, wildcard,
         virtual_service("reviews", [{"route": [to("reviews", "v1", 80), to("reviews", "v2", 20)]}]),
         gateway("gw", ["*.example.com", "*.example.org"]), gateway("gw80", ["*"], port=80),
         gateway_vs("any", ["*"], ["istio-system/gw80"]),
@@ -645,7 +660,7 @@ def test_route_swap_reaches_an_open_keep_alive_connection(
             rds_file = config_dir / rds_file_name("outbound")
             write_atomically(rds_file, discovery_response("2", [config.routes["outbound"]]))
             # Envoy reports the applied route version in its stats (the local "proxy-status").
-            applied = 'http.outbound.rds.outbound.version_text: "2"'
+            applied = 'http.outbound_127.0.0.1_15001;.rds.outbound.version_text: "2"'
             eventually(lambda: applied in _admin(tmp_path / "admin.address", "/stats?filter=rds"), applied)
 
             assert eventually(lambda: _get(conn, url) == (200, "reviews-v2"), "the route swap on the open connection")

@@ -23,6 +23,7 @@ from tests.builders import (
     CONFIG_DIR,
     CURL,
     INGRESS,
+    ISTIO_DEFAULT_RETRY,
     NS,
     PRODUCTPAGE,
     REVIEWS_HOST,
@@ -359,6 +360,8 @@ def test_bookinfo_route_reviews_50_v3_sample_splits_between_version_services() -
             ]},
             "timeout": "0s",
             "cluster_not_found_response_code": "INTERNAL_SERVER_ERROR",
+            # An HTTPRoute without retry gets Istio's default policy (conversion.go, retry.go).
+            "retry_policy": ISTIO_DEFAULT_RETRY,
         },
     }]
     names = {c["name"] for c in config.clusters}

@@ -19,6 +19,10 @@ def total(stats: dict[str, int], pattern: str) -> int:
     return sum(v for k, v in stats.items() if matcher.fullmatch(k))
 
 
-# The client proxy's outbound HTTP connection managers, whatever their stat prefix
-# (Istio: http.outbound_0.0.0.0_8000.*, the local mesh: http.outbound.*).
-OUTBOUND_DELAYS = r"http\.outbound[^.]*\.fault\.delays_injected"
+# The client proxy's outbound HTTP connection managers. Istio's stat prefix is "outbound_" +
+# the listener's name + ";" (istio/istio pilot/pkg/networking/core/listener.go with
+# util.DelimitedStatsPrefix and pkg/config/constants StatPrefixDelimiter; the ";" since 1.24,
+# releasenotes/notes/51761.yaml), e.g. http.outbound_0.0.0.0_8000;.fault.delays_injected: the
+# listener name holds dots, so only the ";" ends it. A manager prefixed just "outbound" (the local
+# mesh's sidecars before they took Istio's shape) matches too; inbound ones (http.inbound_...) never.
+OUTBOUND_DELAYS = r"http\.outbound(?:_[^;]*;)?\.fault\.delays_injected"

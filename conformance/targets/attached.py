@@ -14,7 +14,7 @@ from conformance.settings import RunSettings
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
-from conformance.targets.provision import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
+from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
 
 
 def access_to_json(access: ClusterAccess) -> dict[str, Any]:

@@ -129,3 +129,10 @@ class Target(Protocol):
         ...
 
     def supports(self, feature: str) -> bool: ...
+
+
+@runtime_checkable
+class ExplainsSupport(Protocol):
+    """A target that can say why it does not support a feature, and how to make it."""
+
+    def unsupported_reason(self, feature: str) -> str | None: ...

@@ -7,7 +7,7 @@ exists); everything after it is the same Kubernetes and Istio operations.
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
+from conformance.targets.ingress import GatewayBinding
 from conformance.targets.kube import Kube
 from conformance.targets.telemetry import Telemetry
 
@@ -31,6 +32,16 @@ class ClusterAccess:
     ingress_url: str
     kubernetes_version: str | None
     mesh_version: str
+    # The ingress gateway's pod label and HTTP targetPort: Istio Gateways are bound to them on apply
+    # (targets/ingress.py); by default the manifests' own.
+    gateway_selector: Mapping[str, str] = field(default_factory=lambda: dict(GatewayBinding().selector))
+    gateway_port: int = GatewayBinding().port
+    # Features this cluster cannot run, each with why and how to change that (e.g. no Gateway API CRDs).
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> GatewayBinding:
+        return GatewayBinding(dict(self.gateway_selector), self.gateway_port)
 
 
 class Provisioner(Protocol):
@@ -83,6 +94,7 @@ class ClusterTarget:
         # What this run created and applied: the debug bundle describes exactly that.
         self._namespaces: list[str] = []
         self._applied: list[Doc] = []
+        self._deployed = False  # whether a wait_ready() has run: the first pulls onto fresh nodes
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -116,9 +128,11 @@ class ClusterTarget:
 
     def facts(self) -> TargetFacts:
         access = self._access
+        gateway = access.gateway
         return TargetFacts(
             target=self.name,
-            mode=f"Kubernetes cluster ({self.name}) with Istio",
+            mode=f"Kubernetes cluster ({self.name}) with Istio"
+                 + ("" if gateway.is_the_manifests else f"; {gateway.describe()}"),
             mesh="istio",
             mesh_version=access.mesh_version,
             envoy_version="istio-proxy",
@@ -144,6 +158,7 @@ class ClusterTarget:
     # -- configuration -----------------------------------------------------------
 
     def apply(self, docs: Sequence[Doc], namespace: str) -> None:
+        docs = self._access.gateway.bind(docs)
         self._applied.extend(docs)
         self.kube.apply(docs, namespace)
 
@@ -162,7 +177,9 @@ class ClusterTarget:
             self._namespaces.remove(name)
 
     def wait_ready(self, namespace: str) -> None:
-        self.kube.wait_rollout(namespace)
+        budget = self.timeouts.rollout if self._deployed else self.timeouts.first_deploy
+        self._deployed = True
+        self.kube.wait_rollout(namespace, budget)
 
     # -- observation -------------------------------------------------------------
 
@@ -222,6 +239,10 @@ class ClusterTarget:
         return self._access.ingress_url
 
     def supports(self, feature: str) -> bool:
-        return True  # Istio implements every feature in the catalogue
+        # Istio implements every feature in the catalogue; the cluster may lack what one needs.
+        return feature not in self._access.unsupported
+
+    def unsupported_reason(self, feature: str) -> str | None:
+        return self._access.unsupported.get(feature)
 
 

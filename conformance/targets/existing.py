@@ -3,33 +3,34 @@
 Rules (README, "On an existing cluster"): the cluster is never created or deleted;
 only namespaces labelled with the run's id are; Istio is assumed installed unless
 --install-mesh is given, and installing or removing a mesh on a context meshconf
-did not create needs --yes.
+did not create needs --yes. The ingress gateway is found as targets/ingress.py says.
 """
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from conformance.errors import ConformanceError, TargetUnavailable
-from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE
+from conformance.names import INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
-from conformance.targets import istio
+from conformance.targets import gateway_api_crds, ingress, istio, istio_release, istio_support
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
-from conformance.targets.provision import (
-    DEBUG_TIMEOUT,
-    Istioctl,
-    Phases,
-    cached_istioctl,
-    collect_cluster_debug,
-    istio_install,
-    wait_mesh_ready,
-)
+from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
+from conformance.targets.provision import Phases, ensure_gateway_api, istio_install, wait_mesh_ready
 
+# An image tag is the Istio version, optionally with the image variant after a "-"
+# (istio/istio manifests/charts/istio-control/istio-discovery/templates/deployment.yaml:
+# <hub>/pilot:<tag>[-<variant>], variants "debug" and "distroless" per its values.yaml).
+_IMAGE_VERSION = re.compile(r"^(\d+\.\d+\.\d+(?:-(?:alpha|beta|rc)\.\d+)?)(?:-(?:debug|distroless))?$")
+# The charts also label istiod with the chart's appVersion (zzz_profile.yaml, istio.labels).
+VERSION_LABEL = "app.kubernetes.io/version"
 
 
 def user_kubeconfig() -> Path:
@@ -50,6 +51,8 @@ class ExistingClusterProvisioner:
         self.installed: istio.IstioInstall | None = None
         self.addons: list[Doc] = []  # the telemetry addons we applied with the mesh we installed
         self.mesh_version = settings.istio_version  # replaced by the detected one in up()
+        self.gateway: ingress.IngressGateway | None = None
+        self.gateway_api = gateway_api_crds.Outcome()  # the Gateway API CRDs we installed, or why none
         self._stack = ExitStack()
         self._phases = Phases()
 
@@ -63,12 +66,17 @@ class ExistingClusterProvisioner:
         else:
             version = self._installed_version()
         self.mesh_version = version
-        ingress_url = self._ingress_url()
+        self.gateway = self._find_gateway()
+        ingress_url = self._ingress_url(self.gateway)
+        binding = self.gateway.binding  # what every Gateway applied from now on is bound to
         if self.installed is not None:
             # A mesh we installed is waited for like on kind; an assumed one is used as it is.
             with self._phases("mesh ready"):
-                wait_mesh_ready(self._kube, ingress_url, s.timeouts.install)
-        return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version)
+                wait_mesh_ready(self._kube, ingress_url, s.timeouts.mesh_ready, binding)
+        self.gateway_api = ensure_gateway_api(self._kube, s, version, may_install=s.yes)
+        return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version,
+                             gateway_selector=dict(binding.selector), gateway_port=binding.port,
+                             unsupported=self.gateway_api.unsupported)
 
     def _install(self, kubernetes: str) -> None:
         s = self.settings
@@ -79,10 +87,10 @@ class ExistingClusterProvisioner:
                 f"Istio is already installed on context {s.context!r} (Deployment istiod in {ISTIO_NAMESPACE}); "
                 "drop --install-mesh to test it as it is"
             )
-        istio.check_support(s.istio_version, kubernetes, s.force)
+        istio_support.check_support(s.istio_version, kubernetes, s.force)
         with self._phases("mesh up"):
-            release = istio.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
-                                          timeout=s.timeouts.install)
+            release = istio_release.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
+                                                  timeout=s.timeouts.install)
             install = istio_install(s, self.kubeconfig, release, context=s.context)
             self.installed = install  # set first: a failed install is still uninstalled at down()
             install.install()
@@ -96,22 +104,29 @@ class ExistingClusterProvisioner:
                 f"no Istio on context {self.settings.context!r} (no Deployment istiod in {ISTIO_NAMESPACE}); "
                 "install it, or pass --install-mesh --yes to let meshconf install it"
             )
-        image = istiod["spec"]["template"]["spec"]["containers"][0]["image"]
-        return image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
+        return istiod_version(istiod)
 
-    def _ingress_url(self) -> str:
-        """The gateway's LoadBalancer address, else a port-forward held for the whole run."""
-        service = self._kube.get("v1", "Service", INGRESS_GATEWAY, ISTIO_NAMESPACE)
-        if service is None:
-            raise TargetUnavailable(f"no Service {INGRESS_GATEWAY} in {ISTIO_NAMESPACE} on {self.settings.context!r}")
-        for entry in (service.get("status", {}).get("loadBalancer", {}).get("ingress") or []):
-            address = entry.get("ip") or entry.get("hostname")
-            if address:
-                return f"http://{address}:80"
-        pods = self._kube.ready_pods(ISTIO_NAMESPACE, {"istio": "ingressgateway"})
+    def _find_gateway(self) -> ingress.IngressGateway:
+        """The gateway named by --ingress-namespace/--ingress-selector, else the known one found;
+        with a mesh we installed, ours unless named otherwise."""
+        s = self.settings
+        if self.installed is not None:
+            return ingress.find(self._kube, s.ingress_namespace or ISTIO_NAMESPACE,
+                                s.ingress_selector or "=".join(INGRESS_GATEWAY_LABEL))
+        return ingress.find(self._kube, s.ingress_namespace, s.ingress_selector)
+
+    def _ingress_url(self, gateway: ingress.IngressGateway) -> str:
+        """The gateway's LoadBalancer address on its http2 port, else a port-forward to its pods'
+        targetPort held for the whole run."""
+        if gateway.url is not None:
+            return gateway.url
+        pods = self._kube.ready_pods(gateway.namespace, gateway.selector)
         if not pods:
-            raise TargetUnavailable(f"no ready ingress gateway pod in {ISTIO_NAMESPACE} on {self.settings.context!r}")
-        forward = self._kube.port_forward(pods[0].name, ISTIO_NAMESPACE, GATEWAY_HTTP_PORT)
+            raise TargetUnavailable(
+                f"no ready ingress gateway pod ({', '.join(f'{k}={v}' for k, v in gateway.selector.items())}) "
+                f"in {gateway.namespace} on {self.settings.context!r}"
+            )
+        forward = self._kube.port_forward(pods[0].name, gateway.namespace, gateway.target_port)
         host, port = self._stack.enter_context(forward)
         return f"http://{host}:{port}"
 
@@ -124,6 +139,8 @@ class ExistingClusterProvisioner:
     def down(self) -> None:
         with self._phases("teardown"):
             self._stack.close()
+            if self.kube is not None and not self.settings.keep:
+                gateway_api_crds.remove(self.kube, self.gateway_api)
             if self.installed is not None and not self.settings.keep:
                 if self.addons and self.kube is not None:
                     self.kube.delete(self.addons, ISTIO_NAMESPACE)  # istioctl/helm uninstall leaves them
@@ -147,6 +164,18 @@ class ExistingClusterProvisioner:
 
     def phases(self) -> Mapping[str, float]:
         return dict(self._phases.seconds)
+
+
+def istiod_version(deployment: Mapping[str, Any]) -> str:
+    """The Istio version of an istiod Deployment: its image's tag without the variant, else (an
+    image pinned by digest alone) the chart's version label, else "unknown"."""
+    image = str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]  # a registry's ":port" is before the last "/"
+    match = _IMAGE_VERSION.match(name.partition(":")[2])
+    if match:
+        return match.group(1)
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    return str(labels.get(VERSION_LABEL) or "unknown")
 
 
 def require_consent(settings: RunSettings, action: str) -> None:

@@ -1,13 +1,12 @@
-"""Istio on a cluster: support matrix, release download, install/uninstall, readiness, addons.
+"""Istio on a cluster: install/uninstall, readiness, addons, debug commands.
 
 No Kubernetes client code lives here (that is targets/kube.py). This module
-builds command lines, runs them through an injectable runner, fetches and
-verifies the release archive, and decides readiness from callables it is given.
+builds command lines, runs them through an injectable runner, and decides
+readiness from callables it is given. The release download is istio_release.py,
+the support matrix istio_support.py.
 Upstream sources of what it relies on (more are named where used):
 - install: istio.io "Install with istioctl" (https://istio.io/latest/docs/setup/install/istioctl/)
   and "Install with Helm" (https://istio.io/latest/docs/setup/install/helm/);
-- support matrix: istio.io "Supported Releases", table "Support status of Istio releases"
-  (https://istio.io/latest/docs/releases/supported-releases/);
 - telemetry: istio/istio samples/addons/prometheus.yaml and samples/addons/kiali.yaml;
   istio.io https://istio.io/latest/docs/ops/integrations/prometheus/ and
   https://istio.io/latest/docs/ops/integrations/kiali/;
@@ -15,36 +14,23 @@ Upstream sources of what it relies on (more are named where used):
   (https://istio.io/latest/docs/ops/common-problems/validation/).
 """
 
-import fcntl
-import hashlib
-import json
 import os
-import re
 import shlex
-import shutil
 import subprocess
-import tarfile
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
-import tenacity
 import yaml
 
-from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
+from conformance.errors import ConformanceError, NotConverged
 from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
-from conformance.settings import OFFICIAL_ISTIO_RELEASES, Timeouts
+from conformance.settings import Timeouts
 from conformance.targets.tools import run_tool
 from conformance.waiting import wait_for
 
-# Release assets: <base>/<v>/istio-<v>-linux-<arch>.tar.gz and a .sha256 beside it
-# (istio/release-builder pkg/build/archive.go; the .sha256 holds "<hex> <file name>").
-# The URL lives in settings (RunSettings.istio_releases defaults to it; settings imports nothing).
-OFFICIAL_RELEASES = OFFICIAL_ISTIO_RELEASES
 # Helm charts base, istiod and gateway (istio.io "Install with Helm").
 HELM_REPO = "https://istio-release.storage.googleapis.com/charts"
 
@@ -61,233 +47,6 @@ READINESS_HOST = "readiness.meshconf.test"
 # (istio/istio pkg/test/framework/components/prometheus/kube.go): Prometheus refuses a
 # config whose global scrape_timeout exceeds scrape_interval.
 SCRAPE_INTERVAL = "5s"
-
-# Istio minor -> Kubernetes minors it supports (istio.io docs/releases/supported-releases).
-SUPPORT_MATRIX: dict[str, tuple[str, ...]] = {
-    "1.26": ("1.29", "1.30", "1.31", "1.32", "1.33"),
-    "1.27": ("1.29", "1.30", "1.31", "1.32", "1.33"),
-    "1.28": ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34"),
-    "1.29": ("1.31", "1.32", "1.33", "1.34", "1.35"),
-    "1.30": ("1.32", "1.33", "1.34", "1.35", "1.36"),
-}
-
-_VERIFIED_MARKER = ".meshconf-verified"
-_DOWNLOAD_ATTEMPTS = 4
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-# --- support matrix -----------------------------------------------------------------------
-
-
-def minor(version: str) -> str:
-    """'1.28.2' -> '1.28'; 'v1.33.1' and '1.33' -> '1.33'."""
-    match = re.match(r"^v?(\d+)\.(\d+)(?:[.+-].*)?$", version.strip())
-    if match is None:
-        raise ConformanceError(f"{version!r} is not a version like 1.28.2")
-    return f"{match.group(1)}.{match.group(2)}"
-
-
-def check_support(istio_version: str, kubernetes_version: str, force: bool = False) -> str | None:
-    """None when Istio supports this Kubernetes; otherwise an error, or with force a warning."""
-    istio, kube = minor(istio_version), minor(kubernetes_version)
-    supported = SUPPORT_MATRIX.get(istio)
-    if supported is None:
-        known = ", ".join(SUPPORT_MATRIX)
-        problem = f"Istio {istio_version} is not in the support matrix (known minors: {known})"
-        advice = "pick one of those Istio versions, or force it to run anyway"
-    elif kube not in supported:
-        problem = (
-            f"Istio {istio_version} supports Kubernetes {supported[0]}-{supported[-1]}, "
-            f"not {kubernetes_version}"
-        )
-        advice = f"use a Kubernetes version in {supported[0]}-{supported[-1]}, or force it to run anyway"
-    else:
-        return None
-    if not force:
-        raise ConformanceError(f"{problem}: {advice}")
-    return f"{problem}; running anyway because it was forced: results may reflect the mismatch"
-
-
-# --- release download -----------------------------------------------------------------------
-
-
-def archive_name(version: str, arch: str = "amd64") -> str:
-    return f"istio-{version}-linux-{arch}.tar.gz"
-
-
-def release_url(version: str, base_url: str = OFFICIAL_RELEASES, arch: str = "amd64") -> str:
-    return f"{base_url.rstrip('/')}/{version}/{archive_name(version, arch)}"
-
-
-def fetch_release(
-    version: str,
-    cache_dir: Path,
-    base_url: str = OFFICIAL_RELEASES,
-    arch: str = "amd64",
-    timeout: float = Timeouts().request,
-) -> Path:
-    """The extracted release, cache_dir/istio-<v>/ (bin/istioctl, samples/addons/...).
-
-    Downloads the archive and its .sha256, verifies the digest, extracts safely and
-    records the verified digest in a marker; a later call that finds the marker
-    returns at once without any request.
-    """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    release_dir = cache_dir / f"istio-{version}"
-    name = archive_name(version, arch)
-    # Parallel runs (xdist workers, two CLIs) share the cache: one downloads, the rest reuse.
-    with _locked(cache_dir / f".istio-{version}.lock"):
-        if _verified_marker(release_dir) == name:
-            return release_dir
-        url = release_url(version, base_url, arch)
-        with httpx.Client(follow_redirects=True, timeout=timeout) as client:
-            # GitHub answers release downloads with a redirect to its object store.
-            expected = _parse_sha256(_get_text(client, f"{url}.sha256"), name, f"{url}.sha256")
-            archive = cache_dir / name
-            actual = _download(client, url, archive)
-        try:
-            if actual != expected:
-                raise ConformanceError(
-                    f"SHA-256 mismatch for {name}: expected {expected}, got {actual} "
-                    f"(download deleted; retry, or check the mirror {base_url})"
-                )
-            _extract(archive, release_dir, {"archive": name, "sha256": actual, "url": url})
-        finally:
-            # The verified tree is what we reuse; the archive is not needed after it.
-            archive.unlink(missing_ok=True)
-    return release_dir
-
-
-def _verified_marker(release_dir: Path) -> str | None:
-    """The archive name a complete, verified extraction recorded, if any."""
-    try:
-        return str(json.loads((release_dir / _VERIFIED_MARKER).read_text())["archive"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _retrying() -> tenacity.Retrying:
-    # Only transport errors (reset, timeout, DNS) heal by trying again; an HTTP
-    # status is an answer and is reported as it is.
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(httpx.TransportError),
-        stop=tenacity.stop_after_attempt(_DOWNLOAD_ATTEMPTS),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=5),
-        reraise=True,
-    )
-
-
-def _get_text(client: httpx.Client, url: str) -> str:
-    try:
-        for attempt in _retrying():
-            with attempt:
-                response = client.get(url)
-    except httpx.TransportError as exc:
-        raise _unreachable(url, exc) from None
-    _check_status(response, url)
-    return response.text
-
-
-def _download(client: httpx.Client, url: str, dest: Path) -> str:
-    """Stream url into dest; the SHA-256 of what was written."""
-    partial = dest.with_name(dest.name + ".part")
-    try:
-        for attempt in _retrying():
-            with attempt:
-                digest = hashlib.sha256()
-                with client.stream("GET", url) as response:
-                    _check_status(response, url)
-                    with partial.open("wb") as out:
-                        for chunk in response.iter_bytes():
-                            digest.update(chunk)
-                            out.write(chunk)
-        partial.replace(dest)
-    except httpx.TransportError as exc:
-        raise _unreachable(url, exc) from None
-    finally:
-        partial.unlink(missing_ok=True)
-    return digest.hexdigest()
-
-
-def _check_status(response: httpx.Response, url: str) -> None:
-    if response.status_code == 404:
-        raise ConformanceError(f"not found: {url} (is the Istio version right?)")
-    if response.status_code >= 400:
-        raise TargetUnavailable(f"download failed: {url} answered HTTP {response.status_code}")
-
-
-def _unreachable(url: str, exc: Exception) -> TargetUnavailable:
-    return TargetUnavailable(
-        f"cannot download {url} after {_DOWNLOAD_ATTEMPTS} attempts: {str(exc) or type(exc).__name__} "
-        "(check the network, or use a mirror)"
-    )
-
-
-def _parse_sha256(text: str, name: str, url: str) -> str:
-    """The digest from a sha256sum-style line: '<hex> <file>' (or '<hex>  *<file>')."""
-    fields = text.split()
-    digest = fields[0].lower() if fields else ""
-    if not _SHA256_HEX.match(digest):
-        raise ConformanceError(f"{url} does not hold a SHA-256 digest")
-    if len(fields) > 1 and fields[1].lstrip("*") != name:
-        raise ConformanceError(f"{url} is the digest of {fields[1]}, not of {name}")
-    return digest
-
-
-def _extract(archive: Path, release_dir: Path, marker: dict[str, str]) -> None:
-    """Extract archive's istio-<v>/ into release_dir, refusing members that would escape."""
-    top = release_dir.name
-    staging = Path(tempfile.mkdtemp(prefix=f".{top}.", dir=release_dir.parent))
-    try:
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_member(member, staging)
-                # The data filter repeats our checks and also drops setuid bits and device files.
-                tar.extractall(staging, members=members, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ConformanceError(f"cannot extract {archive.name}: {exc}") from None
-        extracted = staging / top
-        if not (extracted / "bin" / "istioctl").is_file():
-            raise ConformanceError(f"{archive.name} has no {top}/bin/istioctl: not an Istio release archive")
-        (extracted / _VERIFIED_MARKER).write_text(json.dumps(marker) + "\n")
-        # A leftover tree without a marker is from an interrupted run: replace it.
-        shutil.rmtree(release_dir, ignore_errors=True)
-        extracted.rename(release_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or ".." in name.parts:
-        raise ConformanceError(f"refusing archive member {member.name!r}: it points outside the release folder")
-    if member.issym():
-        target = (dest / name.parent / member.linkname).resolve()
-        if not target.is_relative_to(dest.resolve()):
-            raise ConformanceError(
-                f"refusing archive member {member.name!r}: symlink to {member.linkname!r} leaves the release folder"
-            )
-    if member.islnk():
-        linked = PurePosixPath(member.linkname)
-        if linked.is_absolute() or ".." in linked.parts:
-            raise ConformanceError(
-                f"refusing archive member {member.name!r}: hard link to {member.linkname!r} leaves the release folder"
-            )
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise ConformanceError(f"refusing archive member {member.name!r}: not a file, folder or link")
 
 
 # --- running commands -------------------------------------------------------------------------
@@ -392,6 +151,10 @@ class IstioInstall:
     release_dir: Path | None = None
     timeout: float = Timeouts().install  # each command's budget, in seconds
     helm: str = "helm"
+    # Helm only: the gateway chart's `service.type` (default LoadBalancer). Where nothing assigns a
+    # LoadBalancer an address (kind), `helm --wait` would wait for one until it times out
+    # (helm/helm pkg/kube/ready.go serviceReady): such a cluster needs NodePort.
+    gateway_service_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("istioctl", "helm"):
@@ -446,6 +209,8 @@ class IstioInstall:
         for key, value in self.values.items():
             istiod += ["--set", f"{key}={value}"]
         gateway = ["--set", f"revision={rev}"] if rev else []
+        if self.gateway_service_type:
+            gateway += ["--set", f"service.type={self.gateway_service_type}"]
         return [
             self._helm_upgrade("istio-base", "base", base),
             self._helm_upgrade(self._istiod_release, "istiod", istiod),

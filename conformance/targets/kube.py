@@ -4,25 +4,20 @@ Only the official client is used. Every API failure becomes a one-line
 ConformanceError with credentials scrubbed out; nothing here logs a token.
 """
 
-import base64
 import json
 import logging
 import os
-import re
-import select
 import shlex
 import socket
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import urllib3
-import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration, CoreV1Api
 from kubernetes.client.exceptions import ApiException
@@ -32,10 +27,13 @@ from kubernetes.dynamic.resource import Resource
 from kubernetes.stream import portforward, stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
-from conformance.errors import ConformanceError, NotConverged, UnsupportedResource
+from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.names import RUN_ID_LABEL
 from conformance.settings import Timeouts
 from conformance.targets.base import Doc, PodView
+from conformance.targets.kube_credentials import REDACTED, kubeconfig_credentials
+from conformance.targets.kube_streams import Bridge, Forward, drain, exit_code
+from conformance.targets.kube_views import event_line, event_time, one_line, pod_view, rollout_gap, webhook_summary
 from conformance.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -44,28 +42,11 @@ FIELD_MANAGER = "meshconf"
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_KIND = "CustomResourceDefinition"
 
-# kubeconfig keys whose values are credentials (the last four are auth-provider config).
-SECRET_KEYS = frozenset({
-    "token", "client-key-data", "client-certificate-data", "password",
-    "certificate-authority-data",
-    "id-token", "refresh-token", "client-secret", "access-token",
-})
-REDACTED = "REDACTED"
-
-
 @dataclass(frozen=True)
 class ExecResult:
     stdout: str
     stderr: str
     exit_code: int
-
-
-class _Forward(Protocol):
-    """What kubernetes.stream.portforward returns (ws_client.PortForward)."""
-
-    def socket(self, port_number: int) -> socket.socket: ...
-    def error(self, port_number: int) -> str | None: ...
-    def close(self) -> None: ...
 
 
 class Kube:
@@ -93,7 +74,7 @@ class Kube:
                 config_file=str(path), context=context, persist_config=False
             )
         except Exception as exc:  # ConfigException and friends; their text may quote the file
-            raise ConformanceError(self._scrub(f"cannot load kubeconfig {path}: {_one_line(str(exc))}")) from None
+            raise ConformanceError(self._scrub(f"cannot load kubeconfig {path}: {one_line(str(exc))}")) from None
         self._configuration: Configuration = self.api.configuration
         # A private discovery cache: the client's default is one file per host in /tmp,
         # shared by every process and by every kind cluster that reuses 127.0.0.1:<port>.
@@ -212,15 +193,17 @@ class Kube:
         """Every object of a kind (in a namespace, for a namespaced kind) as plain data."""
         return self._list(api_version, kind, namespace)
 
-    def wait_rollout(self, namespace: str) -> None:
-        """Every Deployment in the namespace has all replicas updated and available."""
+    def wait_rollout(self, namespace: str, timeout: float | None = None) -> None:
+        """Every Deployment in the namespace has all replicas updated and available (within
+        `timeout`, by default the rollout budget)."""
 
         def pending() -> str | None:
-            waiting = [_rollout_gap(d) for d in self._list("apps/v1", "Deployment", namespace)]
+            waiting = [rollout_gap(d) for d in self._list("apps/v1", "Deployment", namespace)]
             waiting = [w for w in waiting if w]
             return f"deployments not ready: {'; '.join(waiting)}" if waiting else None
 
-        wait_for(pending, self.timeouts.rollout, self.poll_interval, f"rollout in namespace {namespace}")
+        wait_for(pending, self.timeouts.rollout if timeout is None else timeout, self.poll_interval,
+                 f"rollout in namespace {namespace}")
 
     def wait_condition(
         self,
@@ -253,7 +236,7 @@ class Kube:
     # ---- observation ----------------------------------------------------
 
     def pods(self, namespace: str) -> list[PodView]:
-        return [_pod_view(p) for p in self._list("v1", "Pod", namespace)]
+        return [pod_view(p) for p in self._list("v1", "Pod", namespace)]
 
     def ready_pods(self, namespace: str, labels: Mapping[str, str]) -> list[PodView]:
         """The namespace's ready pods that carry every one of `labels`."""
@@ -269,7 +252,7 @@ class Kube:
         for key, kind in (("mutating", "MutatingWebhookConfiguration"),
                           ("validating", "ValidatingWebhookConfiguration")):
             summary[key] = {
-                cfg["metadata"]["name"]: [_webhook_summary(w) for w in cfg.get("webhooks") or []]
+                cfg["metadata"]["name"]: [webhook_summary(w) for w in cfg.get("webhooks") or []]
                 for cfg in self._list("admissionregistration.k8s.io/v1", kind, None)
             }
         return summary
@@ -277,8 +260,8 @@ class Kube:
     def events(self, namespace: str) -> list[str]:
         """The namespace's events, oldest first, one line each."""
         events = self._list("v1", "Event", namespace)
-        events.sort(key=_event_time)
-        return [_event_line(e) for e in events]
+        events.sort(key=event_time)
+        return [event_line(e) for e in events]
 
     def logs(self, pod: str, namespace: str, container: str | None = None, tail: int = 500) -> str:
         core = CoreV1Api(self.api)
@@ -306,7 +289,7 @@ class Kube:
                     _preload_content=False, binary=True,  # bytes: frames may split UTF-8 characters
                 )
             try:
-                _drain(ws, time.monotonic() + timeout, f"{what}: did not finish within {timeout:g}s")
+                drain(ws, time.monotonic() + timeout, f"{what}: did not finish within {timeout:g}s")
                 stdout = ws.read_channel(STDOUT_CHANNEL)
                 stderr = ws.read_channel(STDERR_CHANNEL)
                 status = ws.read_channel(ERROR_CHANNEL)
@@ -317,7 +300,7 @@ class Kube:
         return ExecResult(
             stdout=stdout.decode("utf-8", errors="replace"),
             stderr=stderr.decode("utf-8", errors="replace"),
-            exit_code=_exit_code(status, what),
+            exit_code=exit_code(status, what),
         )
 
     @contextmanager
@@ -332,7 +315,7 @@ class Kube:
             api = self._dedicated_client()  # one per connection: stream swaps call_api while it runs
             try:
                 with self._api_call(what):
-                    forward: _Forward = portforward(
+                    forward: Forward = portforward(
                         CoreV1Api(api).connect_get_namespaced_pod_portforward,
                         pod, namespace, ports=str(port),
                     )
@@ -342,11 +325,11 @@ class Kube:
                     forward.close()
                     error = forward.error(port)
                     if error:
-                        log.warning("%s: %s", what, self._scrub(_one_line(error)))
+                        log.warning("%s: %s", what, self._scrub(one_line(error)))
             finally:
                 api.close()
 
-        bridge = _Bridge(open_remote, what)
+        bridge = Bridge(open_remote, what)
         try:
             yield bridge.address
         finally:
@@ -442,10 +425,10 @@ class Kube:
                 message = str(exc.reason or "")[:300]  # a failed handshake dumps the whole response
             text = f"{action}: {detail}" + (f": {message}" if message else "")
             # from None: the original's text includes response headers and bodies.
-            raise ConformanceError(self._scrub(_one_line(text))) from None
+            raise ConformanceError(self._scrub(one_line(text))) from None
         except urllib3.exceptions.HTTPError as exc:
             text = f"{action}: cannot reach the API server at {self._configuration.host}: {exc}"
-            raise ConformanceError(self._scrub(_one_line(text))) from None
+            raise ConformanceError(self._scrub(one_line(text))) from None
 
     def _scrub(self, text: str) -> str:
         secrets = set(self._file_secrets)
@@ -458,71 +441,6 @@ class Kube:
         for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
             text = text.replace(secret, REDACTED)
         return text
-
-
-# ---- credentials ------------------------------------------------------------
-
-
-def redacted_kubeconfig(path: str | os.PathLike[str]) -> str:
-    """The kubeconfig as YAML with every credential value replaced by REDACTED (for debug bundles)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConformanceError(f"cannot read kubeconfig {path}: {type(exc).__name__}") from None
-    return yaml.safe_dump(_redact(data), sort_keys=False)
-
-
-def _redact(node: Any) -> Any:
-    if isinstance(node, dict):
-        out: dict[Any, Any] = {}
-        for key, value in node.items():
-            if key in SECRET_KEYS and value is not None:
-                out[key] = REDACTED
-            elif key == "env" and isinstance(value, list):  # exec plugin env often holds keys
-                out[key] = [{**e, "value": REDACTED} if isinstance(e, dict) and "value" in e else e
-                            for e in value]
-            else:
-                out[key] = _redact(value)
-        return out
-    if isinstance(node, list):
-        return [_redact(v) for v in node]
-    return node
-
-
-def kubeconfig_credentials(kubeconfig: Path) -> set[str]:
-    """Every credential string in the kubeconfig, what it base64-decodes to (key and certificate
-    data hold base64 PEM), and the Basic auth header value of a username and password."""
-    try:
-        data = yaml.safe_load(Path(kubeconfig).read_text())
-    except (OSError, yaml.YAMLError):
-        return set()
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in SECRET_KEYS and isinstance(value, str):
-                    found.add(value)
-                    found.update(_decoded(value))
-                else:
-                    walk(value)
-            if isinstance(node.get("username"), str) and isinstance(node.get("password"), str):
-                found.add(base64.b64encode(f"{node['username']}:{node['password']}".encode()).decode())
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(data)
-    return {s for s in found if len(s) >= 4}
-
-
-def _decoded(value: str) -> set[str]:
-    try:
-        text = base64.b64decode(value, validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return set()
-    # Also each line: a PEM body may be quoted line by line (a log, a YAML block).
-    return {text, text.strip(), *(line.strip() for line in text.splitlines())}
 
 
 # ---- plain-data helpers -----------------------------------------------------
@@ -557,10 +475,6 @@ def _json(response: Any) -> dict[str, Any]:
     return dict(json.loads(response.data))
 
 
-def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def _status_message(body: Any) -> str:
     """The message of a Kubernetes Status body, else a short excerpt of whatever came back."""
     if not body:
@@ -575,151 +489,3 @@ def _status_message(body: Any) -> str:
     return text[:300]
 
 
-def _rollout_gap(deployment: Mapping[str, Any]) -> str | None:
-    """What keeps a Deployment from being rolled out, or None (kubectl rollout status's rules)."""
-    meta = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    want = spec.get("replicas", 1)
-    updated = status.get("updatedReplicas") or 0
-    available = status.get("availableReplicas") or 0
-    total = status.get("replicas") or 0
-    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
-        return f"{meta.get('name')} (spec change not yet observed)"
-    if updated == want and available == want and total == want:
-        return None
-    return f"{meta.get('name')} ({updated} updated, {available} available, {total} total of {want})"
-
-
-def _pod_view(pod: Mapping[str, Any]) -> PodView:
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [])
-    return PodView(
-        name=meta.get("name", ""),
-        namespace=meta.get("namespace", ""),
-        labels=dict(meta.get("labels") or {}),
-        annotations=dict(meta.get("annotations") or {}),
-        containers=tuple(c["name"] for c in spec.get("containers") or []),
-        # Native sidecars (restartPolicy: Always) live here too, as Kubernetes puts them.
-        init_containers=tuple(c["name"] for c in spec.get("initContainers") or []),
-        ip=status.get("podIP") or "",
-        ready=ready,
-        service_account=spec.get("serviceAccountName") or "default",
-    )
-
-
-def _webhook_summary(webhook: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "name": webhook.get("name"),
-        "failurePolicy": webhook.get("failurePolicy"),
-        "namespaceSelector": webhook.get("namespaceSelector") or {},
-        "objectSelector": webhook.get("objectSelector") or {},
-        "rules": webhook.get("rules") or [],
-    }
-
-
-def _event_time(event: Mapping[str, Any]) -> str:
-    # RFC 3339 UTC timestamps sort correctly as strings.
-    return str(event.get("lastTimestamp") or event.get("eventTime")
-               or (event.get("metadata") or {}).get("creationTimestamp") or "")
-
-
-def _event_line(event: Mapping[str, Any]) -> str:
-    obj = event.get("involvedObject") or {}
-    count = event.get("count") or 1
-    line = (f"{_event_time(event)} {event.get('type', '')} {event.get('reason', '')} "
-            f"{str(obj.get('kind', '')).lower()}/{obj.get('name', '')}: {_one_line(event.get('message') or '')}")
-    return line + (f" (x{count})" if count > 1 else "")
-
-
-# ---- exec -------------------------------------------------------------------
-
-
-def _drain(ws: Any, deadline: float, timeout_message: str) -> None:
-    """Buffer the exec's output until the server closes the stream, or give up at deadline."""
-    while ws.is_open():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise NotConverged(timeout_message)
-        ws.update(timeout=remaining)
-
-
-def _exit_code(status: bytes | str, what: str) -> int:
-    """The exit code from the error channel's Status (v4/v5 channel protocols)."""
-    text = status.decode("utf-8", errors="replace") if isinstance(status, bytes) else status
-    if not text.strip():
-        raise ConformanceError(f"{what}: the stream closed without an exit status")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise ConformanceError(f"{what}: unreadable exit status {_one_line(text)[:200]}") from None
-    if data.get("status") == "Success":
-        return 0
-    for cause in (data.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            return int(cause.get("message", "1"))
-    # Not an exit code: the command could not run at all (no such container, binary, ...).
-    raise ConformanceError(f"{what}: {_one_line(str(data.get('message') or text))}")
-
-
-# ---- port-forward bridge ------------------------------------------------------
-
-
-class _Bridge:
-    """A local listening socket; each accepted connection gets its own forward, in its own thread."""
-
-    def __init__(self, open_remote: Callable[[], AbstractContextManager[socket.socket]], what: str) -> None:
-        self._open_remote = open_remote  # opens one forward, yields its pod-side socket
-        self._what = what
-        self._closing = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        # A timeout lets the accept loop notice close(): closing a socket does not wake accept().
-        self._listener.settimeout(0.1)
-        self.address: tuple[str, int] = ("127.0.0.1", self._listener.getsockname()[1])
-        self._threads: list[threading.Thread] = []
-        self._accepter = threading.Thread(target=self._accept_loop, name=f"meshconf {what}", daemon=True)
-        self._accepter.start()
-
-    def close(self) -> None:
-        self._closing.set()
-        self._accepter.join(timeout=5)
-        self._listener.close()
-        for thread in list(self._threads):
-            thread.join(timeout=5)
-
-    def _accept_loop(self) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.setblocking(True)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
-                                      name=f"meshconf {self._what} connection")
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            with self._open_remote() as remote:
-                _pump(conn, remote, self._closing)
-        except Exception as exc:  # one connection failing must not end the others
-            log.warning("%s: %s", self._what, _one_line(str(exc)))
-        finally:
-            conn.close()
-
-
-def _pump(local: socket.socket, remote: socket.socket, closing: threading.Event) -> None:
-    """Copy bytes both ways until either side closes or the bridge shuts down."""
-    while not closing.is_set():
-        readable, _, _ = select.select([local, remote], [], [], 0.1)
-        for sock in readable:
-            data = sock.recv(65536)
-            if not data:
-                return
-            (remote if sock is local else local).sendall(data)

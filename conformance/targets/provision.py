@@ -6,29 +6,25 @@ Each provisioner deletes only what it created, and records how long each phase t
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError
-from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER
-from conformance.settings import ISTIO_RELEASES_ENV, RunSettings
-from conformance.targets import istio, kind, preflight
+from conformance.names import ISTIO_NAMESPACE
+from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, RunSettings
+from conformance.targets import gateway_api_crds, istio, istio_release, istio_support, kind, preflight
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
-from conformance.targets.kube import REDACTED, Kube, kubeconfig_credentials, redacted_kubeconfig
+from conformance.targets.ingress import GatewayBinding
+from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, collect_cluster_debug, scrub_tree
+from conformance.targets.kube import Kube
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
-# Pods whose proxy config the debug bundle dumps: the ones suites send traffic from.
-CLIENT_APPS = ("curl", "fortio")
-DEBUG_TIMEOUT = 30.0  # each istioctl call of the debug bundle
-T = TypeVar("T")
 
 
 class Phases:
@@ -56,7 +52,7 @@ def kind_cluster(settings: RunSettings) -> kind.KindCluster:
 
 
 def istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path | None,
-                  context: str | None = None) -> istio.IstioInstall:
+                  context: str | None = None, gateway_service_type: str | None = None) -> istio.IstioInstall:
     return istio.IstioInstall(
         version=settings.istio_version,
         kubeconfig=kubeconfig,
@@ -64,29 +60,50 @@ def istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path | N
         context=context,
         release_dir=release_dir,
         timeout=settings.timeouts.install,
+        gateway_service_type=gateway_service_type,
     )
 
 
-def wait_mesh_ready(kube: Kube, ingress_url: str, timeout: float) -> None:
+def kind_istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path) -> istio.IstioInstall:
+    """On kind the gateway is reached through a node port (NODEPORTS pins it after the install,
+    for either method): nothing there gives a LoadBalancer the address `helm --wait` waits for."""
+    return istio_install(settings, kubeconfig, release_dir, gateway_service_type="NodePort")
+
+
+def wait_mesh_ready(kube: Kube, ingress_url: str, timeout: float, gateway: GatewayBinding = GatewayBinding()) -> None:
     """A freshly installed Istio is ready when its rollouts are done, its validation webhook
-    refuses an invalid object, and its ingress gateway answers at `ingress_url`."""
-    kube.wait_rollout(ISTIO_NAMESPACE)
+    refuses an invalid object, and its ingress gateway (its Gateways bound as `gateway` says)
+    answers at `ingress_url`; each of them within `timeout`."""
+    kube.wait_rollout(ISTIO_NAMESPACE, timeout)
     invalid = manifests.load(istio.INVALID_VIRTUALSERVICE)
     istio.wait_validation_webhook(lambda: kube.apply(invalid, "default"), lambda: kube.delete(invalid, "default"),
                                   timeout)
-    gateway = manifests.load(istio.READINESS_GATEWAY)
-    kube.apply(gateway, ISTIO_NAMESPACE)
+    readiness = gateway.bind(manifests.load(istio.READINESS_GATEWAY))
+    kube.apply(readiness, ISTIO_NAMESPACE)
     try:
         istio.wait_ingress_answering(ingress_url, timeout)
     finally:
-        kube.delete(gateway, ISTIO_NAMESPACE)
+        kube.delete(readiness, ISTIO_NAMESPACE)
+
+
+def gateway_api_release(settings: RunSettings, istio_version: str) -> gateway_api_crds.Release | None:
+    return gateway_api_crds.release_for(istio_version, settings.gateway_api_releases)
+
+
+def ensure_gateway_api(kube: Kube, settings: RunSettings, istio_version: str,
+                       may_install: bool) -> gateway_api_crds.Outcome:
+    """The Gateway API CRDs the features need: installed if absent and allowed (on a context meshconf
+    did not create, only with --yes), else those features are NOT_SUPPORTED, saying why."""
+    return gateway_api_crds.ensure(kube, gateway_api_release(settings, istio_version), istio_version,
+                                   settings.cache_dir, settings.timeouts.install, may_install,
+                                   "pass --yes to let meshconf install and later remove")
 
 
 def check_versions(settings: RunSettings) -> str | None:
     """Refuse before anything runs: a Kubernetes with no pinned node image, or an Istio/Kubernetes
     pair outside Istio's support matrix (unless forced; then a warning)."""
     kind_cluster(settings)
-    return istio.check_support(settings.istio_version, settings.kubernetes_version, settings.force)
+    return istio_support.check_support(settings.istio_version, settings.kubernetes_version, settings.force)
 
 
 class KindProvisioner:
@@ -101,6 +118,7 @@ class KindProvisioner:
         self.kube: Kube | None = None
         self.warning: str | None = None
         self.istioctl: str | None = None  # the release's, once downloaded
+        self.gateway_api = gateway_api_crds.Outcome()  # the Gateway API CRDs this run installed
         self._phases = Phases()
 
     def up(self) -> ClusterAccess:
@@ -110,8 +128,8 @@ class KindProvisioner:
         # Decided before the download: a name clash or a busy port fails in a second, not after it.
         create = self.cluster.claim(reuse=s.reuse)
         with self._phases("istio release"):
-            release = istio.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
-                                          timeout=s.timeouts.install)
+            release = istio_release.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
+                                                  timeout=s.timeouts.install)
         with self._phases("cluster up"):
             if create:
                 self.cluster.create_new()
@@ -120,20 +138,25 @@ class KindProvisioner:
                 # A reused cluster: our private kubeconfig may be missing or stale (new API server port).
                 self.cluster.export_kubeconfig()
         self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
+        with self._phases("gateway api"):
+            # meshconf owns a kind cluster: the CRDs go in before istiod starts watching for them.
+            self.gateway_api = ensure_gateway_api(self.kube, s, s.istio_version, may_install=True)
         ingress_url = f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port}"
-        install = istio_install(s, self.cluster.kubeconfig, release)
+        install = kind_istio_install(s, self.cluster.kubeconfig, release)
         self.istioctl = install.istioctl
         with self._phases("mesh up"):
             install.install()
             self.kube.apply(manifests.load(NODEPORTS), ISTIO_NAMESPACE)
             self.kube.apply(istio.addons(release), ISTIO_NAMESPACE)
-            wait_mesh_ready(self.kube, ingress_url, s.timeouts.install)
+            wait_mesh_ready(self.kube, ingress_url, s.timeouts.mesh_ready)
         return ClusterAccess(
             kubeconfig=self.cluster.kubeconfig,
             context=None,
             ingress_url=ingress_url,
-            kubernetes_version=self.cluster.image.split(":")[1].split("@")[0],
+            # What the API server runs: with --reuse the cluster may be older than the image table says.
+            kubernetes_version=self.kube.server_version().lstrip("v"),
             mesh_version=s.istio_version,
+            unsupported=self.gateway_api.unsupported,
         )
 
     @property
@@ -145,6 +168,10 @@ class KindProvisioner:
     def down(self) -> None:
         with self._phases("teardown"):
             if self.kube is not None:
+                if not self.created and not self.settings.keep:
+                    # A reused cluster stays: what this run added to it goes (a deleted one takes it along).
+                    gateway_api_crds.remove(self.kube, self.gateway_api)
+                self.gateway_api = gateway_api_crds.Outcome()
                 self.kube.close()
                 self.kube = None
             # Deleting the cluster removes Istio with it; a reused cluster keeps both.
@@ -192,18 +219,19 @@ class KindProvisioner:
     def plan(self) -> list[str]:
         """What a run would do, for `meshconf run --plan`: nothing runs."""
         s = self.settings
-        install = istio_install(s, self.cluster.kubeconfig, s.cache_dir / f"istio-{s.istio_version}")
+        install = kind_istio_install(s, self.cluster.kubeconfig, s.cache_dir / f"istio-{s.istio_version}")
         return [
             f"# kind {kind.KIND_VERSION}, Kubernetes {s.kubernetes_version} ({self.cluster.image})",
             f"# kind config ({self.cluster.config_path}):",
             *("    " + line for line in yaml.safe_dump(self.cluster.config(), sort_keys=False).splitlines()),
-            (f"# Istio {s.istio_version} from {istio.release_url(s.istio_version, s.istio_releases)} "
+            (f"# Istio {s.istio_version} from {istio_release.release_url(s.istio_version, s.istio_releases)} "
              f"(SHA-256 checked; releases base {s.istio_releases}, set ${ISTIO_RELEASES_ENV} for a mirror), "
              f"cached in {s.cache_dir}"),
             "# commands:",
             *(shlex.join(argv) for argv in (self.cluster.get_clusters_argv(), self.cluster.create_argv())),
             *([f"# --reuse: if cluster {self.cluster.name} exists, instead of creating it: "
                + shlex.join(self.cluster.export_kubeconfig_argv())] if s.reuse else []),
+            self._gateway_api_plan(),
             *install.plan(),
             f"# server-side apply (field manager meshconf): {NODEPORTS}, samples/addons/prometheus.yaml "
             "(scrape interval 5s), samples/addons/kiali.yaml",
@@ -214,134 +242,17 @@ class KindProvisioner:
         ]
 
 
-def cached_istioctl(settings: RunSettings, version: str) -> str:
-    """The istioctl of a release meshconf has downloaded for this version, else the one on PATH."""
-    cached = settings.cache_dir / f"istio-{version}" / "bin" / "istioctl"
-    return str(cached) if cached.is_file() else "istioctl"
-
-
-@dataclass(frozen=True)
-class Istioctl:
-    """The istioctl the debug bundle runs, and the cluster it points it at."""
-
-    path: str | None  # None: no istioctl was available (e.g. the release download failed)
-    kubeconfig: Path
-    context: str | None
-    timeout: float
-
-
-def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
-                          namespaces: Sequence[str] = (), applied: Sequence[Doc] | None = None,
-                          istioctl: Istioctl | None = None) -> None:
-    """A debug bundle: the kubeconfig redacted, webhooks, and for istio-system plus `namespaces`
-    (those the run created) the pods as YAML (managedFields dropped), events and every
-    container's logs (istio-proxy included); the applied manifests when given; with
-    `istioctl`, `proxy-status` and the proxy config of each client pod in `namespaces`.
-
-    No credential of the kubeconfig may reach the bundle: every file's text passes through a
-    scrubber of its secret values (and what they base64-decode to). A part that cannot be read
-    leaves `<file>.error` with the reason, and collection goes on.
-    """
-    bundle = _Bundle(directory, kubeconfig)
-    bundle.write("kubeconfig.redacted.yaml", lambda: redacted_kubeconfig(kubeconfig))
-    if applied is not None:
-        bundle.write("applied.yaml", lambda: yaml.safe_dump_all([dict(d) for d in applied if d], sort_keys=False))
-    if kube is None:
-        return
-    bundle.write("webhooks.yaml", lambda: yaml.safe_dump(kube.webhooks(), sort_keys=False))
-    clients: list[tuple[str, str]] = []
-    for namespace in dict.fromkeys((ISTIO_NAMESPACE, *namespaces)):
-        where = f"namespaces/{namespace}"
-        bundle.write(f"{where}/events.txt", partial(_events_text, kube, namespace))
-        pods = bundle.read(f"{where}/pods.yaml", partial(kube.list_objects, "v1", "Pod", namespace)) or []
-        bundle.write(f"{where}/pods.yaml", partial(_pods_yaml, pods))
-        for pod in pods:
-            meta = pod.get("metadata") or {}
-            name, app = str(meta.get("name", "")), (meta.get("labels") or {}).get("app")
-            spec = pod.get("spec") or {}
-            # Init containers too: a native istio-proxy sidecar is one of them.
-            containers = [c["name"] for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))]
-            for container in containers:
-                bundle.write(f"{where}/logs/{name}/{container}.log", partial(kube.logs, name, namespace, container))
-            if namespace != ISTIO_NAMESPACE and PROXY_CONTAINER in containers and app in CLIENT_APPS:
-                clients.append((name, namespace))
-    if istioctl is not None:
-        _istioctl_debug(bundle, istioctl, clients)
-
-
-def _istioctl_debug(bundle: "_Bundle", istioctl: Istioctl, clients: Sequence[tuple[str, str]]) -> None:
-    if istioctl.path is None:
-        bundle.write("istioctl.error", lambda: "no istioctl: the Istio release was not downloaded\n")
-        return
-    commands = istio.debug_commands(istioctl.path, istioctl.kubeconfig, istioctl.context, clients)
-    for name, argv in commands.items():
-        bundle.write(name, partial(istio.output_of, argv, istioctl.timeout))
-
-
-def _events_text(kube: Kube, namespace: str) -> str:
-    return "".join(f"{line}\n" for line in kube.events(namespace))
-
-
-def _pods_yaml(pods: Sequence[Mapping[str, Any]]) -> str:
-    """`kubectl get pods -o yaml` without the managedFields noise."""
-    return yaml.safe_dump_all([_without_managed_fields(p) for p in pods], sort_keys=False)
-
-
-def scrub_tree(root: Path, kubeconfig: Path) -> None:
-    """Scrub the kubeconfig's credentials from every text file under `root` (tool output we
-    did not write ourselves, such as `kind export logs`)."""
-    secrets = _secrets(kubeconfig)
-    for path in (p for p in root.rglob("*") if p.is_file()):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue  # binary: nothing a credential could be read from as text
-        scrubbed = _scrub(text, secrets)
-        if scrubbed != text:
-            path.write_text(scrubbed, encoding="utf-8")
-
-
-def _secrets(kubeconfig: Path) -> list[str]:
-    # Longest first: a secret that contains another is replaced whole.
-    return sorted(kubeconfig_credentials(kubeconfig), key=len, reverse=True)
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-class _Bundle:
-    """Writes bundle files with the kubeconfig's credentials scrubbed; a failed part becomes a .error file."""
-
-    def __init__(self, directory: Path, kubeconfig: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.secrets = _secrets(kubeconfig)
-
-    def read(self, name: str, fetch: Callable[[], T]) -> T | None:
-        try:
-            return fetch()
-        except ConformanceError as exc:
-            self._put(f"{name}.error", f"{exc}\n")
-            return None
-
-    def write(self, name: str, render: Callable[[], str]) -> None:
-        text = self.read(name, render)
-        if text is not None:
-            self._put(name, text)
-
-    def _put(self, name: str, text: str) -> None:
-        text = _scrub(text, self.secrets)
-        path = self.directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-
-def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return {**obj, "metadata": meta}
+    def _gateway_api_plan(self) -> str:
+        s = self.settings
+        release = gateway_api_release(s, s.istio_version)
+        features = ", ".join(gateway_api_crds.FEATURES)
+        if release is None:
+            return (f"# Gateway API: no release known for Istio {s.istio_version}; without its CRDs on the "
+                    f"cluster, {features} is NOT_SUPPORTED")
+        kept = "" if s.keep else "; a reused cluster loses them again at teardown"
+        return (f"# if the cluster lacks CRD {gateway_api_crds.HTTPROUTE_CRD}: server-side apply "
+                f"{release.describe()}, cached in {s.cache_dir} (set ${GATEWAY_API_RELEASES_ENV} for a mirror)"
+                f"{kept}")
 
 
 # Manifests that are no suite's: provisioning's own (printed with its commands) and the local mesh's.

@@ -10,7 +10,7 @@ The fixtures come through tests/conftest.py's pytest_plugins; a test module asks
         assert fake_tools.calls("docker") == [["docker", "info", ...]]
 
 `scenario` defaults to {} (every tool healthy, no clusters); parametrizing it, or calling
-fake_tools.set_scenario(), changes what the tools answer. See engine.py for the format.
+fake_tools.set_scenario(), changes what the tools answer. See engine/__init__.py for the format.
 """
 
 import json

@@ -1,17 +1,28 @@
-"""Sidecar injection decisions, by Istio's documented policy.
+"""Sidecar injection decisions, made in Istio's two stages.
 
-istio.io "Controlling the injection policy": a `disabled`/`false` label anywhere
-wins; then `enabled`/`true` anywhere; else no injection. `istio-injection` on the
-namespace takes precedence over `istio.io/rev`; a revision label only injects
-when it names the installed revision (or one of its tags).
+1. The API server calls the injector only when one of its webhooks selects the pod,
+   and webhook selectors see labels, never annotations (istio/istio 1.28.0
+   manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml and
+   revision-tags-mwc.yaml): `istio-injection=enabled` on the namespace; else, with no
+   `istio-injection` label at all, `istio.io/rev` on the namespace, or else on the pod;
+   else the pod label `sidecar.istio.io/inject=true`. A pod label
+   `sidecar.istio.io/inject=false` excludes the pod from every webhook.
+2. istiod then decides from the pod itself (pkg/kube/inject/inject.go injectRequired):
+   never for hostNetwork pods or the system namespaces (pkg/kube/inject/initializer.go
+   IgnoredNamespaces); else the pod's `sidecar.istio.io/inject` label, or its annotation
+   when the label is absent, "false" stops injection; anything else falls back to the
+   policy, which Istio's chart sets to enabled (global.proxy.autoInject).
 """
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 NS_LABEL = "istio-injection"
-POD_LABEL = "sidecar.istio.io/inject"
+# A pod label for the webhook's selectors; istiod also reads it as an annotation.
+INJECT = "sidecar.istio.io/inject"
 REV_LABEL = "istio.io/rev"
+DEFAULT_REVISION = "default"
+IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
 
 
 @dataclass(frozen=True)
@@ -21,30 +32,68 @@ class Decision:
 
 
 def decide(
+    namespace: str,
     namespace_labels: Mapping[str, str],
     pod_labels: Mapping[str, str],
-    revisions: Collection[str] = ("default",),
+    pod_annotations: Mapping[str, str] | None = None,
+    host_network: bool = False,
+    revisions: Collection[str] = (DEFAULT_REVISION,),
 ) -> Decision:
-    ns_injection = namespace_labels.get(NS_LABEL)
-    pod_inject = pod_labels.get(POD_LABEL)
-    if ns_injection == "disabled":
-        return Decision(False, f"namespace label {NS_LABEL}=disabled")
-    if pod_inject == "false":
-        return Decision(False, f"pod label {POD_LABEL}=false")
-    if ns_injection == "enabled":
-        return _by_revision("default", f"namespace label {NS_LABEL}=enabled", revisions)
-    ns_rev = namespace_labels.get(REV_LABEL)
-    if ns_rev is not None:
-        return _by_revision(ns_rev, f"namespace label {REV_LABEL}={ns_rev}", revisions)
-    pod_rev = pod_labels.get(REV_LABEL)
-    if pod_rev is not None:
-        return _by_revision(pod_rev, f"pod label {REV_LABEL}={pod_rev}", revisions)
-    if pod_inject == "true":
-        return _by_revision("default", f"pod label {POD_LABEL}=true", revisions)
-    return Decision(False, "no injection label on namespace or pod")
+    """Whether a pod created in `namespace` gets a sidecar; `revisions`: installed revisions and tags."""
+    selected, why = _webhook_selects(namespace_labels, pod_labels, revisions)
+    if not selected:
+        return Decision(False, why)
+    refusal = _istiod_refuses(namespace, pod_labels, pod_annotations or {}, host_network)
+    if refusal is not None:
+        return Decision(False, f"{why}, but {refusal}")
+    return Decision(True, why)
 
 
-def _by_revision(revision: str, why: str, revisions: Collection[str]) -> Decision:
-    if revision in revisions:
-        return Decision(True, why)
-    return Decision(False, f"{why}, but no installed revision or tag is named {revision!r}")
+def _webhook_selects(
+    namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str], revisions: Collection[str]
+) -> tuple[bool, str]:
+    """Whether a webhook's namespace and object selectors match, and why (not)."""
+    opted_out = pod_labels.get(INJECT) == "false"
+    if NS_LABEL in namespace_labels:
+        # Every other webhook requires the label to be absent: any other value disables injection.
+        value = namespace_labels[NS_LABEL]
+        why = f"namespace label {NS_LABEL}={value}"
+        if value != "enabled":
+            return False, why
+        if DEFAULT_REVISION not in revisions:
+            return False, f"{why}, but no default revision is installed"
+        return _unless_opted_out(opted_out, why)
+    for owner, labels in (("namespace", namespace_labels), ("pod", pod_labels)):
+        revision = labels.get(REV_LABEL)
+        if revision is not None:
+            why = f"{owner} label {REV_LABEL}={revision}"
+            if revision not in revisions:
+                return False, f"{why}, but no installed revision or tag is named {revision!r}"
+            return _unless_opted_out(opted_out, why)
+    if pod_labels.get(INJECT) == "true" and DEFAULT_REVISION in revisions:
+        return True, f"pod label {INJECT}=true"
+    if opted_out:
+        return False, f"pod label {INJECT}=false"
+    return False, "no injection label on the namespace or the pod (webhook selectors do not see annotations)"
+
+
+def _unless_opted_out(opted_out: bool, why: str) -> tuple[bool, str]:
+    if opted_out:
+        return False, f"{why}, but pod label {INJECT}=false"
+    return True, why
+
+
+def _istiod_refuses(
+    namespace: str, pod_labels: Mapping[str, str], pod_annotations: Mapping[str, str], host_network: bool
+) -> str | None:
+    if host_network:
+        return "istiod never injects a hostNetwork pod"
+    if namespace in IGNORED_NAMESPACES:
+        return f"istiod never injects pods of namespace {namespace}"
+    # A present label wins over the annotation, whatever its value.
+    source, value = (
+        ("label", pod_labels[INJECT]) if INJECT in pod_labels else ("annotation", pod_annotations.get(INJECT))
+    )
+    if value == "false":
+        return f"pod {source} {INJECT}=false"
+    return None

@@ -1,7 +1,7 @@
 """The Istio networking and Gateway API subset the local mesh implements; a check refuses the rest.
 
 The translator reads only the fields allowed here. Anything else in a document
-(a mirror, a retry policy, a trafficPolicy...) would be ignored by it, and a check
+(a mirror, a retry backoff, a trafficPolicy...) would be ignored by it, and a check
 could then pass on the local mesh for a configuration it never applied. So
 every field outside this allow-list is refused with its exact path.
 
@@ -12,8 +12,9 @@ inside the mesh) are implemented.
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from conformance.errors import UnsupportedResource
+from conformance.errors import ManifestError, UnsupportedResource
 from conformance.targets.local.fields import ANY, MapOf, Node, check_fields
+from conformance.targets.local.model import CLUSTER_DOMAIN
 
 API_GROUP = "networking.istio.io"
 API_VERSIONS = frozenset({f"{API_GROUP}/v1", f"{API_GROUP}/v1beta1", f"{API_GROUP}/v1alpha3"})
@@ -44,12 +45,18 @@ _HTTP_FAULT: Mapping[str, Node] = {
     "delay": {"fixedDelay": ANY, "percentage": _PERCENT},
 }
 
+# Refused: retryIgnorePreviousHosts, backoff (and retryRemoteLocalities has one locality here).
+_HTTP_RETRY: Mapping[str, Node] = {
+    "attempts": ANY, "perTryTimeout": ANY, "retryOn": ANY, "retryRemoteLocalities": ANY,
+}
+
 _HTTP_ROUTE: Mapping[str, Node] = {
     "name": ANY,
     "match": _HTTP_MATCH,
     "route": _HTTP_ROUTE_DESTINATION,
     "timeout": ANY,
     "fault": _HTTP_FAULT,
+    "retries": _HTTP_RETRY,
 }
 
 # Top-level fields common to every kind; status is written by the cluster, not configuration.
@@ -202,6 +209,11 @@ def _check_values(doc: Mapping[str, Any]) -> None:
             f"{describe(doc)}: field spec.exportTo {list(export_to)} is not implemented by the "
             f"local mesh (only [\"*\"])"
         )
+    if doc.get("kind") == "VirtualService":
+        _check_mesh_hosts(doc)
+        for index, http in enumerate(spec.get("http") or []):
+            if http.get("retries") is not None:
+                _check_retries(http["retries"], f"{describe(doc)}: spec.http[{index}].retries")
     if doc.get("kind") == "Gateway":
         for index, server in enumerate(spec.get("servers") or []):
             protocol = str((server.get("port") or {}).get("protocol", ""))
@@ -210,3 +222,81 @@ def _check_values(doc: Mapping[str, Any]) -> None:
                     f"{describe(doc)}: field spec.servers[{index}].port.protocol {protocol} is not "
                     f"implemented by the local mesh (only HTTP)"
                 )
+
+
+# Istio's retryOn conditions (istio/istio pkg/config/validation/validation.go, tag 1.28.0:
+# supportedRetryOnPolicies); an HTTP status code is accepted too.
+RETRY_ON_CONDITIONS = frozenset({
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",
+    "refused-stream", "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
+    "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+    "unavailable",
+})
+
+
+def _check_retries(retries: Any, where: str) -> None:
+    """An HTTPRetry as Istio's validation checks it (validation.go validateHTTPRetry, tag 1.28.0)."""
+    # Imported here: the translator package imports this module.
+    from conformance.targets.local.translator.durations import duration_nanos
+    from conformance.targets.local.translator.retries import is_http_status
+
+    if not isinstance(retries, Mapping):
+        raise ManifestError(f"{where}: {retries!r} is not an HTTPRetry object")
+    attempts = retries.get("attempts", 0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        raise ManifestError(f"{where}.attempts: {attempts!r} is not an integer")
+    if attempts < 0:
+        raise ManifestError(f"{where}: attempts cannot be negative")
+    remote = retries.get("retryRemoteLocalities")
+    if remote is not None and not isinstance(remote, bool):
+        raise ManifestError(f"{where}.retryRemoteLocalities: {remote!r} is not a boolean")
+    if attempts == 0 and (retries.get("perTryTimeout") is not None or retries.get("retryOn") or remote is not None):
+        raise ManifestError(f"{where}: http retry policy configured when attempts are set to 0 (disabled)")
+    if retries.get("perTryTimeout") is not None:
+        # agent.ValidateDuration: at least 1ms, in whole milliseconds.
+        nanos = duration_nanos(str(retries["perTryTimeout"]), f"{where}.perTryTimeout")
+        if nanos < 10**6:
+            raise ManifestError(f"{where}.perTryTimeout: duration must be greater than 1ms")
+        if nanos % 10**6:
+            raise ManifestError(f"{where}.perTryTimeout: only durations to ms precision are supported")
+    retry_on = retries.get("retryOn")
+    if retry_on:
+        # Split on "," alone, as Istio's validation does: " 503" is refused.
+        for policy in str(retry_on).split(","):
+            if not is_http_status(policy) and policy not in RETRY_ON_CONDITIONS:
+                raise ManifestError(f'{where}.retryOn: "{policy}" is not a valid retryOn policy')
+
+
+_SERVICE_SUFFIX = f".svc.{CLUSTER_DOMAIN}"
+
+
+def _check_mesh_hosts(doc: Mapping[str, Any]) -> None:
+    """A VirtualService for sidecars (gateway `mesh`) may only name hosts that can be Services.
+
+    The local mesh has no ServiceEntry and no DNS for other names, so it does not implement
+    Istio's virtual hosts for them (a route for `shop.example.com` on port 80): such a host is
+    refused rather than ignored. Accepted: short names, `<name>.<ns>.svc.cluster.local`, and
+    the wildcards that can cover one: `*`, `*.<ns>.svc.cluster.local`, `*.svc.cluster.local`,
+    `*.cluster.local`, `*.local`.
+    """
+    # Imported here: the translator package imports this module.
+    from conformance.targets.local.translator.resources import MESH_GATEWAY
+
+    spec = doc.get("spec") or {}
+    if MESH_GATEWAY not in (spec.get("gateways") or [MESH_GATEWAY]):
+        return
+    for index, host in enumerate(spec.get("hosts") or []):
+        name = str(host).lower()
+        short = "." not in name and "*" not in name
+        wildcard = name.startswith("*.") and "*" not in name[1:]
+        if name == "*" or short:
+            continue
+        if wildcard and (name.endswith(_SERVICE_SUFFIX) or _SERVICE_SUFFIX.endswith(name[1:])):
+            continue
+        if "*" not in name and name.endswith(_SERVICE_SUFFIX):
+            continue
+        raise UnsupportedResource(
+            f"{describe(doc)}: field spec.hosts[{index}] {host!r} for gateway mesh is not implemented by "
+            f"the local mesh (only hosts that can name a Service: a short name, <name>.<namespace>{_SERVICE_SUFFIX}, "
+            f"*, or a wildcard such as *.<namespace>{_SERVICE_SUFFIX})"
+        )

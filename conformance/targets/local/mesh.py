@@ -2,7 +2,9 @@
 
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ from conformance.targets.local.translator import rds_file_name, translate
 from conformance.waiting import wait_for
 
 Key = tuple[str, str, str]  # kind, namespace, name
+PodKey = tuple[str, str]  # namespace, pod name
+# How often pods' readiness is probed: the local stand-in for a kubelet's readiness probe period.
+READINESS_PERIOD = 0.1
 
 
 def _key(doc: Mapping[str, Any], namespace: str) -> Key:
@@ -38,30 +43,51 @@ class LocalMesh:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], list[RunningPod]] = {}  # (namespace, deployment) -> pods
         self.generation = 0
+        # Readiness as last published to the proxies; a pod not in it is not ready yet.
+        self._ready: dict[PodKey, bool] = {}
+        # Readiness is watched from a thread of its own, which never starts a process (a
+        # child is tied to the thread that started it); the lock orders it with the caller's changes.
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_readiness, name="meshconf-readiness", daemon=True)
+        self._watcher.start()
 
     # -- configuration -------------------------------------------------------
 
     def apply(self, docs: Sequence[Mapping[str, Any]], namespace: str) -> None:
-        """Validate every document first, so a refused one leaves nothing half-applied."""
+        """Validate every document first, so a refused one leaves nothing half-applied.
+
+        Some refusals only come from translating the documents together (a route the
+        translator cannot build): then the previous objects are restored and pushed again,
+        so a refused document never stays to break later pushes.
+        """
         placed = [(dict(doc), _namespace_of(doc, namespace)) for doc in docs]
         new_namespaces = {d["metadata"]["name"] for d, _ in placed if d.get("kind") == "Namespace"}
-        for doc, ns in placed:
-            self._check(doc, ns, new_namespaces)
-        for doc, ns in placed:
-            if ns:
-                doc.setdefault("metadata", {})["namespace"] = ns
-            self.objects[_key(doc, ns)] = doc
-        self._reconcile()
+        with self._lock:
+            for doc, ns in placed:
+                self._check(doc, ns, new_namespaces)
+            before = dict(self.objects)
+            for doc, ns in placed:
+                if ns:
+                    doc.setdefault("metadata", {})["namespace"] = ns
+                self.objects[_key(doc, ns)] = doc
+            try:
+                self._reconcile()
+            except ConformanceError:
+                self.objects = before
+                self._reconcile()
+                raise
 
     def delete(self, docs: Sequence[Mapping[str, Any]], namespace: str) -> None:
-        for doc in docs:
-            ns = _namespace_of(doc, namespace)
-            self.objects.pop(_key(doc, ns), None)
-            if doc.get("kind") == "Namespace":
-                name = doc["metadata"]["name"]
-                for key in [k for k in self.objects if k[1] == name]:
-                    del self.objects[key]
-        self._reconcile()
+        with self._lock:
+            for doc in docs:
+                ns = _namespace_of(doc, namespace)
+                self.objects.pop(_key(doc, ns), None)
+                if doc.get("kind") == "Namespace":
+                    name = doc["metadata"]["name"]
+                    for key in [k for k in self.objects if k[1] == name]:
+                        del self.objects[key]
+            self._reconcile()
 
     def _check(self, doc: Mapping[str, Any], ns: str, new_namespaces: set[str]) -> None:
         kind = doc.get("kind")
@@ -87,13 +113,18 @@ class LocalMesh:
                 for pod in current:
                     pod.stop(self.supervisor)
                 del self.pods[key]
-        started = [self._start_pods(w) for key, w in wanted.items() if key not in self.pods]
-        for pods in started:
-            self.pods[(pods[0].model.namespace, pods[0].workload.name)] = pods
+        for key, w in wanted.items():
+            if key not in self.pods:
+                self.pods[key] = self._new_pods(w)
+                for pod in self.pods[key]:
+                    pod.start(self.supervisor, self.run_dir, self.registry)
         self.push()
 
-    def _start_pods(self, workload: workloads.Workload) -> list[RunningPod]:
-        decision = injection.decide(self.namespace_labels(workload.namespace), workload.pod_labels)
+    def _new_pods(self, workload: workloads.Workload) -> list[RunningPod]:
+        decision = injection.decide(
+            workload.namespace, self.namespace_labels(workload.namespace), workload.pod_labels,
+            workload.pod_annotations, workload.host_network,
+        )
         proxy = "gateway" if workload.app.app == "gateway" else ("sidecar" if decision.inject else "none")
         pods = []
         for _ in range(workload.replicas):
@@ -123,7 +154,7 @@ class LocalMesh:
         ]
         return MeshState(
             services=tuple(services),
-            pods=tuple(p.model for p in self.running()),
+            pods=tuple(replace(p.model, ready=self._ready.get(_pod_key(p), False)) for p in self.running()),
             virtual_services=docs("VirtualService"),
             destination_rules=docs("DestinationRule"),
             gateways=docs("Gateway"),
@@ -132,23 +163,23 @@ class LocalMesh:
         )
 
     def push(self) -> None:
-        """Recompute every proxy's config and the registry; start pods not yet started."""
-        self.generation += 1
-        state = self.state()
-        self._write_registry(state)
-        for pod in self.running():
-            if pod.app is None and pod.proxy is None:
-                pod.start(self.supervisor, self.run_dir, self.registry)
-            if pod.proxy is None:
-                continue
-            config = translate(pod.model, state, str(pod.proxy.config_dir))
-            routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
-            pod.proxy.push(self.generation, config.listeners, config.clusters, routes)
+        """Recompute the registry and every proxy's config, a pod's that is not ready too."""
+        with self._lock:
+            self.generation += 1
+            state = self.state()
+            self._write_registry(state)
+            for pod in self.running():
+                if pod.proxy is None:
+                    continue
+                config = translate(pod.model, state, str(pod.proxy.config_dir))
+                routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
+                pod.proxy.push(self.generation, config.listeners, config.clusters, routes)
 
     def _write_registry(self, state: MeshState) -> None:
+        # The endpoints of a client without a sidecar are a Service's ready pods, as with kube-proxy.
         entries = {
             f"{svc.fqdn}:{port.port}": [
-                f"{pod.ip}:{port.target_port}" for pod in state.pods if svc.selects(pod)
+                f"{pod.ip}:{port.target_port}" for pod in state.pods if pod.ready and svc.selects(pod)
             ]
             for svc in state.services
             for port in svc.ports
@@ -160,19 +191,59 @@ class LocalMesh:
 
     # -- readiness and teardown ----------------------------------------------
 
+    def sync_readiness(self) -> bool:
+        """Probe pods' readiness and push when it changed, as Kubernetes updates a
+        Service's endpoints when a pod's Ready condition changes. Returns whether it did.
+        """
+        with self._lock:
+            observed = self._observe_readiness()
+            if observed == self._ready:
+                return False
+            self._ready = observed
+            self.push()
+            return True
+
+    def _observe_readiness(self) -> dict[PodKey, bool]:
+        """Each running pod's readiness now. A pod once ready stays so while its processes
+        live: only the others are probed, which keeps the watch cheap."""
+        observed = {}
+        for pod in self.running():
+            key = _pod_key(pod)
+            observed[key] = pod.failure() is None if self._ready.get(key) else pod.ready()
+        return observed
+
+    def _watch_readiness(self) -> None:
+        while not self._stopping.wait(READINESS_PERIOD):
+            try:
+                self.sync_readiness()
+            except ConformanceError:
+                # A document the translator refuses: apply() reported it to its caller already.
+                continue
+
     def wait_ready(self, namespace: str | None, timeout: float, poll: float) -> None:
+        """Wait until the namespace's pods are ready and their readiness is pushed to every proxy."""
+
         def pending() -> str | None:
+            self.sync_readiness()
             pods = [p for p in self.running() if namespace is None or p.model.namespace == namespace]
             for pod in pods:
                 failure = pod.failure()
                 if failure:  # a dead process will not come back: fail now, not at the timeout
                     raise ConformanceError(failure)
-            waiting = [p.model.name for p in pods if not p.ready()]
+            waiting = [p.model.name for p in pods if not self._ready.get(_pod_key(p))]
             return f"not ready: {', '.join(waiting)}" if waiting else None
 
         wait_for(pending, timeout, poll, f"pods in {namespace or 'all namespaces'}")
 
     def stop(self) -> None:
-        self.supervisor.stop_all()
-        self.pods.clear()
-        self.addresses.release()
+        # The watcher first, outside the lock: it may be waiting for it.
+        self._stopping.set()
+        self._watcher.join()
+        with self._lock:
+            self.supervisor.stop_all()
+            self.pods.clear()
+            self.addresses.release()
+
+
+def _pod_key(pod: RunningPod) -> PodKey:
+    return (pod.model.namespace, pod.model.name)

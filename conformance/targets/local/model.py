@@ -52,6 +52,9 @@ class Pod:
     service_account: str
     # "sidecar": injected workload; "gateway": an ingress gateway proxy; "none": no proxy.
     proxy: str
+    # Kubernetes' Ready condition: only a ready pod is a Service endpoint. A pod that is
+    # not ready still gets its own proxy's configuration (it needs it to become ready).
+    ready: bool = True
 
     @property
     def injected(self) -> bool:

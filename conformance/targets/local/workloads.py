@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.errors import UnsupportedResource
+from conformance.errors import ManifestError, UnsupportedResource
 from conformance.targets.local import images
 from conformance.targets.local.fields import ANY, check_fields
 from conformance.targets.local.model import Service, ServicePort
@@ -34,6 +34,8 @@ ALLOWED: dict[str, Mapping[str, Any]] = {
                 "spec": {
                     "serviceAccountName": ANY,
                     "terminationGracePeriodSeconds": ANY,
+                    # Read for the injection decision only: the pod still gets its own address.
+                    "hostNetwork": ANY,
                     "containers": {
                         "name": ANY,
                         "image": ANY,
@@ -67,6 +69,7 @@ class Workload:
     image: str
     app: images.AppSpec
     ports: tuple[int, ...]
+    host_network: bool = False
 
 
 def where(doc: Mapping[str, Any], namespace: str) -> str:
@@ -117,6 +120,9 @@ def workload(doc: Mapping[str, Any], namespace: str) -> Workload:
     if not selector or any(labels.get(k) != v for k, v in selector.items()):
         raise UnsupportedResource(f"{here}: spec.selector.matchLabels must be non-empty and match the template labels")
     app = images.resolve(container.get("image", ""), here)
+    host_network = pod_spec.get("hostNetwork", False)
+    if not isinstance(host_network, bool):
+        raise ManifestError(f"{here}: spec.template.spec.hostNetwork must be true or false")
     if app.app == "gateway" and container.get("args", ["proxy", "router"])[:2] != ["proxy", "router"]:
         raise UnsupportedResource(f"{here}: istio/proxyv2 runs here only as a gateway (args: proxy router)")
     return Workload(
@@ -131,4 +137,5 @@ def workload(doc: Mapping[str, Any], namespace: str) -> Workload:
         image=container["image"],
         app=app,
         ports=tuple(int(p["containerPort"]) for p in container.get("ports", [])),
+        host_network=host_network,
     )

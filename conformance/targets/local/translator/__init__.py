@@ -35,7 +35,7 @@ def translate(pod: Pod, state: MeshState, config_dir: str) -> ProxyConfig:
     # the translator does not read can never be ignored silently.
     for doc in (*state.virtual_services, *state.destination_rules, *state.gateways, *state.http_routes):
         check_supported(doc)
-    index = MeshIndex.build(state)
+    index = MeshIndex.build(state, pod.namespace)
     if pod.proxy == "sidecar":
         config = sidecar_config(pod, index, config_dir)
     elif pod.proxy == "gateway":

@@ -1,5 +1,5 @@
-"""Clusters and listeners with Istio's names and defaults (istio/istio pilot/pkg/networking/core
-cluster_builder.go, listener.go)."""
+"""Clusters, listeners and route configs with Istio's names and defaults (istio/istio
+pilot/pkg/networking/core cluster_builder.go, cluster_traffic_policy.go, listener.go, httproute.go)."""
 
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -9,15 +9,19 @@ from conformance.targets.local.translator.index import MeshIndex
 from conformance.targets.local.translator.resources import (
     CLUSTER_TYPE,
     CONNECT_TIMEOUT,
+    DEFAULT_LB_POLICY,
     FAULT_FILTER,
     FAULT_TYPE,
     HCM_TYPE,
     LISTENER_TYPE,
     NO_TIMEOUT,
+    PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_VHOST,
     ROUTE_TYPE,
     ROUTER_TYPE,
     SERVER_NAME,
     UNLIMITED,
+    delimited_stat_prefix,
     rds_config_source,
 )
 
@@ -33,7 +37,9 @@ def outbound_clusters(index: MeshIndex) -> list[dict]:
     """One cluster per service port, and one per DestinationRule subset of it."""
     clusters = []
     for svc in index.state.services:
-        members = [pod for pod in index.state.pods if svc.selects(pod)]
+        # Only ready pods are endpoints: istiod sends no unhealthy endpoint by default (istio/istio
+        # pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS false).
+        members = [pod for pod in index.state.pods if pod.ready and svc.selects(pod)]
         for sp in svc.ports:
             endpoints = [(pod.ip, sp.target_port) for pod in members]
             clusters.append(static_cluster(outbound_cluster_name(sp.port, svc.fqdn), endpoints))
@@ -49,6 +55,19 @@ def has_labels(pod: Pod, labels: Mapping[str, str]) -> bool:
     return all(pod.labels.get(key) == value for key, value in labels.items())
 
 
+def _circuit_breakers() -> dict:
+    return {
+        "thresholds": [
+            {
+                "max_connections": UNLIMITED,
+                "max_pending_requests": UNLIMITED,
+                "max_requests": UNLIMITED,
+                "max_retries": UNLIMITED,
+            }
+        ]
+    }
+
+
 def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
     lb_endpoints = [
         {"endpoint": {"address": socket_address(ip, port)}} for ip, port in endpoints
@@ -56,24 +75,38 @@ def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
     return {
         "@type": CLUSTER_TYPE,
         "name": name,
+        # cluster_builder.go buildCluster: stats under the name and Istio's delimiter.
+        "alt_stat_name": delimited_stat_prefix(name),
         "type": "STATIC",
         "connect_timeout": CONNECT_TIMEOUT,
-        "lb_policy": "ROUND_ROBIN",
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "max_connections": UNLIMITED,
-                    "max_pending_requests": UNLIMITED,
-                    "max_requests": UNLIMITED,
-                    "max_retries": UNLIMITED,
-                }
-            ]
-        },
+        # cluster_traffic_policy.go defaultLBAlgorithm, for a DestinationRule without loadBalancer.
+        "lb_policy": DEFAULT_LB_POLICY,
+        "circuit_breakers": _circuit_breakers(),
         # No endpoints is valid: Envoy then answers 503 "no healthy upstream", as Istio does.
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
         },
+    }
+
+
+def passthrough_cluster() -> dict:
+    """Istio's PassthroughCluster (cluster_builder.go buildDefaultPassthroughCluster): ORIGINAL_DST.
+
+    In Istio the original destination is the address iptables redirected. A local app
+    talks to its sidecar as an HTTP proxy, so the destination is the host:port its request
+    names: Envoy reads it from :authority. A Host that is not an IP:port (a name, or an IP
+    without port) gives no destination, and Envoy answers 503 (no healthy upstream).
+    """
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": PASSTHROUGH_CLUSTER,
+        "alt_stat_name": delimited_stat_prefix(PASSTHROUGH_CLUSTER),
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "circuit_breakers": _circuit_breakers(),
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": ":authority"},
     }
 
 
@@ -83,12 +116,18 @@ def socket_address(ip: str, port: int) -> dict:
 
 def http_listener(
     name: str, ip: str, port: int, stat_prefix: str, route_name: str, config_dir: str,
-    direction: str, absolute_urls: bool = False,
+    direction: str, absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
 ) -> dict:
+    """An HTTP listener using RDS; stat_prefix is given without Istio's delimiter.
+
+    server_name None leaves Envoy's default ("envoy"), as Istio's sidecar outbound listeners
+    (istio/istio pilot/pkg/networking/util/proxy_headers.go GetProxyHeadersFromProxyConfig);
+    either way Envoy overwrites the upstream's Server header (OVERWRITE, Istio's setting).
+    """
     hcm: dict[str, Any] = {
         "@type": HCM_TYPE,
-        "stat_prefix": stat_prefix,
-        "server_name": SERVER_NAME,
+        # listener.go and listener_inbound.go end every HCM stat prefix with the delimiter.
+        "stat_prefix": delimited_stat_prefix(stat_prefix),
         "normalize_path": True,
         "generate_request_id": True,
         "rds": {
@@ -102,6 +141,8 @@ def http_listener(
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }
+    if server_name is not None:
+        hcm["server_name"] = server_name
     if absolute_urls:
         # The app uses this listener as its HTTP proxy: requests arrive in absolute form.
         hcm["http_protocol_options"] = {"allow_absolute_url": True}
@@ -136,5 +177,22 @@ def cluster_action(cluster: str) -> dict:
     return {"cluster": cluster, "timeout": NO_TIMEOUT}
 
 
-def catch_all(cluster: str) -> dict:
-    return {"match": {"prefix": "/"}, "route": cluster_action(cluster)}
+def catch_all(cluster: str, retry_policy: dict | None = None) -> dict:
+    """A route for every request to `cluster`, with `retry_policy` (None: no retries)."""
+    action = cluster_action(cluster)
+    if retry_policy is not None:
+        action["retry_policy"] = retry_policy
+    return {"match": {"prefix": "/"}, "route": action}
+
+
+def outbound_virtual_host(name: str, domains: list[str], routes: list[dict]) -> dict:
+    """A virtual host of an outbound route config: Istio enables x-envoy-attempt-count there
+    (httproute.go BuildSidecarOutboundVirtualHosts, from proxy_headers.go's default)."""
+    return {"name": name, "domains": domains, "routes": routes, "include_request_attempt_count": True}
+
+
+def passthrough_virtual_host() -> dict:
+    """httproute.go buildCatchAllVirtualHost under ALLOW_ANY (Istio's default outbound policy):
+    a host no other virtual host serves goes to the PassthroughCluster, without retries."""
+    route = {"name": PASSTHROUGH_VHOST, **catch_all(PASSTHROUGH_CLUSTER)}
+    return outbound_virtual_host(PASSTHROUGH_VHOST, ["*"], [route])

@@ -1,4 +1,12 @@
-"""An ingress gateway's resources from Istio Gateways and the VirtualServices bound to them."""
+"""An ingress gateway's resources from Istio Gateways and the VirtualServices bound to them.
+
+As istiod builds them (istio/istio pilot/pkg/networking/core/gateway.go, tag 1.28.0):
+one HTTP listener per server port whose connection manager trusts the peer address
+(buildGatewayConnectionManager, createGatewayHTTPFilterChainOpts), and one route config
+per port that matches hosts without their port (buildGatewayHTTPRouteConfig).
+"""
+
+from typing import Any
 
 from conformance.errors import UnsupportedResource
 from conformance.targets.base import Doc
@@ -12,6 +20,11 @@ from conformance.targets.local.translator.clusters_listeners import (
 from conformance.targets.local.translator.index import MeshIndex, name_of, namespace_of
 from conformance.targets.local.translator.resources import ProxyConfig
 from conformance.targets.local.translator.vs_routes import vs_routes
+
+# meshConfig.defaultConfig.gatewayTopology.numTrustedProxies, unset by default: the
+# connection's peer is the client, whatever X-Forwarded-For says.
+NUM_TRUSTED_PROXIES = 0
+
 
 def gateway_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
     servers_by_port: dict[int, list[tuple[Doc, Doc]]] = {}
@@ -29,21 +42,42 @@ def gateway_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
     listeners, routes = [], {}
     for number, servers in sorted(servers_by_port.items()):
         route_name = f"http.{number}"
-        listeners.append(
-            http_listener(
-                f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name,
-                config_dir, "OUTBOUND",
-            )
+        listener = http_listener(
+            f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name,
+            config_dir, "OUTBOUND",
         )
-        virtual_hosts = _gateway_virtual_hosts(number, servers, index)
-        routes[route_name] = route_config(route_name, virtual_hosts)
+        _gateway_connection_manager(listener["filter_chains"][0]["filters"][0]["typed_config"])
+        listeners.append(listener)
+        route = route_config(route_name, _gateway_virtual_hosts(number, servers, index))
+        # gateway.go buildGatewayHTTPRouteConfig: a client's Host may carry any port (the
+        # Service's 80 in front of the server's 8080, say); the domains carry none.
+        route["ignore_port_in_host_matching"] = True
+        routes[route_name] = route
     return ProxyConfig(listeners, outbound_clusters(index), routes)
+
+
+def _gateway_connection_manager(hcm: dict[str, Any]) -> None:
+    """The settings istiod gives a gateway's HTTP connection manager and not a sidecar's."""
+    # The gateway is the mesh's edge: the peer of the connection is the client, which Envoy
+    # appends to X-Forwarded-For (createGatewayHTTPFilterChainOpts useRemoteAddress: true).
+    hcm["use_remote_address"] = True
+    hcm["xff_num_trusted_hops"] = NUM_TRUSTED_PROXIES
+    # A client's X-Forwarded-Client-Cert is never passed on (buildGatewayConnectionManager).
+    hcm["forward_client_cert_details"] = "SANITIZE_SET"
+    hcm["set_current_client_cert_details"] = {"subject": True, "cert": True, "dns": True, "uri": True}
 
 
 def _gateway_virtual_hosts(
     number: int, servers: list[tuple[Doc, Doc]], index: MeshIndex
 ) -> list[dict]:
-    """One virtual host per admitted host; VirtualServices for one host are merged, in order."""
+    """One virtual host per admitted host, sorted by name (util.SortVirtualHosts).
+
+    The routes of every VirtualService bound to one host are merged in creation order,
+    each VirtualService cut after its first catch-all route
+    (route.go BuildHTTPRoutesForVirtualService); then the catch-all routes move last, in
+    their order (route.go SortVHostRoutes), so a catch-all of one VirtualService does not
+    hide the routes of another.
+    """
     routes_by_host: dict[str, list[dict]] = {}
     for vs in index.state.virtual_services:
         admitted: list[str] = []
@@ -53,14 +87,44 @@ def _gateway_virtual_hosts(
             for host in vs["spec"].get("hosts") or []:
                 for server_host in server.get("hosts") or []:
                     match = _admitted_host(host, server_host, namespace_of(vs), namespace_of(gateway))
-                    if match is not None and match not in admitted:
-                        admitted.append(match)
+                    # Envoy compares hosts without case; Istio lowercases them.
+                    if match is not None and match.lower() not in admitted:
+                        admitted.append(match.lower())
         for host in admitted:
-            routes_by_host.setdefault(host, []).extend(vs_routes(vs, index, None))
+            routes_by_host.setdefault(host, []).extend(_up_to_catch_all(vs_routes(vs, index, number)))
     return [
-        {"name": f"{host}:{number}", "domains": _gateway_domains(host, number), "routes": routes}
-        for host, routes in routes_by_host.items()
+        {
+            "name": f"{host}:{number}",
+            "domains": [host],
+            "routes": _catch_alls_last(routes),
+            # proxy_headers.go: the upstream sees x-envoy-attempt-count.
+            "include_request_attempt_count": True,
+        }
+        for host, routes in sorted(routes_by_host.items(), key=lambda item: f"{item[0]}:{number}")
     ]
+
+
+def _is_catch_all(route: dict) -> bool:
+    """route.go IsCatchAllRoute: the path matches everything and nothing else is matched."""
+    match = route["match"]
+    every_path = (
+        match.get("prefix") == "/"
+        or match.get("path_separated_prefix") == "/"
+        or (match.get("safe_regex") or {}).get("regex") == ".*"
+    )
+    return every_path and not any(match.get(key) for key in ("headers", "query_parameters", "dynamic_metadata"))
+
+
+def _up_to_catch_all(routes: list[dict]) -> list[dict]:
+    """A route after a catch-all can never match: istiod leaves it out."""
+    for position, route in enumerate(routes):
+        if _is_catch_all(route):
+            return routes[: position + 1]
+    return routes
+
+
+def _catch_alls_last(routes: list[dict]) -> list[dict]:
+    return [r for r in routes if not _is_catch_all(r)] + [r for r in routes if _is_catch_all(r)]
 
 
 def _binds(vs: Doc, gateway: Doc) -> bool:
@@ -99,8 +163,3 @@ def _covers(pattern: str, host: str) -> bool:
         return host.endswith(suffix) and len(host) > len(suffix)
     return pattern == host
 
-
-def _gateway_domains(host: str, number: int) -> list[str]:
-    if host == "*":
-        return ["*"]
-    return [host, f"{host}:{number}"]

@@ -1,5 +1,6 @@
 """Gateway API HTTPRoutes for the mesh (GAMMA: the parent is a Service), as Envoy routes."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from conformance.targets.local.translator.durations import envoy_duration
 from conformance.targets.local.translator.index import MeshIndex, name_of, namespace_of, resolve_host
 from conformance.targets.local.translator.mutants import IGNORE_HEADER_MATCH, IGNORE_WEIGHTS, NO_TIMEOUTS
 from conformance.targets.local.translator.resources import NO_TIMEOUT
+from conformance.targets.local.translator.retries import default_retry_policy
 
 @dataclass(frozen=True)
 class _Attachment:
@@ -22,11 +24,12 @@ class _Attachment:
 
 
 def mesh_http_routes(pod: Pod, index: MeshIndex) -> dict[str, list[_Attachment]]:
-    """Service fqdn -> the HTTPRoutes attached to it that apply to `pod`'s sidecar.
+    """Service fqdn -> the HTTPRoutes attached to it that `pod`'s sidecar sees, in creation order.
 
     GAMMA: a route in the Service's namespace (producer route) applies to every
-    client; a route in another namespace (consumer route) applies only to
-    clients in its own namespace, and there it replaces the producer routes.
+    client; a route in another namespace (consumer route) only to clients in its own
+    namespace (istio/istio pilot/pkg/networking/core/route/route.go
+    buildSidecarVirtualHostsForVirtualService), where routes_on_port puts it first.
     """
     found: dict[str, list[_Attachment]] = {}
     for route in index.state.http_routes:
@@ -43,19 +46,35 @@ def mesh_http_routes(pod: Pod, index: MeshIndex) -> dict[str, list[_Attachment]]
             found.setdefault(fqdn, []).append(
                 _Attachment(route, None if port is None else int(port), consumer)
             )
-    for fqdn, attachments in found.items():
-        if any(a.consumer for a in attachments):
-            found[fqdn] = [a for a in attachments if a.consumer]
     return found
 
 
 def routes_on_port(attachments: Sequence[_Attachment], port: int) -> list[Doc]:
-    """The routes for one service port, each once, in creation order."""
-    routes: list[Doc] = []
+    """The routes that serve one service port, each once, in creation order.
+
+    Istio (tag 1.28.0) turns the routes attached to a Service into one VirtualService
+    per route namespace and parentRef port, merging the routes of each
+    (pilot/pkg/config/kube/gateway/route_collections.go HTTPRouteCollection and
+    mergeHTTPRoutes); a parentRef port limits its VirtualService to that port, none
+    means every port (conversion.go augmentPortMatch). Those VirtualServices are not
+    merged with each other: on a port, the sidecar uses the first one with routes there
+    and drops the others as duplicate virtual hosts (pilot/pkg/networking/core/httproute.go
+    BuildSidecarOutboundVirtualHosts). First: consumer routes
+    (pilot/pkg/model/virtualservice.go SelectVirtualServices), then creation order of
+    the oldest route of each (mergeVirtualServicesIfNeeded sorts by creation time).
+    """
+    groups: dict[tuple[str, int | None], list[_Attachment]] = {}
     for attachment in attachments:
-        if attachment.port in (None, port) and not any(r is attachment.route for r in routes):
-            routes.append(attachment.route)
-    return routes
+        groups.setdefault((namespace_of(attachment.route), attachment.port), []).append(attachment)
+    # A stable sort: groups keep creation order within consumers and within producers.
+    for group in sorted(groups.values(), key=lambda members: not members[0].consumer):
+        if group[0].port in (None, port):
+            routes: list[Doc] = []
+            for attachment in group:
+                if not any(r is attachment.route for r in routes):
+                    routes.append(attachment.route)
+            return routes
+    return []
 
 
 def http_route_routes(http_routes: Sequence[Doc], index: MeshIndex) -> list[dict]:
@@ -77,7 +96,7 @@ def http_route_routes(http_routes: Sequence[Doc], index: MeshIndex) -> list[dict
             for number, match in enumerate(rule.get("matches") or [{}]):
                 at = f"{where}.matches[{number}]"
                 path_type, path = _gateway_path(match.get("path") or {}, f"{at}.path")
-                headers = match.get("headers") or []
+                headers = _first_of_each_header(match.get("headers") or [], at)
                 envoy_match = _gateway_match(path_type, path, headers, index.state.mutants, at)
                 # Lower sorts first: the path type (Exact, PathPrefix, then RegularExpression as
                 # Istio), then the longer path, then more headers.
@@ -91,14 +110,40 @@ _PATH_ORDER = ("Exact", "PathPrefix", "RegularExpression")
 
 
 def _gateway_path(path: Doc, where: str) -> tuple[str, str]:
-    """(type, value) with the CRD defaults; a prefix loses its trailing `/`, as in Istio."""
+    """(type, value) with the CRD defaults; a prefix loses a trailing `/`, as in Istio."""
     path_type = path.get("type", "PathPrefix")
     value = str(path.get("value", "/"))
     if path_type not in _PATH_ORDER:
         raise ManifestError(f"{where}.type {path_type!r} is not Exact, PathPrefix or RegularExpression")
-    if path_type == "PathPrefix":
-        value = value.rstrip("/") or "/"
+    if path_type != "RegularExpression":
+        _check_path_value(value, f"{where}.value")
+    if path_type == "PathPrefix" and value != "/":
+        # istio/istio (1.28.0) pilot/pkg/config/kube/gateway/conversion.go createURIMatch trims one
+        # trailing "/" ("/foo/" is "/foo"), route.go TranslateRouteMatch one more for Envoy's
+        # path_separated_prefix; the CRD refuses "//", so one is all there can be.
+        value = value.removesuffix("/")
     return path_type, value
+
+
+# What the HTTPRoute CRD admits as an Exact or PathPrefix value (kubernetes-sigs/gateway-api
+# v1.4.0, the version Istio 1.28 ships, apis/v1/httproute_types.go HTTPPathMatch): the API
+# server refuses anything else, so the local mesh does too.
+_PATH_CHARACTERS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
+_PATH_FORBIDDEN_PARTS = ("//", "/./", "/../", "%2f", "%2F", "#")
+_PATH_FORBIDDEN_ENDINGS = ("/..", "/.")
+
+
+def _check_path_value(value: str, where: str) -> None:
+    if not value.startswith("/"):
+        raise ManifestError(f"{where} {value!r}: must be an absolute path and start with '/'")
+    for part in _PATH_FORBIDDEN_PARTS:
+        if part in value:
+            raise ManifestError(f"{where} {value!r}: must not contain {part!r}")
+    for ending in _PATH_FORBIDDEN_ENDINGS:
+        if value.endswith(ending):
+            raise ManifestError(f"{where} {value!r}: must not end with {ending!r}")
+    if not _PATH_CHARACTERS.fullmatch(value):
+        raise ManifestError(f"{where} {value!r}: must only contain valid path characters")
 
 
 def _gateway_match(
@@ -115,8 +160,29 @@ def _gateway_match(
         result = {"path_separated_prefix": path}
     matchers = [_gateway_header(header, f"{where}.headers[{n}]") for n, header in enumerate(headers)]
     if matchers and IGNORE_HEADER_MATCH not in mutants:
-        result["headers"] = matchers
+        # Sorted by name, as route.go TranslateRouteMatch; one match ANDs them all.
+        result["headers"] = sorted(matchers, key=lambda matcher: matcher["name"])
     return result
+
+
+def _first_of_each_header(headers: Sequence[Doc], where: str) -> list[Doc]:
+    """The header matches that count: the first of each name, compared without case.
+
+    The Gateway API asks for this (apis/v1/httproute_types.go HTTPHeaderMatch.Name: "only
+    the first entry with an equivalent name MUST be considered"). Istio 1.28 does not:
+    conversion.go createHeadersMatch keys the matches by the name as written, so two names
+    that differ in case are both kept and ANDed. The CRD refuses the same name twice
+    (listType=map, listMapKey=name).
+    """
+    kept: dict[str, Doc] = {}
+    names: set[str] = set()
+    for n, header in enumerate(headers):
+        name = str(header["name"])
+        if name in names:
+            raise ManifestError(f"{where}.headers[{n}].name: Duplicate value: {name!r}")
+        names.add(name)
+        kept.setdefault(name.lower(), header)
+    return list(kept.values())
 
 
 def _gateway_header(header: Doc, where: str) -> dict:
@@ -150,6 +216,9 @@ def _backend_action(rule: Doc, route: Doc, index: MeshIndex, where: str) -> dict
     # A backend that does not exist names a missing cluster: the Gateway API asks for 500
     # there (Envoy's default would be 503), as Istio configures.
     action["cluster_not_found_response_code"] = "INTERNAL_SERVER_ERROR"
+    # Istio turns an HTTPRoute into a VirtualService without retries, which gets the default retry
+    # policy (istio/istio pilot/pkg/config/kube/gateway/conversion.go; route/retry/retry.go).
+    action["retry_policy"] = default_retry_policy()
     request_timeout = (rule.get("timeouts") or {}).get("request")
     if request_timeout is not None and NO_TIMEOUTS not in mutants:
         # "0s" disables the timeout, which is Envoy's meaning of 0 too.

@@ -15,9 +15,20 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 FAULT_FILTER = "envoy.filters.http.fault"
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 
+# The Server header of inbound and gateway listeners (istio/istio pilot/pkg/networking/util/
+# proxy_headers.go); sidecar outbound listeners keep Envoy's default, "envoy".
 SERVER_NAME = "istio-envoy"
 OUTBOUND_ROUTE = "outbound"
 MESH_GATEWAY = "mesh"
+# Istio's catch-all for hosts no service names (pilot/pkg/networking/util/util.go).
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+PASSTHROUGH_VHOST = "allow_any"
+# Ends every HCM stat prefix and cluster stat name since Istio 1.24 (istio/istio
+# pkg/config/constants/constants.go StatPrefixDelimiter, releasenotes/notes/51761.yaml).
+STAT_PREFIX_DELIMITER = ";"
+# A cluster's load balancer when no DestinationRule sets one (istio/istio
+# pilot/pkg/networking/core/cluster_traffic_policy.go defaultLBAlgorithm).
+DEFAULT_LB_POLICY = "LEAST_REQUEST"
 # Istio's defaults: 10s connect timeout, and circuit breakers opened wide (Envoy's own
 # default of 1024 would be a limit no Istio configuration asked for).
 CONNECT_TIMEOUT = "10s"
@@ -31,6 +42,11 @@ class ProxyConfig:
     listeners: list[dict]  # envoy.config.listener.v3.Listener JSON, with "@type"
     clusters: list[dict]  # envoy.config.cluster.v3.Cluster JSON, with "@type"
     routes: dict[str, dict]  # route config name -> RouteConfiguration JSON, with "@type"
+
+
+def delimited_stat_prefix(prefix: str) -> str:
+    """Istio's util.DelimitedStatsPrefix (pilot/pkg/networking/util/util.go)."""
+    return prefix + STAT_PREFIX_DELIMITER
 
 
 def rds_file_name(route_name: str) -> str:

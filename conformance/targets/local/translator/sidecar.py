@@ -8,6 +8,9 @@ from conformance.targets.local.translator.clusters_listeners import (
     inbound_cluster_name,
     outbound_cluster_name,
     outbound_clusters,
+    outbound_virtual_host,
+    passthrough_cluster,
+    passthrough_virtual_host,
     route_config,
     static_cluster,
 )
@@ -16,33 +19,50 @@ from conformance.targets.local.translator.gateway_api_routes import (
     mesh_http_routes,
     routes_on_port,
 )
-from conformance.targets.local.translator.index import MeshIndex, namespace_of, resolve_host
+from conformance.targets.local.translator.index import (
+    MeshIndex,
+    most_specific_host_match,
+    namespace_of,
+    resolve_host,
+)
 from conformance.targets.local.translator.resources import MESH_GATEWAY, OUTBOUND_ROUTE, ProxyConfig
+from conformance.targets.local.translator.retries import default_retry_policy, inbound_retry_policy
 from conformance.targets.local.translator.vs_routes import vs_routes
+
+# The outbound listener is an HTTP proxy for the app, as Istio's HTTP proxy listener
+# (istio/istio pilot/pkg/networking/core/listener.go buildHTTPProxy, meshConfig.proxyHttpPort),
+# which Istio binds to the pod's 127.0.0.1 and names "127.0.0.1_<port>": its HCM stat prefix
+# is "outbound_127.0.0.1_<port>;". Istio's usual per-service-port listeners would say
+# "outbound_0.0.0.0_<service port>;" instead (README: what the local mesh is not).
+HTTP_PROXY_STAT_PREFIX = f"outbound_127.0.0.1_{OUTBOUND_PORT}"
+
 
 def sidecar_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
     listeners, clusters, routes = [], [], {}
     for port in pod.container_ports:
         route_name = inbound_cluster_name(port)  # Istio names the inbound route like its cluster
         listeners.append(
+            # listener_inbound.go StatPrefix: "inbound_" + the chain's name, 0.0.0.0_<target port>.
             http_listener(
-                f"inbound_{pod.ip}_{port}", pod.ip, port, f"inbound_{port}", route_name,
+                f"inbound_{pod.ip}_{port}", pod.ip, port, f"inbound_0.0.0.0_{port}", route_name,
                 config_dir, "INBOUND",
             )
         )
         clusters.append(static_cluster(inbound_cluster_name(port), [(pod.ip, app_port(port))]))
-        default_route = catch_all(inbound_cluster_name(port))
+        default_route = catch_all(inbound_cluster_name(port), inbound_retry_policy())
         routes[route_name] = route_config(
             route_name, [{"name": f"inbound|http|{port}", "domains": ["*"], "routes": [default_route]}]
         )
     listeners.append(
         http_listener(
-            OUTBOUND_ROUTE, pod.ip, OUTBOUND_PORT, OUTBOUND_ROUTE, OUTBOUND_ROUTE, config_dir,
-            "OUTBOUND", absolute_urls=True,
+            OUTBOUND_ROUTE, pod.ip, OUTBOUND_PORT, HTTP_PROXY_STAT_PREFIX, OUTBOUND_ROUTE, config_dir,
+            "OUTBOUND", absolute_urls=True, server_name=None,
         )
     )
     clusters.extend(outbound_clusters(index))
-    routes[OUTBOUND_ROUTE] = route_config(OUTBOUND_ROUTE, _outbound_virtual_hosts(pod, index))
+    clusters.append(passthrough_cluster())
+    virtual_hosts = [*_outbound_virtual_hosts(pod, index), passthrough_virtual_host()]
+    routes[OUTBOUND_ROUTE] = route_config(OUTBOUND_ROUTE, virtual_hosts)
     return ProxyConfig(listeners, clusters, routes)
 
 
@@ -62,13 +82,10 @@ def _outbound_virtual_hosts(pod: Pod, index: MeshIndex) -> list[dict]:
             elif http_routes:
                 routes = http_route_routes(http_routes, index)
             else:
-                routes = [catch_all(outbound_cluster_name(sp.port, svc.fqdn))]
+                # istio/istio pilot/pkg/networking/core/route/route.go BuildDefaultHTTPOutboundRoute.
+                routes = [catch_all(outbound_cluster_name(sp.port, svc.fqdn), default_retry_policy())]
             virtual_hosts.append(
-                {
-                    "name": f"{svc.fqdn}:{sp.port}",
-                    "domains": _service_domains(svc, sp.port, pod),
-                    "routes": routes,
-                }
+                outbound_virtual_host(f"{svc.fqdn}:{sp.port}", _service_domains(svc, sp.port, pod), routes)
             )
     return virtual_hosts
 
@@ -88,17 +105,23 @@ def _service_domains(svc: Service, port: int, pod: Pod) -> list[str]:
 def _sidecar_rules(index: MeshIndex) -> dict[str, Doc]:
     """Service fqdn -> the VirtualService sidecars apply to it.
 
-    Istio does not merge VirtualServices for sidecars: the oldest one for a host
-    wins. State order stands for creation order.
+    As istio/istio pilot/pkg/model/sidecar.go computeWildcardHostVirtualServiceIndex (tag
+    1.28.0): a VirtualService naming the service's host wins; else the one with the most
+    specific wildcard host covering it (`*.ns.svc.cluster.local` before `*.svc.cluster.local`
+    before `*`). Istio does not merge VirtualServices for sidecars: for one host, the oldest
+    wins; state order stands for creation order. istio_subset.py has refused the hosts that
+    can name no Service.
     """
-    rules: dict[str, Doc] = {}
+    by_host: dict[str, Doc] = {}
     for vs in index.state.virtual_services:
         gateways = vs["spec"].get("gateways") or [MESH_GATEWAY]
         if MESH_GATEWAY not in gateways:
             continue
         for host in vs["spec"].get("hosts") or []:
-            # A host that names no Service (an external name, a wildcard) has no virtual host here.
-            fqdn = resolve_host(host, namespace_of(vs))
-            if fqdn in index.services:
-                rules.setdefault(fqdn, vs)
+            by_host.setdefault(resolve_host(host, namespace_of(vs)).lower(), vs)
+    rules = {}
+    for fqdn in index.services:
+        found = most_specific_host_match(fqdn, by_host)
+        if found is not None:
+            rules[fqdn] = found[1]
     return rules

@@ -1,4 +1,4 @@
-"""VirtualService http routes, their destinations and faults, as Envoy routes."""
+"""VirtualService http routes, their destinations, retries and faults, as Envoy routes."""
 
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -19,16 +19,19 @@ from conformance.targets.local.translator.mutants import (
     SWAP_SUBSETS,
 )
 from conformance.targets.local.translator.resources import FAULT_FILTER, FAULT_TYPE, NO_TIMEOUT
+from conformance.targets.local.translator.retries import route_retry_policy
 
-def vs_routes(vs: Doc, index: MeshIndex, vhost_port: int | None) -> list[dict]:
+def vs_routes(vs: Doc, index: MeshIndex, listener_port: int) -> list[dict]:
     """Envoy routes for the VirtualService's http list, in order: one per match entry.
 
-    No catch-all is added: a request no http route matches gets 404, as in Istio.
+    listener_port is the port the request came in on: the service port of a sidecar's
+    virtual host, a gateway server's port. No catch-all is added: a request no http route
+    matches gets 404, as in Istio.
     """
     mutants = index.state.mutants
     routes = []
     for position, http in enumerate(vs["spec"].get("http") or []):
-        action = _route_action(vs, position, http, index, vhost_port)
+        action = _route_action(vs, position, http, index, listener_port)
         fault = _fault_config(http.get("fault"), f"{describe(vs)}: spec.http[{position}].fault")
         for match in http.get("match") or [None]:
             route: dict[str, Any] = {"match": _route_match(match, mutants), "route": action}
@@ -73,14 +76,14 @@ def _header_match(name: str, spec: Mapping[str, str]) -> dict:
     return {"name": name, "present_match": True}
 
 
-def _route_action(vs: Doc, position: int, http: Doc, index: MeshIndex, vhost_port: int | None) -> dict:
+def _route_action(vs: Doc, position: int, http: Doc, index: MeshIndex, listener_port: int) -> dict:
     where = f"{describe(vs)}: spec.http[{position}]"
     destinations = http.get("route") or []
     if not destinations:
         raise ManifestError(f"{where} has no route (the local mesh needs route destinations)")
     mutants = index.state.mutants
     clusters = [
-        (_destination_cluster(d["destination"], vs, index, vhost_port, where), d.get("weight"))
+        (_destination_cluster(d["destination"], vs, index, listener_port), d.get("weight"))
         for d in destinations
     ]
     if len(clusters) == 1:
@@ -95,14 +98,17 @@ def _route_action(vs: Doc, position: int, http: Doc, index: MeshIndex, vhost_por
         action = {"weighted_clusters": {"clusters": weighted}, "timeout": NO_TIMEOUT}
     if http.get("timeout") is not None and NO_TIMEOUTS not in mutants:
         action["timeout"] = envoy_duration(str(http["timeout"]), f"{where}.timeout")
+    # Istio's default retry policy unless `retries` replaces it; attempts 0: no retries
+    # (istio/istio pilot/pkg/networking/core/route/route.go applyHTTPRouteDestination).
+    retry_policy = route_retry_policy(http.get("retries"), f"{where}.retries")
+    if retry_policy is not None:
+        action["retry_policy"] = retry_policy
     return action
 
 
-def _destination_cluster(
-    destination: Doc, vs: Doc, index: MeshIndex, vhost_port: int | None, where: str
-) -> str:
+def _destination_cluster(destination: Doc, vs: Doc, index: MeshIndex, listener_port: int) -> str:
     fqdn = resolve_host(destination["host"], namespace_of(vs))
-    port = _destination_port(destination, index.services.get(fqdn), vhost_port, where)
+    port = _destination_port(destination, index.services.get(fqdn), listener_port)
     subset = destination.get("subset") or ""
     if subset and SWAP_SUBSETS in index.state.mutants:
         subset = _next_subset(index.subset_names(fqdn), subset)
@@ -111,21 +117,17 @@ def _destination_cluster(
     return outbound_cluster_name(port, fqdn, subset)
 
 
-def _destination_port(
-    destination: Doc, svc: Service | None, vhost_port: int | None, where: str
-) -> int:
+def _destination_port(destination: Doc, svc: Service | None, listener_port: int) -> int:
+    """istio/istio pilot/pkg/networking/core/route/route.go GetDestinationCluster (tag 1.28.0):
+    the destination's port, else the service's only port, else the listener's port, even
+    when the service has no such port: the cluster then does not exist, and Envoy answers
+    503 (NC), as with Istio."""
     number = (destination.get("port") or {}).get("number")
     if number is not None:
         return int(number)
     if svc is not None and len(svc.ports) == 1:
         return svc.ports[0].port
-    # A sidecar routes a multi-port service to the port the request came in on.
-    if vhost_port is not None and (svc is None or any(sp.port == vhost_port for sp in svc.ports)):
-        return vhost_port
-    raise ManifestError(
-        f"{where}: destination {destination['host']} needs port.number "
-        f"(the service has several ports or is unknown)"
-    )
+    return listener_port
 
 
 def _next_subset(names: list[str], subset: str) -> str:
