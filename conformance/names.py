@@ -17,3 +17,12 @@ INGRESS_GATEWAY = "istio-ingressgateway"
 GATEWAY_HTTP_PORT = 8080
 # The pod label of that gateway, which the manifests' Gateways select (istio=ingressgateway).
 INGRESS_GATEWAY_LABEL = ("istio", "ingressgateway")
+
+# The reserved gateway name that binds a VirtualService to every sidecar; a VirtualService
+# without `gateways` has it alone (istio/istio pkg/config/constants/constants.go IstioMeshGateway).
+MESH_GATEWAY = "mesh"
+
+# The API groups of the configuration meshconf applies: Istio's networking kinds (VirtualService,
+# DestinationRule, Gateway) and the Gateway API's (HTTPRoute and the CRDs it comes with).
+ISTIO_NETWORKING_GROUP = "networking.istio.io"
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"

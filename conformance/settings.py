@@ -10,6 +10,11 @@ from conformance.errors import ConformanceError
 
 TARGETS = ("auto", "kind", "kubeconfig", "local")
 
+# The Istio a cluster run installs unless told: the newest patch of 1.28 (istio/istio tags), the
+# release the CI template (ci/github/meshconf.yml) runs for that minor. A minor's .0 is its least
+# fixed release, and the first to reach its end of life.
+DEFAULT_ISTIO_VERSION = "1.28.10"
+
 # Where Istio release archives are downloaded from: <base>/<version>/istio-<version>-<os>-<arch>.tar.gz
 # (conformance.targets.istio_release.release_url). Env MESHCONF_ISTIO_RELEASES points it at a mirror
 # that keeps the same layout, with the .sha256 files beside the archives (air-gapped machines).
@@ -85,7 +90,7 @@ class RunSettings:
     work_dir: Path = field(default_factory=lambda: Path(".meshconf"))
     timeouts: Timeouts = field(default_factory=Timeouts)
     # Cluster targets (kind, kubeconfig)
-    istio_version: str = "1.28.0"
+    istio_version: str = DEFAULT_ISTIO_VERSION
     istio_releases: str = field(default_factory=istio_releases_from_env)  # release download base URL
     gateway_api_releases: str = field(default_factory=gateway_api_releases_from_env)  # the same for Gateway API
     kubernetes_version: str = "1.34"  # kind node image; supported by the Istio above

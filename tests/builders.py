@@ -1,39 +1,41 @@
 """Plain helpers, data builders and constants shared by the harness's own tests.
 
-Test files import shared helpers from here (and from the fakes: tests/fakeapi.py,
-tests/fakes/, tests/release_server.py, tests/fakeforward.py, tests/fakegateway.py),
-never from another test file or from tests/conftest.py. Shared pytest fixtures
+Test files import shared helpers from here, the cluster side's from tests/cluster_builders.py
+(and from the fakes: tests/fakeapi.py, tests/fakes/, tests/release_server.py,
+tests/fakeforward.py, tests/fakegateway.py), never from another test file or from
+tests/conftest.py. Shared pytest fixtures
 are in tests/conftest.py: pytest finds them by name, they are never imported.
 """
 
 import copy
-import functools
 import http.client
 import http.server
 import json
 import os
 import subprocess
 import sys
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import envoy
+import httpx
 import pytest
 import yaml
 
 from conformance import manifests
 from conformance.errors import ManifestError
-from conformance.settings import RunSettings
-from conformance.targets import istio
-from conformance.targets.local.model import MeshState, Pod, Service, ServicePort
+from conformance.probes import envoy_stats
+from conformance.targets.local.envoy import EnvoyProxy
+from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort
+from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
-from tests.crd_schema import UPSTREAM, upstream_file
-from tests.fakeapi import Answer, FakeApi, status
-from tests.fakes import BIN
-from tests.release_server import ReleaseServer, tarball
+from tests.crd_schema import upstream_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,158 +99,6 @@ def doc_params(files: list[Path], base: Path) -> list[Any]:
 def own_docs() -> list[Any]:
     """Every document of manifests/, as doc_params."""
     return doc_params(manifests.all_files(), manifests.manifests_dir())
-
-
-# ---------------------------------------------------------------------------------------------
-# A kubeconfig for the fake Kubernetes API (tests/fakeapi.py)
-
-KUBECONFIG_TOKEN = "sekret-token-0123456789abcdef"
-KUBECONFIG_CLIENT_KEY = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tZmFrZQ=="
-
-
-def write_kubeconfig(path: Path, port: int) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [
-            {"name": "fake", "user": {"token": KUBECONFIG_TOKEN}},
-            {"name": "certs", "user": {"client-key-data": KUBECONFIG_CLIENT_KEY,
-                                       "client-certificate-data": "Q0VSVA=="}},
-        ],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-    }))
-    return path
-
-
-# The upstream CRDs (tests/upstream/): Istio's bundle, and Gateway API's standard channel.
-ISTIO_CRDS = ("istio/crd-all.gen.yaml",)
-GATEWAY_API_CRDS = tuple(f"gateway-api/{p.name}" for p in sorted((UPSTREAM / "gateway-api").glob("*.yaml")))
-
-
-@functools.cache
-def _upstream_crds(relative: str) -> tuple[dict[str, Any], ...]:
-    docs = yaml.load_all(upstream_file(relative).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    return tuple(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
-
-
-def upstream_crd(name: str) -> dict[str, Any]:
-    """One upstream CRD by name (e.g. virtualservices.networking.istio.io), a copy to change at will."""
-    for relative in (*ISTIO_CRDS, *GATEWAY_API_CRDS):
-        for crd in _upstream_crds(relative):
-            if crd["metadata"]["name"] == name:
-                return copy.deepcopy(crd)
-    raise KeyError(f"no upstream CRD {name}")
-
-
-def install_crds(api: FakeApi, *files: str) -> list[str]:
-    """Apply upstream CRD files (ISTIO_CRDS, GATEWAY_API_CRDS) to the fake API, as an installer
-    would have before the test; their kinds are served from now on. The CRDs' names."""
-    names = []
-    for relative in files:
-        for crd in _upstream_crds(relative):
-            api.install_crd(crd)
-            names.append(crd["metadata"]["name"])
-    return names
-
-
-def gateway_api_release(version: str) -> bytes:
-    """A Gateway API release's standard-install.yaml, concatenated as kubernetes-sigs/gateway-api
-    hack/build-install-yaml.sh does, from the upstream standard CRDs stamped with `version`."""
-    parts = ["#\n# Gateway API Standard channel install\n#\n"]
-    for relative in GATEWAY_API_CRDS:
-        text = upstream_file(relative).read_text().replace("bundle-version: v0.0.0-dev", f"bundle-version: {version}")
-        parts.append(f"---\n#\n# config/crd/standard/gateway.networking.k8s.io_{Path(relative).name}\n#\n{text}")
-    return "".join(parts).encode()
-
-
-def publish_gateway_api(release_server: ReleaseServer, version: str, content: bytes | None = None) -> str:
-    """Serve a Gateway API release at <base>/<version>/standard-install.yaml; the base URL."""
-    release_server.files[f"/releases/{version}/standard-install.yaml"] = content or gateway_api_release(version)
-    return release_server.url
-
-
-# ---------------------------------------------------------------------------------------------
-# A fake Istio release, and Istio's readiness objects as the fake API sees them
-
-ISTIO_VERSION = RunSettings().istio_version
-INVALID_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/meshconf-readiness-invalid"
-READINESS_GATEWAY = "/apis/networking.istio.io/v1/namespaces/istio-system/gateways/meshconf-readiness"
-DENIED = ('admission webhook "validation.istio.io" denied the request: '
-          "configuration is invalid: HTTP route cannot contain both route and redirect")
-PROMETHEUS_YML = (Path(__file__).parent / "data" / "prometheus.yml").read_text()
-_READ = [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]}]
-
-
-def _addon_meta(name: str, namespaced: bool = True) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": name}
-    return {"name": name, "labels": labels, **({"namespace": "istio-system"} if namespaced else {})}
-
-
-def _addon(name: str, config_key: str, config: str, port: int, rules: list[dict[str, Any]],
-           role: bool = False) -> str:
-    """The documents of an Istio samples/addons manifest, abridged, in upstream's order."""
-    selector = {"app.kubernetes.io/name": name}
-    docs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _addon_meta(name)},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _addon_meta(name), "data": {config_key: config}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _addon_meta(name, False),
-         "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": _addon_meta(name, False),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
-    ]
-    if role:  # kiali's namespaced Role for the control plane
-        docs += [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-             "metadata": _addon_meta(f"{name}-controlplane"),
-             "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": _addon_meta(f"{name}-controlplane"),
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-controlplane"},
-             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
-        ]
-    docs += [
-        {"apiVersion": "v1", "kind": "Service", "metadata": _addon_meta(name),
-         "spec": {"type": "ClusterIP", "selector": selector,
-                  "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _addon_meta(name),
-         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
-                  "template": {"metadata": {"labels": selector, "annotations": {"sidecar.istio.io/inject": "false"}},
-                               "spec": {"serviceAccountName": name,
-                                        "containers": [{"name": name, "image": f"example.invalid/{name}:1",
-                                                        "ports": [{"containerPort": port}]}]}}}},
-    ]
-    return "".join(f"---\n# Source: {name}/templates/{d['kind'].lower()}.yaml\n{yaml.safe_dump(d, sort_keys=False)}"
-                   for d in docs)
-
-
-def fake_release(version: str = ISTIO_VERSION) -> bytes:
-    """An Istio release archive: the fake istioctl launcher (pointing at tests/fakes) and the addons."""
-    launcher = (BIN / "istioctl").read_text()
-    relative = "str(Path(__file__).resolve().parent.parent)"
-    assert relative in launcher  # the copy must still find tests/fakes/engine/ from the cache
-    top = f"istio-{version}"
-    return tarball({
-        f"{top}/bin/istioctl": launcher.replace(relative, repr(str(BIN.parent))).encode(),
-        f"{top}/samples/addons/prometheus.yaml": _addon("prometheus", "prometheus.yml", PROMETHEUS_YML, 9090,
-                                                        _READ + [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
-                                                        ).encode(),
-        f"{top}/samples/addons/kiali.yaml": _addon("kiali", "config.yaml", "server:\n  port: 20001\n", 20001,
-                                                   _READ, role=True).encode(),
-        f"{top}/manifest.yaml": b"version: " + version.encode() + b"\n",
-    })
-
-
-def accept_once_then_deny(api: FakeApi) -> None:
-    """Istio's validating webhook right after install: not patched yet, then live."""
-    [invalid] = manifests.load(istio.INVALID_VIRTUALSERVICE)
-
-    def accept() -> Answer:
-        api.objects[INVALID_VS] = {**invalid, "metadata": {**invalid["metadata"], "namespace": "default"}}
-        return 200, api.objects[INVALID_VS]
-
-    api.script("PATCH", INVALID_VS, accept, (400, status(400, "BadRequest", DENIED)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +202,10 @@ ALL_V1_DR = destination_rule("reviews", ["v1", "v2", "v3"])
 
 REVIEWS_HOST = "reviews.bookinfo.svc.cluster.local"
 REVIEWS_VHOST = f"{REVIEWS_HOST}:9080"
+RATINGS_VHOST = "ratings.bookinfo.svc.cluster.local:9080"
+DETAILS_VHOST = "details.bookinfo.svc.cluster.local:9080"
+# How long a holding upstream keeps a request at most: far longer than any test's requests take.
+HELD_AT_MOST = 30.0
 
 
 def virtual_hosts(config: ProxyConfig, route_name: str) -> dict[str, dict]:
@@ -542,3 +396,135 @@ def http_get(ip: str, port: int, target: str, headers: Mapping[str, str] | None 
         return response.status, {k.lower(): v for k, v in response.getheaders()}, body
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The translator's resources on real Envoys run by the local mesh's own launcher
+# (conformance.targets.local.envoy), with upstreams in the test process on loopback addresses
+
+
+class Proxies:
+    """Real Envoys started by the local mesh's launcher and fed the translator's resources."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.supervisor = Supervisor()
+
+    def __enter__(self) -> "Proxies":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.supervisor.stop_all()
+
+    def start(self, pod: Pod, state: MeshState) -> EnvoyProxy:
+        return self.start_config(pod, translate(pod, state, str(self.config_dir(pod))))
+
+    def config_dir(self, pod: Pod) -> Path:
+        return EnvoyProxy(pod, self.run_dir).config_dir
+
+    def start_config(self, pod: Pod, config: ProxyConfig) -> EnvoyProxy:
+        """An Envoy for `pod` given `config` (translated for config_dir(pod)), once its listeners are active."""
+        proxy = EnvoyProxy(pod, self.run_dir)
+        routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
+        proxy.push(1, config.listeners, config.clusters, routes)  # read by Envoy as it starts
+        proxy.start(self.supervisor)
+        names = [listener["name"] for listener in config.listeners]
+        eventually(lambda: listeners_active(proxy, names), f"{pod.name}'s listeners {names}")
+        return proxy
+
+
+def listeners_active(proxy: EnvoyProxy, names: list[str]) -> bool:
+    """Whether every listener is active: a listener is, once its routes are loaded."""
+    assert proxy.child is not None and proxy.child.alive(), f"Envoy exited:\n{proxy.child and proxy.child.log_tail()}"
+    try:
+        active = proxy.admin("/listeners").text
+    except httpx.HTTPError:  # the admin port is not open yet
+        return False
+    return all(f"{name}::" in active for name in names)
+
+
+class RecordingUpstream:
+    """An HTTP/1.1 server on ip:port answering `status` with `body`; records each request's headers,
+    and announces each request's arrival on `arrivals` (its body). With hold, it holds every request
+    until `release` is set (at most HELD_AT_MOST seconds), then answers."""
+
+    def __init__(self, ip: str, port: int, status: int = 200, body: str = "", hold: bool = False,
+                 arrivals: "queue.Queue[str] | None" = None) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.arrivals: queue.Queue[str] = queue.Queue() if arrivals is None else arrivals
+        self.release = threading.Event()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle holds the body
+            # until the peer's delayed ACK, 40 ms a request.
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                upstream.seen.append({name.lower(): value for name, value in self.headers.items()})
+                upstream.arrivals.put(body)
+                if hold:
+                    upstream.release.wait(HELD_AT_MOST)
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> "RecordingUpstream":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: str
+
+
+def through(proxy_ip: str, url: str, port: int = OUTBOUND_PORT) -> Reply:
+    """GET `url` in absolute form through the sidecar at proxy_ip, as the local apps do."""
+    conn = http.client.HTTPConnection(proxy_ip, port, timeout=10)
+    try:
+        conn.request("GET", url)
+        response = conn.getresponse()
+        body = response.read().decode()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+def envoy_counters(proxy: EnvoyProxy) -> dict[str, int]:
+    return envoy_stats.parse(proxy.stats())
+
+
+def loopback_addresses(loopback_ips: list[str], count: int) -> list[str]:
+    """`count` addresses of the random 127.a.b.0/24 the loopback_ips fixture picked."""
+    base = loopback_ips[0].rsplit(".", 1)[0]
+    return [f"{base}.{n}" for n in range(1, count + 1)]
+
+
+def direct_pod(name: str, ip: str, labels: dict[str, str], port: int, namespace: str = NS) -> Pod:
+    """A pod without sidecar: its Service endpoints are ip:port."""
+    return make_pod(name, ip, labels, namespace=namespace, proxy="none", ports=(port,))
+
+
+def one_port_service(name: str, target_port: int, port: int = 9080, namespace: str = NS,
+                     selector: dict[str, str] | None = None) -> Service:
+    return Service(name, namespace, (ServicePort("http", port, target_port),), selector or {"app": name})

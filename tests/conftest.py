@@ -23,7 +23,11 @@ from conformance.targets.kube import Kube
 from conformance.waiting import wait_for
 
 if TYPE_CHECKING:  # imported by pytest_plugins below: an import here first would stop their assert rewriting
+    from tests.cluster_builders import Machine
     from tests.fakeapi import FakeApi
+    from tests.fakegateway import FakeGateway
+    from tests.fakes import FakeTools
+    from tests.release_server import ReleaseServer
 
 pytest_plugins = ["pytester", "tests.fakeapi", "tests.fakegateway", "tests.fakes", "tests.release_server"]
 
@@ -31,12 +35,21 @@ pytest_plugins = ["pytester", "tests.fakeapi", "tests.fakegateway", "tests.fakes
 @pytest.fixture
 def kube(api: FakeApi, tmp_path: Path) -> Iterator[Kube]:
     """A Kube client of the fake Kubernetes API (the `api` fixture), with short timeouts."""
-    from tests.builders import write_kubeconfig
+    from tests.cluster_builders import write_kubeconfig
 
     k = Kube(write_kubeconfig(tmp_path / "kubeconfig", api.port),  # type: ignore[attr-defined]
              timeouts=Timeouts(rollout=0.4, install=2.0), poll_interval=0.02)
     yield k
     k.close()
+
+
+@pytest.fixture
+def machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_server: ReleaseServer,
+            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], gateway: FakeGateway) -> Machine:
+    """This machine as `meshconf up` finds it, with nothing real but itself (tests/cluster_builders.py Machine)."""
+    from tests.cluster_builders import set_up_machine
+
+    return set_up_machine(tmp_path, fake_tools, api, release_server, monkeypatch, capsys, gateway)
 
 
 @pytest.fixture(scope="module")

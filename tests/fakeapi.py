@@ -17,7 +17,7 @@ What it serves and how (kubernetes/kubernetes, apiserver and apiextensions-apise
 A test may script the answers of one method and path, and reads every request afterwards.
 
 Tests ask for the `api` fixture by name (tests/conftest.py loads this module with pytest_plugins);
-tests/builders.py's install_crds applies upstream CRDs. A kubeconfig pointing at it needs only
+tests/cluster_builders.py's install_crds applies upstream CRDs. A kubeconfig pointing at it needs only
 `server: api.url` (no credentials are checked).
 """
 

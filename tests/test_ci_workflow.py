@@ -16,6 +16,7 @@ from conformance import cli
 from conformance.settings import RunSettings
 from conformance.targets import istio_support, kind
 from tests.builders import REPO
+from tests.fakes.engine.commands import load
 
 WORKFLOW = REPO / "ci" / "github" / "meshconf.yml"
 
@@ -89,6 +90,21 @@ def test_matrix_covers_every_supported_minor_and_both_install_methods() -> None:
 
 def test_kind_is_the_release_the_node_images_need() -> None:
     assert step_using("helm/kind-action")["with"]["version"] == kind.KIND_VERSION
+
+
+def test_helm_is_the_release_the_fake_helm_models() -> None:
+    # meshconf's Helm command lines are checked against flags read in helm/helm at one tag: the
+    # runner must not use another Helm (its own, or Helm 4).
+    install = step_using("azure/setup-helm")
+    assert install["with"]["version"] == load("helm")["provenance"]["tag"]
+    run = next(i for i, s in enumerate(steps()) if "meshconf run" in str(s.get("run", "")))
+    assert steps().index(install) < run
+
+
+def test_the_default_istio_is_the_patch_the_matrix_runs_for_its_minor() -> None:
+    default = RunSettings().istio_version
+    assert [e["istio"] for e in matrix() if istio_support.minor(e["istio"]) == istio_support.minor(default)] == \
+        [default]
 
 
 @pytest.mark.parametrize("entry", matrix(), ids=entry_id)

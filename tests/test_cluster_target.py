@@ -14,7 +14,7 @@ from conformance.settings import RunSettings, Timeouts
 from conformance.targets.base import PodView
 from conformance.targets.cluster import ClusterAccess, ClusterTarget
 from conformance.targets.kube import ExecResult, Kube
-from tests.builders import write_kubeconfig
+from tests.cluster_builders import write_kubeconfig
 from tests.fakeapi import FakeApi, items
 
 CURL = PodView("curl-7d9f-abcde", "ns", {"app": "curl"}, {}, ("curl", "istio-proxy"), ("istio-init",),

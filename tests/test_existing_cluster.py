@@ -11,15 +11,25 @@ import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError, TargetUnavailable
+from conformance.names import INGRESS_GATEWAY
 from conformance.settings import RunSettings
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.existing import ExistingClusterProvisioner, istiod_version
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.kube import Kube
 from conformance.targets.provision import wait_mesh_ready
-from tests.builders import READINESS_GATEWAY, accept_once_then_deny, fake_release, publish_gateway_api, write_kubeconfig
+from tests.cluster_builders import (
+    GATEWAY_API,
+    ISTIO_VERSION,
+    READINESS_GATEWAY,
+    accept_once_then_deny,
+    fake_release,
+    istio_deployment,
+    publish_gateway_api,
+    write_kubeconfig,
+)
 from tests.crd_schema import upstream_file
-from tests.fakeapi import FakeApi
+from tests.fakeapi import FakeApi, items
 from tests.fakeforward import fake_port_forward
 from tests.fakegateway import FakeGateway
 from tests.fakes import FakeTools
@@ -29,6 +39,7 @@ ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "i
           "spec": {"template": {"spec": {"containers": [{"name": "discovery",
                                                           "image": "docker.io/istio/pilot:1.28.0"}]}}}}
 ISTIOD_PATH = "/apis/apps/v1/namespaces/istio-system/deployments/istiod"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/istio-system/deployments"
 
 
 def gateway_service(name: str, namespace: str, selector: dict[str, str], http2: tuple[int, int],
@@ -99,7 +110,7 @@ def test_no_istio_is_a_clear_error(api: FakeApi, tmp_path: Path) -> None:  # noq
 def test_installing_needs_consent(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
     provisioner = ExistingClusterProvisioner(settings(install_mesh=True),
                                              kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
-    with pytest.raises(ConformanceError, match="refusing to install Istio 1.28.0 on context 'fake'.*--yes"):
+    with pytest.raises(ConformanceError, match=f"refusing to install Istio {ISTIO_VERSION} on context 'fake'.*--yes"):
         provisioner.up()
     provisioner.down()
     assert [r.method for r in api.requests if r.method != "GET"] == []
@@ -147,7 +158,7 @@ def test_install_on_consent_waits_for_the_mesh_then_removes_all_it_added(  # noq
     fake_tools.set_scenario({"istioctl": {"install": {"stdout": "Installation complete\n"},
                                           "uninstall": {"stdout": "Uninstalled\n"}}})
     fake_tools.remove("istioctl")  # only the downloaded release's istioctl may answer
-    release_server.publish("1.28.0", fake_release("1.28.0"))
+    release_server.publish(ISTIO_VERSION, fake_release())
     install_istio_crds(api)  # istioctl installed them
     api.deployments_roll_out = True
     accept_once_then_deny(api)
@@ -163,10 +174,10 @@ def test_install_on_consent_waits_for_the_mesh_then_removes_all_it_added(  # noq
 
     provisioner = ExistingClusterProvisioner(
         settings(install_mesh=True, yes=True, cache_dir=tmp_path / "cache", istio_releases=release_server.url,
-                 gateway_api_releases=publish_gateway_api(release_server, "v1.4.0")),
+                 gateway_api_releases=publish_gateway_api(release_server, GATEWAY_API)),
         kubeconfig=config)
     access = provisioner.up()
-    assert access.mesh_version == "1.28.0" and access.ingress_url.startswith("http://127.0.0.1:")
+    assert access.mesh_version == ISTIO_VERSION and access.ingress_url.startswith("http://127.0.0.1:")
     assert set(gateway.hosts) == {"readiness.meshconf.test"}  # answered through the forward
     assert {(pod, port) for pod, _, port in forwards} == {("istio-ingressgateway-5f7", 8080)}
     applied = {r.path for r in api.requests if r.method == "PATCH"}
@@ -186,6 +197,53 @@ def test_install_on_consent_waits_for_the_mesh_then_removes_all_it_added(  # noq
     assert [argv[1] for argv in fake_tools.calls("istioctl")] == ["install", "uninstall"]
     assert fake_tools.calls("istioctl")[1] == ["istioctl", "uninstall", *flags, "--purge", "-y"]
     assert hashlib.sha256(config.read_bytes()).hexdigest() == before  # the user's kubeconfig untouched
+
+
+def test_a_helm_install_where_nothing_gives_a_load_balancer_an_address_waits_for_the_gateway_pods(
+        api: FakeApi, tmp_path: Path, fake_tools: FakeTools, release_server: ReleaseServer,
+        gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cluster without a load-balancer controller (kind by kubeconfig, minikube, bare metal): the gateway
+    # chart's LoadBalancer Service never gets an address, so it is reached by port-forward. The fake
+    # helm waits as Helm does: a --wait on the gateway chart would never end.
+    release_server.publish(ISTIO_VERSION, fake_release())
+    install_istio_crds(api)  # the base chart's
+    accept_once_then_deny(api)
+    api.after_apply[READINESS_GATEWAY] = gateway.start
+    pod_path, pod = gateway_pod("istio-ingressgateway-6c8", "istio-system", {"istio": "ingressgateway"})
+    polls: list[int] = []
+
+    def rollout() -> tuple[int, Any]:
+        """The gateway's pod ready only on the third look: its image is pulled meanwhile."""
+        polls.append(len(api.requests))
+        if len(polls) < 3:
+            return items(istio_deployment(INGRESS_GATEWAY, 0))
+        api.objects[pod_path] = pod
+        return items(istio_deployment(INGRESS_GATEWAY, 1))
+
+    api.script("GET", DEPLOYMENTS, rollout)
+    forwards = fake_port_forward(monkeypatch, {80: ("127.0.0.1", gateway.port)})
+    provisioner = ExistingClusterProvisioner(
+        settings(install_mesh=True, yes=True, install_method="helm", cache_dir=tmp_path / "cache",
+                 istio_releases=release_server.url,
+                 gateway_api_releases=publish_gateway_api(release_server, GATEWAY_API)),
+        kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
+    try:
+        access = provisioner.up()
+        assert access.ingress_url.startswith("http://127.0.0.1:")
+    finally:
+        provisioner.down()
+    upgrades = [argv for argv in fake_tools.calls("helm") if argv[1] == "upgrade"]
+    assert [argv[3] for argv in upgrades] == ["istio-base", "istiod", INGRESS_GATEWAY]
+    assert ["--wait" in argv for argv in upgrades] == [True, True, False]
+    assert not any(arg.startswith("service.type=") for arg in upgrades[2])  # the chart's LoadBalancer
+    # The port-forward went to the gateway's pod once its rollout was done, and it answered.
+    first_pod_lookup = min(api.seen("GET", "/api/v1/namespaces/istio-system/pods"))
+    assert len(polls) >= 3 and first_pod_lookup > polls[2]
+    assert forwards and {(name, port) for name, _, port in forwards} == {("istio-ingressgateway-6c8", 80)}
+    assert set(gateway.hosts) == {"readiness.meshconf.test"}
+    assert [argv[2] for argv in fake_tools.calls("helm") if argv[1] == "uninstall"] == \
+        [INGRESS_GATEWAY, "istiod", "istio-base"]
+    assert fake_tools.state()["helm_releases"] == {}
 
 
 # --- the ingress gateway: found, reached, and the Gateways bound to it ----------------------
@@ -317,13 +375,15 @@ def istiod(image: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     ("istio/pilot:1.28.1@sha256:" + "ab" * 32, "1.28.1"),
     ("istio/pilot:1.28.1-distroless@sha256:" + "ab" * 32, "1.28.1"),
     ("registry.local:5000/istio/pilot:1.30.0-rc.1-distroless", "1.30.0-rc.1"),
+    ("istio/pilot:1.31.0-alpha.0", "1.31.0-alpha.0"),
 ])
 def test_istio_version_of_the_istiod_image(image: str, version: str) -> None:
     assert istiod_version(istiod(image)) == version
 
 
 @pytest.mark.parametrize("image", [
-    "docker.io/istio/pilot@sha256:" + "cd" * 32, "registry.local:5000/istio/pilot", "istio/pilot:latest"])
+    "docker.io/istio/pilot@sha256:" + "cd" * 32, "registry.local:5000/istio/pilot", "istio/pilot:latest",
+    "istio/pilot:1.28.1-custom", "istio/pilot:1.28", "istio/pilot:1.30.0-rc-distroless"])
 def test_without_a_version_tag_the_charts_label_tells(image: str) -> None:
     # The charts label istiod app.kubernetes.io/version (manifests/charts/.../zzz_profile.yaml, istio.labels).
     assert istiod_version(istiod(image, {"app.kubernetes.io/version": "1.27.4"})) == "1.27.4"

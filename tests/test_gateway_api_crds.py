@@ -2,9 +2,10 @@
 
 Against the fake Kubernetes API (tests/fakeapi.py), which serves Gateway API kinds only once
 their CRDs are applied, and a local release server standing in for GitHub's release assets.
-The kind path is covered by tests/test_kind_up.py.
+The kind path is covered by tests/test_kind_gateway_api.py.
 """
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,23 @@ from conformance.targets.base import ExplainsSupport
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.existing import ExistingClusterProvisioner
 from conformance.targets.kube import Kube
-from tests.builders import GATEWAY_API_CRDS, gateway_api_release, install_crds, publish_gateway_api, write_kubeconfig
+from tests.cluster_builders import (
+    GATEWAY_API_CRDS,
+    V1_5_1,
+    V1_5_1_POLICY_BUNDLE,
+    gateway_api_release,
+    gateway_api_v1_5_1,
+    install_crds,
+    publish_gateway_api,
+    safe_upgrades_policy,
+    write_kubeconfig,
+)
 from tests.fakeapi import FakeApi
 from tests.release_server import ReleaseServer
 
-HTTPROUTE_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/httproutes.gateway.networking.k8s.io"
+HTTPROUTE_CRD_NAME = "httproutes.gateway.networking.k8s.io"
+HTTPROUTE_CRD = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{HTTPROUTE_CRD_NAME}"
+THEIR_GATEWAY = "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/theirs"
 HTTPROUTE = "gateway-api/traffic/httproute-reviews-80-20.yaml"
 ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system"},
           "spec": {"template": {"spec": {"containers": [{"name": "discovery",
@@ -56,6 +69,19 @@ def test_no_release_for_an_istio_the_table_does_not_know(istio_version: str) -> 
     assert gateway_api_crds.release_for(istio_version) is None
 
 
+def test_the_table_is_read_and_refused_as_every_data_file_is(tmp_path: Path) -> None:
+    table = tmp_path / "gateway_api.yaml"
+    table.write_text(yaml.safe_dump({"istio": [{"istio": "1.31.0", "gateway_api": "v1.6.0"}]}))
+    release = gateway_api_crds.release_for("1.31.2", table=table)
+    assert release is not None and release.version == "v1.6.0"
+    table.write_text(yaml.safe_dump({"istio": [{"istio": "1.31.0"}]}))
+    with pytest.raises(ConformanceError, match=f"the Gateway API table {table}: `istio` must be a list of "):
+        gateway_api_crds.release_for("1.31.2", table=table)
+    table.unlink()
+    with pytest.raises(ConformanceError, match=f"cannot read the Gateway API table {table}: "):
+        gateway_api_crds.release_for("1.31.2", table=table)
+
+
 # --- download -----------------------------------------------------------------------------------
 
 
@@ -70,29 +96,51 @@ def test_fetch_downloads_checks_and_caches(release_server: ReleaseServer, tmp_pa
     assert len(release_server.requests) == 1  # the cached copy answered
 
 
-def test_fetch_accepts_the_admission_policy_of_v1_5(release_server: ReleaseServer, tmp_path: Path) -> None:
-    policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-              "metadata": {"name": "safe-upgrades.gateway.networking.k8s.io"}, "spec": {"failurePolicy": "Fail"}}
-    content = gateway_api_release("v1.5.1") + b"---\n" + yaml.safe_dump(policy).encode()
-    release = gateway_api_crds.Release("v1.5.1", publish_gateway_api(release_server, "v1.5.1", content))
+def test_fetch_accepts_v1_5_1_as_released(release_server: ReleaseServer, tmp_path: Path) -> None:
+    # Its admission policy and binding still say bundle-version v1.5.0-dev, unlike its CRDs.
+    release = gateway_api_crds.Release(V1_5_1, publish_gateway_api(release_server, V1_5_1, gateway_api_v1_5_1()))
     docs = gateway_api_crds.fetch(release, tmp_path / "cache", timeout=10)
-    assert docs[-1]["kind"] == "ValidatingAdmissionPolicy"
+    assert [(d["kind"], d["metadata"]["name"].removesuffix(".gateway.networking.k8s.io")) for d in docs] == [
+        *(("CustomResourceDefinition", plural) for plural in (
+            "backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "listenersets",
+            "referencegrants", "tlsroutes")),
+        ("ValidatingAdmissionPolicy", "safe-upgrades"), ("ValidatingAdmissionPolicyBinding", "safe-upgrades")]
 
 
-@pytest.mark.parametrize(("content", "refusal"), [
-    (gateway_api_release("v1.3.0"), "of bundle v1.3.0 channel standard, not v1.4.0 standard"),
-    (gateway_api_release("v1.4.0").replace(b"channel: standard", b"channel: experimental"),
-     "channel experimental, not v1.4.0 standard"),
-    (gateway_api_release("v1.4.0") + b"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
-     "holds x that is not a Gateway API CRD"),
-    (b"kind: [unclosed\n", "is not YAML"),
+def configmap(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+
+
+def policy_bundle(bundle: str, channel: str = "standard") -> bytes:
+    """v1.5.1's standard install with its admission policy's bundle-version (and channel) changed."""
+    policy, binding = safe_upgrades_policy(bundle)
+    policy["metadata"]["annotations"][gateway_api_crds.CHANNEL] = channel
+    return gateway_api_release(V1_5_1, extra={"vap_safeupgrades": [policy, binding]})
+
+
+@pytest.mark.parametrize(("version", "content", "refusal"), [
+    ("v1.4.0", gateway_api_release("v1.3.0"), "of bundle v1.3.0 channel standard, not v1.4.0 standard"),
+    ("v1.4.0", gateway_api_release("v1.4.0", channel="experimental"), "channel experimental, not v1.4.0 standard"),
+    ("v1.4.0", gateway_api_release("v1.4.0", extra={"x": [configmap("x")]}), "holds x that is not a Gateway API CRD"),
+    ("v1.4.0", b"kind: [unclosed\n", "is not YAML"),  # a broken download: no YAML at all
+    # The policy may carry the release's own version or its minor's dev version, nothing else.
+    (V1_5_1, policy_bundle("v1.4.0-dev"), "ValidatingAdmissionPolicy safe-upgrades.gateway.networking.k8s.io "
+                                          "of bundle v1.4.0-dev channel standard, not v1.5.1 standard"),
+    (V1_5_1, policy_bundle("v1.5.0"), "of bundle v1.5.0 channel standard"),
+    (V1_5_1, policy_bundle(V1_5_1_POLICY_BUNDLE, channel="experimental"), "channel experimental, not v1.5.1"),
 ])
-def test_fetch_refuses_what_is_not_that_release(release_server: ReleaseServer, tmp_path: Path,
+def test_fetch_refuses_what_is_not_that_release(release_server: ReleaseServer, tmp_path: Path, version: str,
                                                  content: bytes, refusal: str) -> None:
-    release = gateway_api_crds.Release("v1.4.0", publish_gateway_api(release_server, "v1.4.0", content))
+    release = gateway_api_crds.Release(version, publish_gateway_api(release_server, version, content))
     with pytest.raises(ConformanceError, match=refusal):
         gateway_api_crds.fetch(release, tmp_path / "cache", timeout=10)
-    assert not (tmp_path / "cache" / "gateway-api-v1.4.0" / "standard-install.yaml").exists()
+    assert not (tmp_path / "cache" / f"gateway-api-{version}" / "standard-install.yaml").exists()
+
+
+def test_the_policy_may_also_say_the_release_itself() -> None:
+    policy = gateway_api_release(V1_5_1, extra={"vap_safeupgrades": safe_upgrades_policy(V1_5_1)})
+    docs = gateway_api_crds.checked(policy.decode(), gateway_api_crds.Release(V1_5_1))
+    assert docs[-1]["kind"] == "ValidatingAdmissionPolicyBinding"
 
 
 def test_fetch_of_a_release_that_does_not_exist(release_server: ReleaseServer, tmp_path: Path) -> None:
@@ -111,6 +159,10 @@ def existing(api: FakeApi, tmp_path: Path, release_server: ReleaseServer, **extr
                            gateway_api_releases=publish_gateway_api(release_server, "v1.4.0"), **extra)
     provisioner = ExistingClusterProvisioner(settings, kubeconfig=write_kubeconfig(tmp_path / "kc", api.port))
     return ClusterTarget(settings, provisioner)
+
+
+def crd_path(name: str) -> str:
+    return f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
 
 
 def writes(api: FakeApi) -> list[str]:
@@ -166,6 +218,33 @@ def test_crds_already_there_are_used_and_never_removed(api: FakeApi, tmp_path: P
         target.down()
     assert writes(api) == [] and release_server.requests == []
     assert HTTPROUTE_CRD in api.objects
+
+
+def test_of_a_partly_installed_set_only_the_missing_crds_are_installed_and_removed(
+        api: FakeApi, tmp_path: Path, release_server: ReleaseServer) -> None:
+    # The cluster has Gateway API CRDs of its own (another release), and a Gateway of that kind.
+    theirs = install_crds(api, *(f"gateway-api/{kind}.yaml" for kind in ("gatewayclasses", "gateways", "grpcroutes")))
+    api.objects[THEIR_GATEWAY] = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                                  "metadata": {"name": "theirs", "namespace": "default"},
+                                  "spec": {"gatewayClassName": "theirs", "listeners": []}}
+    before = {name: copy.deepcopy(api.objects[crd_path(name)]) for name in theirs}
+    target = existing(api, tmp_path, release_server, yes=True)
+    target.up()
+    try:
+        assert target.supports("MeshHTTPRouteWeights")
+    finally:
+        target.down()
+    # Theirs were never written, nor deleted with their objects; ours came and went.
+    assert not any(r.method != "GET" and r.path in {crd_path(name) for name in theirs} for r in api.requests)
+    assert {name: api.objects.get(crd_path(name)) for name in theirs} == before
+    assert THEIR_GATEWAY in api.objects
+    assert [r.path for r in api.requests if r.method == "DELETE"] == [
+        crd_path("referencegrants.gateway.networking.k8s.io"), crd_path(HTTPROUTE_CRD_NAME)]
+    # And the outcome says which were there.
+    outcome = target.provisioner.gateway_api  # type: ignore[attr-defined]
+    assert outcome.already_there == [f"CustomResourceDefinition {name}" for name in theirs]
+    assert sorted(crd["metadata"]["name"] for crd in outcome.installed) == [
+        HTTPROUTE_CRD_NAME, "referencegrants.gateway.networking.k8s.io"]
 
 
 def test_crds_without_the_v1_httproute_leave_the_feature_unsupported(api: FakeApi, tmp_path: Path,

@@ -29,16 +29,20 @@ def test_the_matrix_is_istios_for_every_supported_minor() -> None:
 
 def test_the_matrix_is_read_from_the_data_file(tmp_path: Path) -> None:
     data = tmp_path / "support.yaml"
-    data.write_text('istio:\n  "1.31": ["1.33", "1.37"]\n')
+    data.write_text(yaml.safe_dump({"istio": {"1.31": ["1.33", "1.37"]}}))
     assert istio_support.load_matrix(data) == {"1.31": ("1.33", "1.37")}
-    data.write_text("kubernetes: {}\n")
-    with pytest.raises(ConformanceError, match="no `istio` mapping"):
+    for wrong in ({"kubernetes": {}}, {"istio": {}}, {"istio": {"1.31": "1.33"}}, ["istio"]):
+        data.write_text(yaml.safe_dump(wrong))
+        with pytest.raises(ConformanceError, match=f"Istio's support matrix {data}: `istio` must be a mapping"):
+            istio_support.load_matrix(data)
+    data.write_bytes("istio: {}".encode("utf-16"))  # not UTF-8: not a data file of ours
+    with pytest.raises(ConformanceError, match=f"cannot read Istio's support matrix {data}: .*utf-8"):
         istio_support.load_matrix(data)
 
 
 @pytest.mark.parametrize(("istio_version", "kube"), [
     ("1.26.0", "1.29"), ("1.27.3", "v1.33.1"), ("1.28.2", "1.30"), ("1.28.10", "1.34.0"), ("1.29.0", "1.35"),
-    ("1.30.1", "1.36.1"),
+    ("1.30.1", "1.36.1"), ("1.28.2", "v1.33.1+k3s1"), ("1.30.1", "v1.32.3-eks-4096722"),  # providers' builds
 ])
 def test_supported_pairs(istio_version: str, kube: str) -> None:
     assert istio_support.check_support(istio_version, kube, force=False) is None

@@ -200,6 +200,34 @@ def test_virtual_services_for_one_host_merge_with_catch_alls_last(edge: Edge) ->
         assert served_by(edge.through_gateway("/reviews/3", host)) == "beta"
 
 
+def _gateways_sharing_a_host(host: str) -> list[dict]:
+    """Gateways gw-a then gw-b, one port and host; VirtualService to-alpha (older) bound to
+    gw-b, to-beta (newer) bound to gw-a, each routing /reviews to its backend."""
+    def to_backend(name: str, gateway_name: str) -> dict:
+        http = [{"match": [{"uri": {"prefix": "/reviews"}}], "route": [to(name, port=9080)]}]
+        return virtual_service(f"to-{name}", http, [host], WEB, [f"{ISTIO_NAMESPACE}/{gateway_name}"])
+
+    return [gateway("gw-a", [host]), gateway("gw-b", [host]), to_backend("alpha", "gw-b"), to_backend("beta", "gw-a")]
+
+
+def test_gateway_routes_follow_servers_then_their_virtual_services(edge: Edge) -> None:
+    """gateway.go buildGatewayHTTPRouteConfig loops over the port's servers (their Gateways in
+    creation order), and for each over the VirtualServices bound to its Gateway: gw-a's
+    VirtualService comes first although it is the newer, and its route wins."""
+    host = "order.meshconf.test"
+    docs = _gateways_sharing_a_host(host)
+    config = translate(INGRESS, mesh(*docs, services=(*BOOKINFO_SERVICES, make_service("alpha", WEB),
+                                                      make_service("beta", WEB))), CONFIG_DIR)
+    [vhost] = config.routes["http.8080"]["virtual_hosts"]
+    assert [route["route"]["cluster"] for route in vhost["routes"]] == [
+        f"outbound|9080||{name}.{WEB}.svc.cluster.local" for name in ("beta", "alpha")
+    ]
+    with edge.applied(docs, ISTIO_NAMESPACE):
+        eventually(lambda: served_by(edge.through_gateway("/reviews/1", host)) != "status 404",
+                   "the gateway to route order.meshconf.test")
+        assert {served_by(edge.through_gateway(f"/reviews/{n}", host)) for n in range(5)} == {"beta"}
+
+
 def _gateway_routes(*http_lists: list[dict]) -> list[tuple[dict, str]]:
     docs = [virtual_service(f"vs{n}", http, ["shop.example.com"], NS, [GATEWAY_REF])
             for n, http in enumerate(http_lists)]

@@ -19,7 +19,14 @@ from conformance.settings import Timeouts
 from conformance.targets import kube as kube_module
 from conformance.targets.kube import Kube
 from conformance.targets.kube_credentials import redacted_kubeconfig
-from tests.builders import ISTIO_CRDS, KUBECONFIG_CLIENT_KEY, KUBECONFIG_TOKEN, install_crds, upstream_crd, write_kubeconfig
+from tests.cluster_builders import (
+    ISTIO_CRDS,
+    KUBECONFIG_CLIENT_KEY,
+    KUBECONFIG_TOKEN,
+    install_crds,
+    upstream_crd,
+    write_kubeconfig,
+)
 from tests.fakeapi import FakeApi, items, status
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews"

@@ -1,14 +1,20 @@
 """The local mesh's own behaviour: refusal before any change, injection, endpoint readiness,
-process lifetime."""
+process lifetime, configuration Envoy refuses, the readiness watcher."""
 
 import copy
 import os
+import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conformance import manifests
-from conformance.errors import ConformanceError, UnsupportedResource
+from conformance.errors import ConformanceError, NotConverged, UnsupportedResource
+from conformance.probes import envoy_stats
+from conformance.targets.local import mesh as mesh_module
+from conformance.targets.local.acks import LDS, Acceptance, subscriptions
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT
 from conformance.targets.local.pods import RunningPod
@@ -79,6 +85,16 @@ def test_the_pod_template_reaches_the_injection_decision(
     assert ("istio-proxy" in pod.view().containers) is injected
 
 
+def _gate_httpbin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Hold httpbin pods before they listen, until the returned FIFO is opened for writing."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(GATE), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv("MESHCONF_GATE_FIFO", str(gate))
+    monkeypatch.setenv("MESHCONF_GATE_POD", "httpbin-")
+    return gate
+
+
 def _endpoints(pod: RunningPod, cluster: str) -> list[str] | None:
     """The hosts of `cluster` in the pod's Envoy, or None while Envoy has no such cluster."""
     assert pod.proxy is not None
@@ -94,11 +110,7 @@ def test_a_pod_gets_traffic_only_once_ready(mesh: LocalMesh, tmp_path: Path, mon
     (istio/istio pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS);
     the mesh pushes when a pod becomes ready, as Kubernetes updates a Service's endpoints.
     The pod's own sidecar is configured meanwhile."""
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(GATE), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    monkeypatch.setenv("MESHCONF_GATE_FIFO", str(gate))
-    monkeypatch.setenv("MESHCONF_GATE_POD", "httpbin-")
+    gate = _gate_httpbin(tmp_path, monkeypatch)
     mesh.apply([namespace_doc(ns, {"istio-injection": "enabled"}) for ns in ("web", "tools")], "web")
     mesh.apply(docs("clients/httpbin.yaml"), "web")
     mesh.apply(docs("clients/curl.yaml"), "tools")
@@ -154,3 +166,186 @@ def test_a_document_refused_in_translation_is_not_kept(mesh: LocalMesh, tmp_path
     assert mesh.objects == before
     mesh.apply(docs("clients/curl.yaml"), "ns")  # the next push translates without it
     assert len(mesh.running()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration Envoy refuses (a NACK): Envoy's statistics per xDS subscription
+# (envoyproxy/envoy docs/root/configuration/overview/mgmt_server.rst, "xDS subscription
+# statistics") and the warning of its file subscription (source/extensions/config_subscription/
+# filesystem/filesystem_subscription_impl.cc)
+
+# RE2, Envoy's regex engine, has no lookahead: Envoy refuses the route configuration.
+LOOKAHEAD = "/(?=x)"
+
+
+def _regex_route(name: str, host: str, regex: str) -> dict:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": name},
+            "spec": {"hosts": [host], "http": [{"match": [{"uri": {"regex": regex}}],
+                                                 "route": [{"destination": {"host": host}}]}]}}
+
+
+def _teapot(host: str) -> dict:
+    abort = {"abort": {"httpStatus": 418, "percentage": {"value": 100}}}
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "teapot"},
+            "spec": {"hosts": [host], "http": [{"route": [{"destination": {"host": host}}], "fault": abort}]}}
+
+
+def test_a_configuration_envoy_refuses_fails_the_apply_and_is_not_kept(mesh: LocalMesh) -> None:
+    """Envoy refuses a route with a lookahead regex (update_rejected of the route's RDS
+    subscription): apply() names the proxy, the route configuration and Envoy's reason, restores
+    the previous objects, and every proxy gets the previous configuration again."""
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    mesh.apply(docs("clients/httpbin.yaml") + docs("clients/curl.yaml"), "ns")
+    mesh.wait_ready("ns", 30, 0.05)
+    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
+    assert curl.proxy is not None
+
+    def get() -> int:
+        return http_get(curl.model.ip, OUTBOUND_PORT, "http://httpbin.ns:8000/get")[0]
+
+    assert get() == 200
+    before, refused_version = dict(mesh.objects), mesh.generation + 1
+    refused = (rf"proxy ns/{curl.model.name}: Envoy refused route configuration 'outbound' "
+               rf"\(RDS, rds_outbound.json\) version {refused_version}: invalid perl operator: \(\?=")
+    with pytest.raises(ConformanceError, match=refused):
+        mesh.apply([_regex_route("lookahead", "httpbin", LOOKAHEAD)], "ns")
+    assert mesh.objects == before
+    # The previous configuration was pushed again, with a newer version, and taken.
+    counters = envoy_stats.parse(curl.proxy.stats())
+    assert counters["http.outbound_127.0.0.1_15001;.rds.outbound.update_rejected"] == 1
+    [taken] = re.findall(r'rds\.outbound\.version_text: "(\d+)"', curl.proxy.admin("/stats?filter=version_text").text)
+    assert int(taken) > refused_version
+    assert curl.proxy.refusal() is None and get() == 200
+    mesh.apply([_teapot("httpbin")], "ns")  # a later apply takes effect at once
+    assert get() == 418
+
+
+def test_a_proxy_that_refuses_its_first_configuration_fails_wait_ready_with_envoys_reason(
+    mesh: LocalMesh,
+) -> None:
+    """No Envoy runs when the VirtualService is applied; the curl sidecar reads it as it starts,
+    refuses it, and wait_ready says so at once instead of at its timeout."""
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    mesh.apply([_regex_route("lookahead", "curl", LOOKAHEAD)], "ns")
+    mesh.apply(docs("clients/curl.yaml"), "ns")
+    [curl] = mesh.running()
+    refused = (rf"pod ns/{curl.model.name}: Envoy refused route configuration 'outbound' "
+               rf"\(RDS, rds_outbound.json\) version \d+: invalid perl operator")
+    with pytest.raises(ConformanceError, match=refused):
+        mesh.wait_ready("ns", 30, 0.05)
+    assert not curl.ready()
+
+
+# Envoy 1.40's /stats, filtered as acks.SUBSCRIPTION_STATS filters it.
+_STATS = """cluster_manager.cds.version_text: "7"
+http.inbound_0.0.0.0_9080;.rds.inbound|9080||.version_text: "7"
+http.outbound_127.0.0.1_15001;.rds.outbound.version_text: "6"
+listener_manager.lds.version_text: "7"
+cluster_manager.cds.update_failure: 0
+cluster_manager.cds.update_rejected: 0
+http.inbound_0.0.0.0_9080;.rds.inbound|9080||.update_failure: 0
+http.inbound_0.0.0.0_9080;.rds.inbound|9080||.update_rejected: 0
+http.outbound_127.0.0.1_15001;.rds.outbound.update_failure: 0
+http.outbound_127.0.0.1_15001;.rds.outbound.update_rejected: 2
+listener_manager.lds.update_failure: 0
+listener_manager.lds.update_rejected: 0
+"""
+
+
+def test_envoys_subscription_stats_settle_each_file_written(tmp_path: Path) -> None:
+    """Accepted: version_text is the version written; refused: a refusal counted since the
+    write, with the reason Envoy logged; a route configuration no listener names has no
+    subscription and settles with the listeners."""
+    seen = subscriptions(_STATS)
+    assert seen["rds_inbound_9080__.json"].version == "7" and seen["rds_outbound.json"].refused == 2
+    log = tmp_path / "envoy.log"
+    log.write_text("[warning][config] Filesystem config update rejected: an older refusal\n")
+    acceptance = Acceptance()
+    acceptance.settle(subscriptions(_STATS.replace("rejected: 2", "rejected: 1")), log)
+    offset = log.stat().st_size
+    for file in ("cds.json", "rds_outbound.json", "rds_unused.json", LDS):
+        acceptance.wrote(file, file, "7", offset)
+    with log.open("a") as out:
+        out.write("[warning][config] [source/extensions/config_subscription/filesystem/"
+                  "filesystem_subscription_impl.cc:81] Filesystem config update rejected: invalid perl operator: (?=\n")
+    # Envoy has read the clusters only: a file without subscription waits for the listeners.
+    earlier = _STATS.replace('lds.version_text: "7"', 'lds.version_text: "6"').replace("rejected: 2", "rejected: 1")
+    assert acceptance.settle(subscriptions(earlier), log) == []
+    assert set(acceptance.unsettled) == {"rds_outbound.json", "rds_unused.json", LDS}
+    assert acceptance.settle(seen, log) == ["Envoy refused rds_outbound.json version 7: invalid perl operator: (?="]
+    assert acceptance.unsettled == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The readiness watcher: a thread of its own, probing outside the mesh's lock
+
+WATCHER = "meshconf-readiness"  # the watcher thread's name
+
+
+def test_the_readiness_watcher_outlives_any_error_and_wait_ready_reports_it(
+    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is no ConformanceError (an OSError writing config, say) ends neither the
+    watcher nor its work: wait_ready names it meanwhile, and once it is gone a pod that becomes
+    ready gets traffic without anyone calling wait_ready."""
+    gate = _gate_httpbin(tmp_path, monkeypatch)
+    mesh.apply([namespace_doc(ns, {"istio-injection": "enabled"}) for ns in ("web", "tools")], "web")
+    mesh.apply(docs("clients/httpbin.yaml"), "web")
+    mesh.apply(docs("clients/curl.yaml"), "tools")
+    mesh.wait_ready("tools", 30, 0.05)
+    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
+    real_sync = mesh.sync_readiness
+    failing = threading.Event()
+    failing.set()
+
+    def sync() -> bool:
+        if threading.current_thread().name == WATCHER and failing.is_set():
+            raise OSError(28, "No space left on device")
+        return real_sync()
+
+    monkeypatch.setattr(mesh, "sync_readiness", sync)
+    with pytest.raises(NotConverged, match=r"readiness watcher: OSError: \[Errno 28\] No space left on device"):
+        mesh.wait_ready("web", 1, 0.05)
+    failing.clear()
+    os.close(eventually(lambda: os.open(gate, os.O_WRONLY | os.O_NONBLOCK), "the gated app to open its gate"))
+    eventually(lambda: http_get(curl.model.ip, OUTBOUND_PORT, "http://httpbin.web:8000/get")[0] == 200,
+               "httpbin to get traffic once ready")
+
+
+def _hold_the_watcher_in_a_probe(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make the watcher's next probe of a ready pod hang until the returned event is set."""
+    inside, release = threading.Event(), threading.Event()
+    real_failure = RunningPod.failure
+
+    def failure(pod: RunningPod) -> str | None:
+        if threading.current_thread().name == WATCHER and not release.is_set():
+            inside.set()
+            release.wait(30)
+        return real_failure(pod)
+
+    monkeypatch.setattr(RunningPod, "failure", failure)
+    assert inside.wait(10), "the watcher never probed"
+    return release
+
+
+def test_a_probe_that_hangs_delays_neither_apply_nor_stop(mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher probes outside the mesh's lock, and stop() waits for it a bounded time."""
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    mesh.apply(docs("clients/curl.yaml"), "ns")
+    mesh.wait_ready("ns", 30, 0.05)
+    release = _hold_the_watcher_in_a_probe(monkeypatch)
+    try:
+        _returns_while_the_probe_hangs(lambda: mesh.apply([namespace_doc("other", {})], "other"))
+        monkeypatch.setattr(mesh_module, "WATCHER_JOIN_TIMEOUT", 0.2)
+        _returns_while_the_probe_hangs(mesh.stop)
+        assert mesh.running() == []
+    finally:
+        release.set()
+
+
+def _returns_while_the_probe_hangs(action: Callable[[], None]) -> None:
+    done = threading.Thread(target=action, daemon=True)
+    done.start()
+    done.join(10)
+    assert not done.is_alive(), f"{action} waited for the watcher's probe"
+

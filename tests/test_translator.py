@@ -3,6 +3,7 @@
 import http.client
 import json
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import pytest
 
 from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.targets.local.istio_subset import check_supported
+from conformance.settings import RunSettings
 from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort, app_port
+from conformance.targets.local.target import LocalTarget
 from conformance.targets.local.translator import KNOWN_MUTANTS, ProxyConfig, rds_file_name, translate
 from conformance.targets.local.translator.durations import envoy_duration
 from conformance.targets.local.translator.resources import rds_config_source
@@ -149,8 +152,10 @@ def test_outbound_listener_is_an_http_proxy_using_rds() -> None:
 
 
 def test_rds_config_source_is_a_watched_file_with_a_safe_name() -> None:
+    """The file alone is watched: a watched directory would make every subscription in it read
+    its file again on any write, and Envoy's refusal counts could not be told apart."""
     assert rds_config_source("inbound|9080||", "/tmp/p") == {
-        "path_config_source": {"path": "/tmp/p/rds_inbound_9080__.json", "watched_directory": {"path": "/tmp/p"}},
+        "path_config_source": {"path": "/tmp/p/rds_inbound_9080__.json"},
         "resource_api_version": "V3",
     }
     assert rds_file_name("http.8080") == "rds_http.8080.json"
@@ -276,6 +281,20 @@ def test_route_timeout_from_virtual_service() -> None:
     assert envoy_duration("0.5s", "t") == "0.500000000s"
 
 
+def test_the_subset_check_loads_no_translator_module() -> None:
+    """istio_subset.py and the translator parse durations and HTTP statuses with one module
+    (istio_values.py) and name the mesh gateway once (conformance.names): checking a
+    VirtualService's retries and hosts for sidecars needs no translator module."""
+    vs = virtual_service("reviews", [{"route": [to("reviews")], "retries": {"attempts": 2, "perTryTimeout": "1s",
+                                                                             "retryOn": "503,5xx"}}])
+    code = ("import json, sys\n"
+            "from conformance.targets.local.istio_subset import check_supported\n"
+            f"check_supported(json.loads({json.dumps(json.dumps(vs))}))\n"
+            "print(sorted(name for name in sys.modules if '.translator' in name))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
 def test_short_names_resolve_in_the_namespace_of_the_rule() -> None:
     # In namespace tools, "reviews" means reviews.tools.svc.cluster.local: no such service.
     elsewhere = virtual_service("reviews", [{"route": [to("reviews", "v1")]}], namespace="tools")
@@ -328,9 +347,15 @@ def test_swap_subsets_mutant_routes_to_the_next_subset() -> None:
     assert "swap-subsets" in KNOWN_MUTANTS
 
 
-def test_unknown_mutant_is_refused() -> None:
-    with pytest.raises(ConformanceError, match="ignore-everything"):
+def test_unknown_mutant_is_refused_with_one_message_by_the_target_and_the_translator() -> None:
+    """One check (mutants.check_mutants) for the local target and the translator."""
+    message = f"unknown local mutant(s) ignore-everything; known: {', '.join(sorted(KNOWN_MUTANTS))}"
+    with pytest.raises(ConformanceError) as refused:
         sidecar(mesh(mutants=frozenset({"ignore-everything"})))
+    assert str(refused.value) == message
+    with pytest.raises(ConformanceError) as refused:
+        LocalTarget(RunSettings(target="local", mutants=("ignore-everything",)))
+    assert str(refused.value) == message
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from conformance.targets.local.target import namespace_doc
 from conformance.targets.local.translator import KNOWN_MUTANTS, ProxyConfig, translate
 from conformance.targets.local.validate import check_document
 from tests.builders import (
+    RATINGS_VHOST,
     ALL_V1_DR,
     BOOKINFO_SERVICES,
     CONFIG_DIR,
@@ -54,7 +55,6 @@ GATEWAY_API = "gateway.networking.k8s.io/v1"
 TIMER_SLACK = 0.005
 FAULT = "envoy.filters.http.fault"
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
-RATINGS_VHOST = "ratings.bookinfo.svc.cluster.local:9080"
 RATINGS_V1 = "outbound|9080|v1|ratings.bookinfo.svc.cluster.local"
 RATINGS_DR = destination_rule("ratings", ["v1"])
 # Bookinfo's per-version Services (samples/bookinfo/platform/kube/bookinfo-versions.yaml).

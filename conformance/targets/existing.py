@@ -7,7 +7,6 @@ did not create needs --yes. The ingress gateway is found as targets/ingress.py s
 """
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.names import INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
-from conformance.targets import gateway_api_crds, ingress, istio, istio_release, istio_support
+from conformance.targets import gateway_api_crds, ingress, istio, istio_release, istio_support, versions
 from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
@@ -28,7 +27,9 @@ from conformance.targets.provision import Phases, ensure_gateway_api, istio_inst
 # An image tag is the Istio version, optionally with the image variant after a "-"
 # (istio/istio manifests/charts/istio-control/istio-discovery/templates/deployment.yaml:
 # <hub>/pilot:<tag>[-<variant>], variants "debug" and "distroless" per its values.yaml).
-_IMAGE_VERSION = re.compile(r"^(\d+\.\d+\.\d+(?:-(?:alpha|beta|rc)\.\d+)?)(?:-(?:debug|distroless))?$")
+IMAGE_VARIANTS = ("debug", "distroless")
+# Istio's own pre-releases, e.g. 1.30.0-rc.1 (istio/istio release tags).
+PRE_RELEASES = ("alpha", "beta", "rc")
 # The charts also label istiod with the chart's appVersion (zzz_profile.yaml, istio.labels).
 VERSION_LABEL = "app.kubernetes.io/version"
 
@@ -96,6 +97,9 @@ class ExistingClusterProvisioner:
             install.install()
             self.addons = istio.addons(release)
             self._kube.apply(self.addons, ISTIO_NAMESPACE)
+            # Helm installs the gateway without waiting for it (IstioInstall.helm_argvs): its pods,
+            # which a port-forward to the gateway needs, are waited for here with the rest.
+            self._kube.wait_rollout(ISTIO_NAMESPACE, s.timeouts.mesh_ready)
 
     def _installed_version(self) -> str:
         istiod = self._kube.get("apps/v1", "Deployment", "istiod", ISTIO_NAMESPACE)
@@ -171,11 +175,28 @@ def istiod_version(deployment: Mapping[str, Any]) -> str:
     image pinned by digest alone) the chart's version label, else "unknown"."""
     image = str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
     name = image.split("@", 1)[0].rsplit("/", 1)[-1]  # a registry's ":port" is before the last "/"
-    match = _IMAGE_VERSION.match(name.partition(":")[2])
-    if match:
-        return match.group(1)
+    version = _tag_version(name.partition(":")[2])
+    if version:
+        return version
     labels = (deployment.get("metadata") or {}).get("labels") or {}
     return str(labels.get(VERSION_LABEL) or "unknown")
+
+
+def _tag_version(tag: str) -> str | None:
+    """'1.28.1' of the tag '1.28.1-distroless', '1.30.0-rc.1' of '1.30.0-rc.1-debug'; None for a tag
+    that is no Istio release (latest, a build's hash)."""
+    for variant in IMAGE_VARIANTS:
+        tag = tag.removesuffix(f"-{variant}")
+    parsed = versions.parse(tag)
+    if parsed is None or parsed.patch is None or parsed.build or not _istio_pre_release(parsed.pre_release):
+        return None
+    return str(parsed).removeprefix("v")
+
+
+def _istio_pre_release(pre_release: str) -> bool:
+    """'' (a release) or Istio's <alpha|beta|rc>.<n>."""
+    stage, _, number = pre_release.partition(".")
+    return not pre_release or (stage in PRE_RELEASES and number.isdigit())
 
 
 def require_consent(settings: RunSettings, action: str) -> None:

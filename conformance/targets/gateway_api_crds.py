@@ -3,15 +3,19 @@
 The standard channel of the Gateway API release the chosen Istio builds against
 (targets/data/gateway_api.yaml names each one and its source) is installed when the cluster
 lacks the HTTPRoute CRD: always on a kind cluster (meshconf owns it), on an existing context only
-with --yes. Without them the features that need them are NOT_SUPPORTED, with the reason. Only CRDs
-meshconf installed are removed at teardown.
+with --yes. Without them the features that need them are NOT_SUPPORTED, with the reason.
+Of the release's objects only those the cluster lacks are applied, and only those are removed at
+teardown: a CRD that is there already (of any version) is the cluster's own, and with it every
+object of its kind; applying the release over it could downgrade it, and removing it would delete
+those objects cluster-wide.
 
 The release asset is downloaded once into the cache (like the Istio release) and checked: every
-CRD in it must be a Gateway API standard-channel CRD of the release asked for.
+CRD in it must be a Gateway API standard-channel CRD of the release asked for, and anything else
+the admission policy that release ships.
 """
 
+import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,25 +24,29 @@ import httpx
 import yaml
 
 from conformance.errors import ConformanceError
+from conformance.names import GATEWAY_API_GROUP
 from conformance.settings import GATEWAY_API_RELEASES_ENV, OFFICIAL_GATEWAY_API_RELEASES
-from conformance.targets import downloads
+from conformance.targets import data_files, downloads, versions
 from conformance.targets.base import Doc
 from conformance.targets.kube import CRD_API_VERSION, CRD_KIND, Kube
 
-TABLE_FILE = Path(__file__).resolve().parent / "data" / "gateway_api.yaml"
-GROUP = "gateway.networking.k8s.io"
-HTTPROUTE_CRD = f"httproutes.{GROUP}"
+log = logging.getLogger(__name__)
+
+TABLE_FILE = data_files.DATA_DIR / "gateway_api.yaml"
+HTTPROUTE_CRD = f"httproutes.{GATEWAY_API_GROUP}"
 ASSET = "standard-install.yaml"
 # The catalogue features whose manifests hold Gateway API objects.
 FEATURES = ("MeshHTTPRouteWeights",)
-# Annotations every CRD of a Gateway API release carries (config/crd/standard/*.yaml).
-BUNDLE_VERSION = f"{GROUP}/bundle-version"
-CHANNEL = f"{GROUP}/channel"
+# Annotations every object of a Gateway API release carries (config/crd/standard/*.yaml).
+BUNDLE_VERSION = f"{GATEWAY_API_GROUP}/bundle-version"
+CHANNEL = f"{GATEWAY_API_GROUP}/channel"
 # Besides the CRDs, v1.5's standard install holds a ValidatingAdmissionPolicy and its binding
-# (config/crd/standard/gateway.networking.k8s.io_vap_safeupgrades.yaml).
-ALSO_SHIPPED = {("ValidatingAdmissionPolicy", f"safe-upgrades.{GROUP}"),
-                ("ValidatingAdmissionPolicyBinding", f"safe-upgrades.{GROUP}")}
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+# (kubernetes-sigs/gateway-api config/crd/standard/gateway.networking.k8s.io_vap_safeupgrades.yaml).
+# At tags v1.5.0 and v1.5.1 that file still says bundle-version v1.5.0-dev: the release's
+# version bump stamps the CRDs only. So these two may carry the release's minor's dev version.
+ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
+SAFE_UPGRADES = f"safe-upgrades.{GATEWAY_API_GROUP}"
+ALSO_SHIPPED = {("ValidatingAdmissionPolicy", SAFE_UPGRADES), ("ValidatingAdmissionPolicyBinding", SAFE_UPGRADES)}
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,11 @@ class Release:
 
 @dataclass
 class Outcome:
-    """What bring-up did about the CRDs: those it installed (to remove), or why features lack them."""
+    """What bring-up did about the CRDs: the release's objects it installed (to remove), those the
+    cluster had already (its own: used, never changed or removed), or why features lack them."""
 
     installed: list[Doc] = field(default_factory=list)
+    already_there: list[str] = field(default_factory=list)  # "<Kind> <name>" of each
     unsupported: dict[str, str] = field(default_factory=dict)  # feature -> reason
 
 
@@ -71,29 +81,28 @@ def install_url(version: str, base_url: str = OFFICIAL_GATEWAY_API_RELEASES) -> 
 def release_for(istio_version: str, base_url: str = OFFICIAL_GATEWAY_API_RELEASES,
                 table: Path = TABLE_FILE) -> Release | None:
     """The Gateway API release of this Istio version, or None when the table has no row for its minor."""
-    wanted = _triple(istio_version)
+    wanted = _release_core(istio_version)
     if wanted is None:
         return None
-    rows = [(_triple(str(row["istio"])), str(row["gateway_api"])) for row in _rows(table)]
+    rows = [(_release_core(str(row["istio"])), str(row["gateway_api"])) for row in _rows(table)]
     below = [(istio, gateway) for istio, gateway in rows
              if istio is not None and istio[:2] == wanted[:2] and istio <= wanted]
     return Release(max(below)[1], base_url) if below else None
 
 
 def _rows(table: Path) -> list[Mapping[str, object]]:
-    try:
-        rows = (yaml.safe_load(table.read_text(encoding="utf-8")) or {}).get("istio")
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConformanceError(f"cannot read the Gateway API table {table}: {' '.join(str(exc).split())}") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"istio", "gateway_api"} <= set(r)
-                                             for r in rows):
-        raise ConformanceError(f"{table}: `istio` must list {{istio, gateway_api}} rows")
-    return rows
+    return data_files.load(table, "istio", "the Gateway API table", "a list of {istio, gateway_api} rows",
+                           _is_table)
 
 
-def _triple(version: str) -> tuple[int, int, int] | None:
-    match = _VERSION.match(version.strip())
-    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+def _is_table(rows: object) -> bool:
+    return isinstance(rows, list) and all(isinstance(r, dict) and {"istio", "gateway_api"} <= set(r) for r in rows)
+
+
+def _release_core(version: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a release's version; None for anything else (a minor alone included)."""
+    parsed = versions.parse(version)
+    return parsed.core if parsed is not None and parsed.patch is not None else None
 
 
 # --- download -------------------------------------------------------------------------------------
@@ -117,28 +126,43 @@ def fetch(release: Release, cache_dir: Path, timeout: float) -> list[Doc]:
 
 
 def checked(text: str, release: Release) -> list[Doc]:
-    """The documents of a standard-install.yaml, refused unless it is that release's standard channel."""
+    """The documents of a standard-install.yaml, refused unless it is that release's standard channel:
+    Gateway API CRDs stamped with the release's version, and the admission policy the release ships."""
     where = f"{release.url} (or the cached copy)"
     try:
         docs = [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as exc:
         raise ConformanceError(f"{where} is not YAML: {' '.join(str(exc).split())}") from None
-    crds = [d for d in docs if isinstance(d, dict) and d.get("kind") == CRD_KIND]
     for doc in docs:
-        meta = (doc.get("metadata") or {}) if isinstance(doc, dict) else {}
-        if isinstance(doc, dict) and (doc.get("kind"), meta.get("name")) in ALSO_SHIPPED:
-            continue
-        annotations = meta.get("annotations") or {}
-        if doc not in crds or (doc.get("spec") or {}).get("group") != GROUP:
-            raise ConformanceError(f"{where} holds {meta.get('name') or 'a document'} that is not a Gateway API CRD")
-        if annotations.get(BUNDLE_VERSION) != release.version or annotations.get(CHANNEL) != "standard":
-            raise ConformanceError(
-                f"{where} holds CRD {meta.get('name')} of bundle {annotations.get(BUNDLE_VERSION)} "
-                f"channel {annotations.get(CHANNEL)}, not {release.version} standard"
-            )
-    if not any((d.get("metadata") or {}).get("name") == HTTPROUTE_CRD for d in crds):
+        _check_document(doc, release, where)
+    if not any(doc["kind"] == CRD_KIND and _name(doc) == HTTPROUTE_CRD for doc in docs):
         raise ConformanceError(f"{where} has no {HTTPROUTE_CRD}")
     return docs
+
+
+def _check_document(doc: object, release: Release, where: str) -> None:
+    if not isinstance(doc, dict):
+        raise ConformanceError(f"{where} holds a document that is not a Kubernetes object")
+    meta = doc.get("metadata") or {}
+    kind, name = doc.get("kind"), meta.get("name")
+    if (kind, name) in ALSO_SHIPPED and doc.get("apiVersion") == ADMISSION_API_VERSION:
+        what, bundles = f"{kind} {name}", _policy_bundles(release)
+    elif (kind, doc.get("apiVersion")) == (CRD_KIND, CRD_API_VERSION) and name \
+            and (doc.get("spec") or {}).get("group") == GATEWAY_API_GROUP:
+        what, bundles = f"CRD {name}", {release.version}
+    else:
+        raise ConformanceError(f"{where} holds {name or 'a document'} that is not a Gateway API CRD")
+    annotations = meta.get("annotations") or {}
+    bundle, channel = annotations.get(BUNDLE_VERSION), annotations.get(CHANNEL)
+    if bundle not in bundles or channel != "standard":
+        raise ConformanceError(
+            f"{where} holds {what} of bundle {bundle} channel {channel}, not {release.version} standard")
+
+
+def _policy_bundles(release: Release) -> set[str]:
+    """The bundle versions the release's admission policy may say: the release's, or its minor's dev one."""
+    parsed = versions.parse(release.version)
+    return {release.version, *([f"v{parsed.minor_line}.0-dev"] if parsed is not None else [])}
 
 
 def _download(url: str, timeout: float) -> str:
@@ -153,7 +177,8 @@ def _download(url: str, timeout: float) -> str:
 
 def ensure(kube: Kube, release: Release | None, istio_version: str, cache_dir: Path, timeout: float,
            may_install: bool, how_to_allow: str) -> Outcome:
-    """Install the release's CRDs when the cluster lacks them and meshconf may change it.
+    """Install the release's objects the cluster lacks, when it lacks the HTTPRoute CRD and meshconf
+    may change it.
 
     `how_to_allow` completes the reason given when it may not (e.g. "pass --yes to ...")."""
     present = kube.get(CRD_API_VERSION, CRD_KIND, HTTPROUTE_CRD)
@@ -162,7 +187,8 @@ def ensure(kube: Kube, release: Release | None, istio_version: str, cache_dir: P
         if "v1" in served:
             return Outcome()
         bundle = ((present.get("metadata") or {}).get("annotations") or {}).get(BUNDLE_VERSION, "unknown")
-        return _without(f"the cluster's Gateway API CRDs (bundle {bundle}) do not serve {GROUP}/v1 HTTPRoute")
+        return _without(f"the cluster's Gateway API CRDs (bundle {bundle}) do not serve "
+                        f"{GATEWAY_API_GROUP}/v1 HTTPRoute")
     if release is None:
         return _without(f"the Gateway API CRDs are not installed, and meshconf does not know which Gateway API "
                         f"release Istio {istio_version} builds against (targets/data/gateway_api.yaml)")
@@ -171,15 +197,25 @@ def ensure(kube: Kube, release: Release | None, istio_version: str, cache_dir: P
                         f"{release.describe()}, or install them yourself: "
                         f"kubectl apply --server-side -f {release.url}")
     docs = fetch(release, cache_dir, timeout)
-    kube.apply(docs, "default")
-    return Outcome(installed=docs)
+    there = [doc for doc in docs if kube.get(doc["apiVersion"], doc["kind"], _name(doc)) is not None]
+    missing = [doc for doc in docs if doc not in there]
+    outcome = Outcome(installed=missing, already_there=[f"{doc['kind']} {_name(doc)}" for doc in there])
+    if there:
+        log.info("%s: the cluster has %s already; meshconf leaves them as they are",
+                 release.describe(), ", ".join(outcome.already_there))
+    kube.apply(missing, "default")
+    return outcome
 
 
 def remove(kube: Kube, outcome: Outcome) -> None:
-    """Delete the CRDs this run installed (their objects go with them); nothing else."""
+    """Delete what this run installed (objects of its CRDs go with them); nothing else."""
     if outcome.installed:
         kube.delete(outcome.installed, "default")
 
 
 def _without(reason: str) -> Outcome:
     return Outcome(unsupported={feature: reason for feature in FEATURES})
+
+
+def _name(doc: Doc) -> str:
+    return str((doc.get("metadata") or {}).get("name") or "")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceError, TargetUnavailable
-from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE
+from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE, ISTIO_NETWORKING_GROUP
 from conformance.targets.base import Doc
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ KNOWN_NAMESPACES = (ISTIO_NAMESPACE, HELM_INGRESS_NAMESPACE)
 KNOWN_SELECTORS = ("=".join(INGRESS_GATEWAY_LABEL), "istio=ingress")
 # The Service port both shapes name for plain HTTP.
 HTTP_PORT_NAME = "http2"
-ISTIO_GATEWAY_GROUP = "networking.istio.io/"
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def _gateway(namespace: str, labels: dict[str, str], service: Mapping[str, Any])
 
 
 def _selects_the_manifests_gateway(doc: Doc) -> bool:
-    return (doc.get("kind") == "Gateway" and str(doc.get("apiVersion", "")).startswith(ISTIO_GATEWAY_GROUP)
+    return (doc.get("kind") == "Gateway" and str(doc.get("apiVersion", "")).startswith(f"{ISTIO_NETWORKING_GROUP}/")
             and dict((doc.get("spec") or {}).get("selector") or {}) == dict([INGRESS_GATEWAY_LABEL]))
 
 

@@ -151,9 +151,8 @@ class IstioInstall:
     release_dir: Path | None = None
     timeout: float = Timeouts().install  # each command's budget, in seconds
     helm: str = "helm"
-    # Helm only: the gateway chart's `service.type` (default LoadBalancer). Where nothing assigns a
-    # LoadBalancer an address (kind), `helm --wait` would wait for one until it times out
-    # (helm/helm pkg/kube/ready.go serviceReady): such a cluster needs NodePort.
+    # Helm only: the gateway chart's `service.type` (default LoadBalancer); kind needs NodePort,
+    # the only way its host port reaches the gateway.
     gateway_service_type: str | None = None
 
     def __post_init__(self) -> None:
@@ -202,7 +201,12 @@ class IstioInstall:
     # helm
 
     def helm_argvs(self) -> list[list[str]]:
-        """base, istiod, gateway, in that order (CRDs first, the gateway needs istiod's injector)."""
+        """base, istiod, gateway, in that order (CRDs first, the gateway needs istiod's injector).
+
+        The gateway chart is installed without --wait: Helm counts a LoadBalancer Service ready only
+        once it has an address (helm/helm pkg/kube/ready.go serviceReady), which no cluster without
+        a load-balancer controller (kind, minikube, bare metal) ever gives it. Its Deployment's
+        rollout is waited for by the caller instead, as every Deployment in istio-system is."""
         rev = self.revision
         base = ["--set", f"defaultRevision={rev}"] if rev else []  # the default validator -> our istiod
         istiod = ["--set", f"profile={self.profile}"] + (["--set", f"revision={rev}"] if rev else [])
@@ -218,7 +222,7 @@ class IstioInstall:
             # (manifests/charts/gateway/templates/_helpers.tpl), so releasing it as INGRESS_GATEWAY
             # gives the same `istio: ingressgateway` label and Service name as the istioctl demo
             # profile: one Gateway manifest and one ingress lookup serve both methods.
-            self._helm_upgrade(INGRESS_GATEWAY, "gateway", gateway),
+            self._helm_upgrade(INGRESS_GATEWAY, "gateway", gateway, wait=False),
         ]
 
     def helm_uninstall_argvs(self) -> list[list[str]]:
@@ -233,14 +237,16 @@ class IstioInstall:
     def _istiod_release(self) -> str:
         return f"istiod-{self.revision}" if self.revision else "istiod"
 
-    def _helm_upgrade(self, release: str, chart: str, sets: list[str]) -> list[str]:
+    def _helm_upgrade(self, release: str, chart: str, sets: list[str], wait: bool = True) -> list[str]:
         # --repo instead of `helm repo add`: no state in the user's Helm config changes.
+        # Without --wait, --timeout still bounds each Kubernetes operation, hooks included
+        # (helm/helm cmd/helm/upgrade.go).
         return [
             self.helm, "upgrade", "--install", release, chart,
             "--repo", HELM_REPO, "--version", self.version,
             "--namespace", ISTIO_NAMESPACE, "--create-namespace",
             *self._helm_cluster(), *sets,
-            "--wait", "--timeout", f"{self.readiness_timeout}s",
+            *(["--wait"] if wait else []), "--timeout", f"{self.readiness_timeout}s",
         ]
 
     def _helm_cluster(self) -> list[str]:

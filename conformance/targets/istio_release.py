@@ -23,9 +23,6 @@ from conformance.errors import ConformanceError
 from conformance.settings import OFFICIAL_ISTIO_RELEASES, Timeouts
 from conformance.targets import downloads
 
-# The URL lives in settings (RunSettings.istio_releases defaults to it; settings imports nothing).
-OFFICIAL_RELEASES = OFFICIAL_ISTIO_RELEASES
-
 # The platforms whose tar.gz meshconf can use (linux-armv7 is left out: no kind node image runs there).
 PLATFORMS = ("linux-amd64", "linux-arm64", "osx-amd64", "osx-arm64")
 _OS_NAMES = {"linux": "linux", "darwin": "osx"}
@@ -60,14 +57,14 @@ def archive_name(version: str, platform: str | None = None) -> str:
     return f"istio-{version}-{chosen}.tar.gz"
 
 
-def release_url(version: str, base_url: str = OFFICIAL_RELEASES, platform: str | None = None) -> str:
+def release_url(version: str, base_url: str = OFFICIAL_ISTIO_RELEASES, platform: str | None = None) -> str:
     return f"{base_url.rstrip('/')}/{version}/{archive_name(version, platform)}"
 
 
 def fetch_release(
     version: str,
     cache_dir: Path,
-    base_url: str = OFFICIAL_RELEASES,
+    base_url: str = OFFICIAL_ISTIO_RELEASES,
     platform: str | None = None,
     timeout: float = Timeouts().request,
 ) -> Path:

@@ -4,33 +4,31 @@ The matrix is data (targets/data/istio_support.yaml), taken from istio/istio.io
 data/compatibility/supportStatus.yml; that file names its source.
 """
 
-import re
 from pathlib import Path
 
-import yaml
-
 from conformance.errors import ConformanceError
+from conformance.targets import data_files, versions
 
-MATRIX_FILE = Path(__file__).resolve().parent / "data" / "istio_support.yaml"
+MATRIX_FILE = data_files.DATA_DIR / "istio_support.yaml"
 
 
 def minor(version: str) -> str:
     """'1.28.2' -> '1.28'; 'v1.33.1' and '1.33' -> '1.33'."""
-    match = re.match(r"^v?(\d+)\.(\d+)(?:[.+-].*)?$", version.strip())
-    if match is None:
+    parsed = versions.parse(version)
+    if parsed is None:
         raise ConformanceError(f"{version!r} is not a version like 1.28.2")
-    return f"{match.group(1)}.{match.group(2)}"
+    return parsed.minor_line
 
 
 def load_matrix(path: Path = MATRIX_FILE) -> dict[str, tuple[str, ...]]:
     """Istio minor -> the Kubernetes minors it supports, oldest first, as the data file holds them."""
-    try:
-        rows = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("istio")
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConformanceError(f"cannot read Istio's support matrix {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(rows, dict) or not rows:
-        raise ConformanceError(f"{path}: no `istio` mapping of Istio minors to Kubernetes minors")
+    rows = data_files.load(path, "istio", "Istio's support matrix",
+                           "a mapping of Istio minors to lists of Kubernetes minors", _is_matrix)
     return {str(istio): tuple(str(kube) for kube in kubes) for istio, kubes in rows.items()}
+
+
+def _is_matrix(rows: object) -> bool:
+    return isinstance(rows, dict) and bool(rows) and all(isinstance(kubes, list) for kubes in rows.values())
 
 
 SUPPORT_MATRIX: dict[str, tuple[str, ...]] = load_matrix()

@@ -13,7 +13,6 @@ print exactly what a run would execute.
 """
 
 import math
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,10 @@ import yaml
 
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.settings import Timeouts
+from conformance.targets import versions
 from conformance.targets.preflight import GIB, Check, docker_check, inotify_checks, memory_check
 from conformance.targets.tools import ToolMissing, ToolResult, run_tool
+from conformance.targets.versions import Version
 
 KIND_VERSION = "v0.32.0"
 # Node images published with v0.32.0 need kind >= v0.32.0: their containerd upgrade breaks
@@ -295,29 +296,9 @@ def _go_duration(seconds: float) -> str:
 
 # -- preflight -------------------------------------------------------------------------
 
-_VERSION = re.compile(r"\bv?(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.+-]+))?")
-
-
-@dataclass(frozen=True)
-class KindVersion:
-    core: tuple[int, int, int]
-    pre_release: str = ""  # e.g. "alpha.12+0123456789abcd" for a build from main
-
-    def at_least(self, minimum: tuple[int, int, int]) -> bool:
-        # A pre-release of the minimum itself (v0.32.0-alpha) predates the release.
-        return self.core > minimum or (self.core == minimum and not self.pre_release)
-
-    def __str__(self) -> str:
-        return "v" + ".".join(map(str, self.core)) + (f"-{self.pre_release}" if self.pre_release else "")
-
-
-def parse_kind_version(text: str) -> KindVersion | None:
+def parse_kind_version(text: str) -> Version | None:
     """Read `kind version` output, e.g. "kind v0.32.0 go1.24.2 linux/amd64"."""
-    match = _VERSION.search(text.removeprefix("kind ").strip())
-    if match is None:
-        return None
-    major, minor, patch, pre = match.groups()
-    return KindVersion((int(major), int(minor), int(patch)), pre or "")
+    return versions.find(text)
 
 
 def kind_check(timeout: float = 10.0) -> Check:

@@ -1,39 +1,29 @@
-"""Kubernetes operations every cluster target shares: SSA apply, waits, exec, port-forward.
+"""Kubernetes operations every cluster target shares: SSA apply and delete, namespaces, exec,
+port-forward; reading and waiting are targets/kube_client.py's, which Kube builds on.
 
-Only the official client is used. Every API failure becomes a one-line
-ConformanceError with credentials scrubbed out; nothing here logs a token.
+Every API failure becomes a one-line ConformanceError with credentials scrubbed out; nothing here
+logs a token.
 """
 
-import json
 import logging
-import os
 import shlex
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import urllib3
-from kubernetes import config as kube_config
-from kubernetes.client import ApiClient, Configuration, CoreV1Api
+from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
-from kubernetes.dynamic.resource import Resource
 from kubernetes.stream import portforward, stream
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 
-from conformance.errors import ConformanceError, UnsupportedResource
+from conformance.errors import ConformanceError
 from conformance.names import RUN_ID_LABEL
-from conformance.settings import Timeouts
-from conformance.targets.base import Doc, PodView
-from conformance.targets.kube_credentials import REDACTED, kubeconfig_credentials
+from conformance.targets.base import Doc
+from conformance.targets.kube_client import KubeClient
 from conformance.targets.kube_streams import Bridge, Forward, drain, exit_code
-from conformance.targets.kube_views import event_line, event_time, one_line, pod_view, rollout_gap, webhook_summary
+from conformance.targets.kube_views import labels_of, one_line, qualified_name
 from conformance.waiting import wait_for
 
 log = logging.getLogger(__name__)
@@ -42,6 +32,7 @@ FIELD_MANAGER = "meshconf"
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_KIND = "CustomResourceDefinition"
 
+
 @dataclass(frozen=True)
 class ExecResult:
     stdout: str
@@ -49,51 +40,8 @@ class ExecResult:
     exit_code: int
 
 
-class Kube:
-    """One cluster, reached through one kubeconfig file (never the user's default one)."""
-
-    def __init__(
-        self,
-        kubeconfig: str | os.PathLike[str],
-        context: str | None = None,
-        *,
-        timeouts: Timeouts | None = None,
-        poll_interval: float = 1.0,  # API objects change in seconds; faster only loads the API server
-    ) -> None:
-        path = Path(kubeconfig)
-        if not path.is_file():
-            raise ConformanceError(f"kubeconfig {path} does not exist")
-        self.kubeconfig = path
-        self.context = context
-        self.timeouts = timeouts or Timeouts()
-        self.poll_interval = poll_interval
-        self._file_secrets = kubeconfig_credentials(path)
-        try:
-            # persist_config=False: a refreshed token must never be written back to the file.
-            self.api: ApiClient = kube_config.new_client_from_config(
-                config_file=str(path), context=context, persist_config=False
-            )
-        except Exception as exc:  # ConfigException and friends; their text may quote the file
-            raise ConformanceError(self._scrub(f"cannot load kubeconfig {path}: {one_line(str(exc))}")) from None
-        self._configuration: Configuration = self.api.configuration
-        # A private discovery cache: the client's default is one file per host in /tmp,
-        # shared by every process and by every kind cluster that reuses 127.0.0.1:<port>.
-        self._cache_dir = tempfile.TemporaryDirectory(prefix="meshconf-discovery-")
-        self._dynamic: DynamicClient | None = None
-
-    def close(self) -> None:
-        self.api.close()
-        self._cache_dir.cleanup()
-
-    @property
-    def dynamic(self) -> DynamicClient:
-        """Created on first use: building it already reads /version and /apis."""
-        if self._dynamic is None:
-            with self._api_call("discover the API server's resources"):
-                self._dynamic = DynamicClient(
-                    self.api, cache_file=os.path.join(self._cache_dir.name, "discovery.json")
-                )
-        return self._dynamic
+class Kube(KubeClient):
+    """One cluster: what KubeClient reads, and the changes a run makes to it."""
 
     # ---- configuration -------------------------------------------------
 
@@ -122,7 +70,7 @@ class Kube:
                 continue  # the kind is gone (its CRD was removed): so is every object of it
             name = _name(doc)
             ns = _doc_namespace(doc, namespace) if resource.namespaced else None
-            with self._api_call(f"delete {doc['kind']} {_where(name, ns)}"):
+            with self._api_call(f"delete {doc['kind']} {qualified_name(name, ns)}"):
                 try:
                     self.dynamic.delete(resource, name=name, namespace=ns)
                 except ApiException as exc:
@@ -146,7 +94,7 @@ class Kube:
                 if exc.status != 409:
                     raise
         existing = self._get("v1", "Namespace", name) or {}
-        if _labels(existing).get(RUN_ID_LABEL) != run_id:
+        if labels_of(existing).get(RUN_ID_LABEL) != run_id:
             raise ConformanceError(
                 f"namespace {name} already exists and was not created by run {run_id}; "
                 "delete it or choose another name"
@@ -161,7 +109,7 @@ class Kube:
         existing = self._get("v1", "Namespace", name)
         if existing is None:
             return
-        found = _labels(existing).get(RUN_ID_LABEL)
+        found = labels_of(existing).get(RUN_ID_LABEL)
         if found != run_id:
             raise ConformanceError(
                 f"refusing to delete namespace {name}: it lacks label {RUN_ID_LABEL}={run_id} "
@@ -178,106 +126,12 @@ class Kube:
                     raise
         self._wait_gone("v1", "Namespace", name, None)
 
-    # ---- waiting --------------------------------------------------------
-
-    def server_version(self) -> str:
-        """The API server's Kubernetes version, e.g. "v1.34.8"."""
-        # Discovery read /version already; its raw form needs none of VersionInfo's fields.
-        return str(self.dynamic.version["kubernetes"]["gitVersion"])
-
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        """One object as plain data, or None when it does not exist."""
-        return self._get(api_version, kind, name, namespace)
-
-    def list_objects(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Every object of a kind (in a namespace, for a namespaced kind) as plain data."""
-        return self._list(api_version, kind, namespace)
-
-    def wait_rollout(self, namespace: str, timeout: float | None = None) -> None:
-        """Every Deployment in the namespace has all replicas updated and available (within
-        `timeout`, by default the rollout budget)."""
-
-        def pending() -> str | None:
-            waiting = [rollout_gap(d) for d in self._list("apps/v1", "Deployment", namespace)]
-            waiting = [w for w in waiting if w]
-            return f"deployments not ready: {'; '.join(waiting)}" if waiting else None
-
-        wait_for(pending, self.timeouts.rollout if timeout is None else timeout, self.poll_interval,
-                 f"rollout in namespace {namespace}")
-
-    def wait_condition(
-        self,
-        api_version: str,
-        kind: str,
-        name: str,
-        namespace: str | None,
-        condition: str,
-        status: str = "True",
-        timeout: float | None = None,
-    ) -> None:
-        """Wait until status.conditions[type=condition].status == status."""
-        where = _where(name, namespace)
-
-        def pending() -> str | None:
-            obj = self._get(api_version, kind, name, namespace)
-            if obj is None:
-                return f"{kind} {where} does not exist"
-            for cond in obj.get("status", {}).get("conditions") or []:
-                if cond.get("type") == condition:
-                    if cond.get("status") == status:
-                        return None
-                    return (f"{condition} is {cond.get('status')}"
-                            f" ({cond.get('reason') or 'no reason'}: {cond.get('message') or ''})")
-            return f"{kind} {where} has no {condition} condition yet"
-
-        wait_for(pending, self.timeouts.rollout if timeout is None else timeout,
-                 self.poll_interval, f"{kind} {where} {condition}={status}")
-
-    # ---- observation ----------------------------------------------------
-
-    def pods(self, namespace: str) -> list[PodView]:
-        return [pod_view(p) for p in self._list("v1", "Pod", namespace)]
-
-    def ready_pods(self, namespace: str, labels: Mapping[str, str]) -> list[PodView]:
-        """The namespace's ready pods that carry every one of `labels`."""
-        return [p for p in self.pods(namespace)
-                if p.ready and all(p.labels.get(k) == v for k, v in labels.items())]
-
-    def webhooks(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """{"mutating"|"validating": {configuration name: [webhook summary]}}.
-
-        Keyed by kind first: a Mutating and a Validating configuration may share a name.
-        """
-        summary: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for key, kind in (("mutating", "MutatingWebhookConfiguration"),
-                          ("validating", "ValidatingWebhookConfiguration")):
-            summary[key] = {
-                cfg["metadata"]["name"]: [webhook_summary(w) for w in cfg.get("webhooks") or []]
-                for cfg in self._list("admissionregistration.k8s.io/v1", kind, None)
-            }
-        return summary
-
-    def events(self, namespace: str) -> list[str]:
-        """The namespace's events, oldest first, one line each."""
-        events = self._list("v1", "Event", namespace)
-        events.sort(key=event_time)
-        return [event_line(e) for e in events]
-
-    def logs(self, pod: str, namespace: str, container: str | None = None, tail: int = 500) -> str:
-        core = CoreV1Api(self.api)
-        with self._api_call(f"read logs of {_where(pod, namespace)}"):
-            # Raw bytes: the deserializer would parse JSON-looking logs and choke on invalid UTF-8.
-            raw = core.read_namespaced_pod_log(
-                pod, namespace, container=container, tail_lines=tail, _preload_content=False
-            )
-            return raw.data.decode("utf-8", errors="replace")
-
     # ---- exec and port-forward -------------------------------------------
 
     def exec(self, pod: str, namespace: str, container: str, command: list[str],
              timeout: float) -> ExecResult:
         """Run command in a container; a non-zero exit is a result, a hang is NotConverged."""
-        what = f"exec `{shlex.join(command)}` in {_where(pod, namespace)} container {container}"
+        what = f"exec `{shlex.join(command)}` in {qualified_name(pod, namespace)} container {container}"
         # A dedicated client: kubernetes.stream swaps the client's call_api while it runs.
         api = self._dedicated_client()
         try:
@@ -307,8 +161,8 @@ class Kube:
     def port_forward(self, pod: str, namespace: str, port: int) -> Iterator[tuple[str, int]]:
         """A local 127.0.0.1 port whose every connection reaches `port` in the pod."""
         if self._get("v1", "Pod", pod, namespace) is None:
-            raise ConformanceError(f"port-forward: pod {_where(pod, namespace)} does not exist")
-        what = f"port-forward to {_where(pod, namespace)}:{port}"
+            raise ConformanceError(f"port-forward: pod {qualified_name(pod, namespace)} does not exist")
+        what = f"port-forward to {qualified_name(pod, namespace)}:{port}"
 
         @contextmanager
         def open_remote() -> Iterator[socket.socket]:
@@ -341,7 +195,7 @@ class Kube:
         resource = self._resource(doc["apiVersion"], doc["kind"])
         name = _name(doc)
         ns = _doc_namespace(doc, namespace) if resource.namespaced else None
-        with self._api_call(f"apply {doc['kind']} {_where(name, ns)}"):
+        with self._api_call(f"apply {doc['kind']} {qualified_name(name, ns)}"):
             self.dynamic.server_side_apply(
                 resource, body=dict(doc), name=name, namespace=ns,
                 field_manager=FIELD_MANAGER, force_conflicts=True,
@@ -359,88 +213,6 @@ class Kube:
             return f"discovery does not list {kind} in {', '.join(missing)}" if missing else None
 
         wait_for(pending, self.timeouts.install, self.poll_interval, f"CRD {_name(crd)} served")
-
-    def _find_resource(self, api_version: str, kind: str) -> Resource | None:
-        with self._api_call(f"look up {api_version} {kind}"):
-            try:
-                # LazyDiscoverer re-reads discovery once on a miss before giving up.
-                return self.dynamic.resources.get(api_version=api_version, kind=kind)
-            except ResourceNotFoundError:
-                return None
-            except ResourceNotUniqueError:
-                raise ConformanceError(f"{api_version} {kind} is ambiguous in discovery") from None
-
-    def _resource(self, api_version: str, kind: str) -> Resource:
-        resource = self._find_resource(api_version, kind)
-        if resource is None:
-            raise UnsupportedResource(
-                f"the API server does not serve kind {kind} in apiVersion {api_version} "
-                "(is its CRD installed?)"
-            )
-        return resource
-
-    def _get(self, api_version: str, kind: str, name: str,
-             namespace: str | None = None) -> dict[str, Any] | None:
-        """The object as plain data, or None when it does not exist."""
-        resource = self._resource(api_version, kind)
-        ns = namespace if resource.namespaced else None
-        with self._api_call(f"read {kind} {_where(name, ns)}"):
-            try:
-                return _json(self.dynamic.get(resource, name=name, namespace=ns, serialize=False))
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-
-    def _list(self, api_version: str, kind: str, namespace: str | None) -> list[dict[str, Any]]:
-        resource = self._resource(api_version, kind)
-        ns = namespace if resource.namespaced else None
-        with self._api_call(f"list {kind} in {ns or 'the cluster'}"):
-            return list(_json(self.dynamic.get(resource, namespace=ns, serialize=False)).get("items") or [])
-
-    def _wait_gone(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
-        where = _where(name, namespace)
-
-        def pending() -> str | None:
-            obj = self._get(api_version, kind, name, namespace)
-            if obj is None:
-                return None
-            return f"{kind} {where} still exists (phase {obj.get('status', {}).get('phase', '?')})"
-
-        wait_for(pending, self.timeouts.rollout, self.poll_interval, f"{kind} {where} deleted")
-
-    def _dedicated_client(self) -> ApiClient:
-        return ApiClient(configuration=self._configuration)
-
-    @contextmanager
-    def _api_call(self, action: str) -> Iterator[None]:
-        """Turn client and transport errors into one scrubbed line."""
-        try:
-            yield
-        except ApiException as exc:
-            detail = f"HTTP {exc.status} {exc.reason or ''}".strip()
-            message = _status_message(exc.body)
-            if exc.status == 0:  # the websocket layer puts its whole error in reason
-                detail = "connection failed"
-                message = str(exc.reason or "")[:300]  # a failed handshake dumps the whole response
-            text = f"{action}: {detail}" + (f": {message}" if message else "")
-            # from None: the original's text includes response headers and bodies.
-            raise ConformanceError(self._scrub(one_line(text))) from None
-        except urllib3.exceptions.HTTPError as exc:
-            text = f"{action}: cannot reach the API server at {self._configuration.host}: {exc}"
-            raise ConformanceError(self._scrub(one_line(text))) from None
-
-    def _scrub(self, text: str) -> str:
-        secrets = set(self._file_secrets)
-        configuration = getattr(self, "_configuration", None)
-        if configuration is not None:
-            for value in (configuration.api_key or {}).values():
-                secrets.add(str(value).removeprefix("Bearer ").strip())
-            if configuration.password:
-                secrets.add(configuration.password)
-        for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
-        return text
 
 
 # ---- plain-data helpers -----------------------------------------------------
@@ -460,32 +232,3 @@ def _name(doc: Doc) -> str:
 def _doc_namespace(doc: Doc, namespace: str) -> str:
     """A namespace written in the manifest wins (e.g. mesh-wide policy in istio-system)."""
     return str((doc.get("metadata") or {}).get("namespace") or namespace)
-
-
-def _where(name: str, namespace: str | None) -> str:
-    return f"{namespace}/{name}" if namespace else name
-
-
-def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("labels") or {})
-
-
-def _json(response: Any) -> dict[str, Any]:
-    # Raw JSON rather than ResourceInstance: plain dicts, and no wrapping cost on long lists.
-    return dict(json.loads(response.data))
-
-
-def _status_message(body: Any) -> str:
-    """The message of a Kubernetes Status body, else a short excerpt of whatever came back."""
-    if not body:
-        return ""
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:300]
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
-    return text[:300]
-
-

@@ -71,3 +71,12 @@ def event_line(event: Mapping[str, Any]) -> str:
 def one_line(text: str) -> str:
     """Every run of whitespace, newlines too, as one space: an error or event fits one line."""
     return " ".join(text.split())
+
+
+def qualified_name(name: str, namespace: str | None) -> str:
+    """'ns/name' of a namespaced object, 'name' of a cluster-scoped one."""
+    return f"{namespace}/{name}" if namespace else name
+
+
+def labels_of(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})

@@ -3,6 +3,7 @@
 Each provisioner deletes only what it created, and records how long each phase took.
 """
 
+import logging
 import shlex
 import shutil
 import time
@@ -23,6 +24,8 @@ from conformance.targets.cluster import ClusterAccess
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, collect_cluster_debug, scrub_tree
 from conformance.targets.kube import Kube
+
+log = logging.getLogger(__name__)
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
 
@@ -66,7 +69,7 @@ def istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path | N
 
 def kind_istio_install(settings: RunSettings, kubeconfig: Path, release_dir: Path) -> istio.IstioInstall:
     """On kind the gateway is reached through a node port (NODEPORTS pins it after the install,
-    for either method): nothing there gives a LoadBalancer the address `helm --wait` waits for."""
+    for either method): kind maps its host ports to node ports, and gives no LoadBalancer an address."""
     return istio_install(settings, kubeconfig, release_dir, gateway_service_type="NodePort")
 
 
@@ -99,11 +102,16 @@ def ensure_gateway_api(kube: Kube, settings: RunSettings, istio_version: str,
                                    "pass --yes to let meshconf install and later remove")
 
 
-def check_versions(settings: RunSettings) -> str | None:
-    """Refuse before anything runs: a Kubernetes with no pinned node image, or an Istio/Kubernetes
-    pair outside Istio's support matrix (unless forced; then a warning)."""
+def check_versions(settings: RunSettings, kubernetes: str | None = None) -> str | None:
+    """Refuse a Kubernetes with no pinned node image, or an Istio/Kubernetes pair outside Istio's
+    support matrix (unless forced; then a warning). The Kubernetes checked is `kubernetes`, the API
+    server's of a reused cluster, else the requested one; with --reuse, where the cluster may already
+    run another, nothing is said of the pair until that is known (kubernetes=None: None)."""
     kind_cluster(settings)
-    return istio_support.check_support(settings.istio_version, settings.kubernetes_version, settings.force)
+    if kubernetes is None and settings.reuse:
+        return None
+    return istio_support.check_support(settings.istio_version, kubernetes or settings.kubernetes_version,
+                                       settings.force)
 
 
 class KindProvisioner:
@@ -123,41 +131,54 @@ class KindProvisioner:
 
     def up(self) -> ClusterAccess:
         s = self.settings
-        self.warning = check_versions(s)
+        self.warning = None
+        self._warn(check_versions(s))
         preflight.require(kind.preflight(timeouts=s.timeouts))
-        # Decided before the download: a name clash or a busy port fails in a second, not after it.
+        # Decided before the download: a name clash, a busy port or the Kubernetes a reused cluster
+        # runs fails in seconds, not after it.
         create = self.cluster.claim(reuse=s.reuse)
+        if not create:
+            with self._phases("cluster up"):
+                # Our private kubeconfig may be missing or stale (a new API server port).
+                self.cluster.export_kubeconfig()
+            self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
+            self._warn(check_versions(s, self.kube.server_version()))
+        elif s.reuse:  # nothing to reuse: the cluster made runs the Kubernetes asked for
+            self._warn(check_versions(s, s.kubernetes_version))
         with self._phases("istio release"):
             release = istio_release.fetch_release(s.istio_version, s.cache_dir, base_url=s.istio_releases,
                                                   timeout=s.timeouts.install)
-        with self._phases("cluster up"):
-            if create:
+        if create:
+            with self._phases("cluster up"):
                 self.cluster.create_new()
                 self.created = True
-            else:
-                # A reused cluster: our private kubeconfig may be missing or stale (new API server port).
-                self.cluster.export_kubeconfig()
-        self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
+            self.kube = Kube(self.cluster.kubeconfig, None, timeouts=s.timeouts)
         with self._phases("gateway api"):
             # meshconf owns a kind cluster: the CRDs go in before istiod starts watching for them.
-            self.gateway_api = ensure_gateway_api(self.kube, s, s.istio_version, may_install=True)
+            self.gateway_api = ensure_gateway_api(self._kube, s, s.istio_version, may_install=True)
         ingress_url = f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port}"
         install = kind_istio_install(s, self.cluster.kubeconfig, release)
         self.istioctl = install.istioctl
         with self._phases("mesh up"):
             install.install()
-            self.kube.apply(manifests.load(NODEPORTS), ISTIO_NAMESPACE)
-            self.kube.apply(istio.addons(release), ISTIO_NAMESPACE)
-            wait_mesh_ready(self.kube, ingress_url, s.timeouts.mesh_ready)
+            self._kube.apply(manifests.load(NODEPORTS), ISTIO_NAMESPACE)
+            self._kube.apply(istio.addons(release), ISTIO_NAMESPACE)
+            wait_mesh_ready(self._kube, ingress_url, s.timeouts.mesh_ready)
         return ClusterAccess(
             kubeconfig=self.cluster.kubeconfig,
             context=None,
             ingress_url=ingress_url,
             # What the API server runs: with --reuse the cluster may be older than the image table says.
-            kubernetes_version=self.kube.server_version().lstrip("v"),
+            kubernetes_version=self._kube.server_version().lstrip("v"),
             mesh_version=s.istio_version,
             unsupported=self.gateway_api.unsupported,
         )
+
+    def _warn(self, warning: str | None) -> None:
+        """A forced mismatch: kept for the caller, and logged (a reused cluster's is known only here)."""
+        if warning:
+            self.warning = warning
+            log.warning("%s", warning)
 
     @property
     def _kube(self) -> Kube:
@@ -251,8 +272,8 @@ class KindProvisioner:
                     f"cluster, {features} is NOT_SUPPORTED")
         kept = "" if s.keep else "; a reused cluster loses them again at teardown"
         return (f"# if the cluster lacks CRD {gateway_api_crds.HTTPROUTE_CRD}: server-side apply "
-                f"{release.describe()}, cached in {s.cache_dir} (set ${GATEWAY_API_RELEASES_ENV} for a mirror)"
-                f"{kept}")
+                f"{release.describe()}, those of its objects the cluster lacks, cached in {s.cache_dir} "
+                f"(set ${GATEWAY_API_RELEASES_ENV} for a mirror){kept}")
 
 
 # Manifests that are no suite's: provisioning's own (printed with its commands) and the local mesh's.

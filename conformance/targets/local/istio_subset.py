@@ -13,12 +13,13 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from conformance.errors import ManifestError, UnsupportedResource
+from conformance.names import GATEWAY_API_GROUP, ISTIO_NETWORKING_GROUP, MESH_GATEWAY
 from conformance.targets.local.fields import ANY, MapOf, Node, check_fields
+from conformance.targets.local.istio_values import duration_nanos, is_http_status
 from conformance.targets.local.model import CLUSTER_DOMAIN
 
-API_GROUP = "networking.istio.io"
-API_VERSIONS = frozenset({f"{API_GROUP}/v1", f"{API_GROUP}/v1beta1", f"{API_GROUP}/v1alpha3"})
-GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+API_VERSIONS = frozenset({f"{ISTIO_NETWORKING_GROUP}/v1", f"{ISTIO_NETWORKING_GROUP}/v1beta1",
+                          f"{ISTIO_NETWORKING_GROUP}/v1alpha3"})
 GATEWAY_API_VERSIONS = frozenset({f"{GATEWAY_API_GROUP}/v1", f"{GATEWAY_API_GROUP}/v1beta1"})
 
 # Allow-trees (conformance.targets.local.fields): a list field's node is its items' node.
@@ -129,7 +130,7 @@ def check_supported(doc: Mapping[str, Any]) -> None:
     if kind not in _SCHEMAS:
         raise UnsupportedResource(
             f"kind {kind!r} ({doc.get('apiVersion')}) is not implemented by the local mesh; "
-            f"it implements {', '.join(SUPPORTED_KINDS)} of {API_GROUP} "
+            f"it implements {', '.join(SUPPORTED_KINDS)} of {ISTIO_NETWORKING_GROUP} "
             f"and {', '.join(GATEWAY_API_KINDS)} of {GATEWAY_API_GROUP}"
         )
     _require_api_version(doc, API_VERSIONS)
@@ -142,7 +143,7 @@ def _check_gateway_api(doc: Mapping[str, Any]) -> None:
     if kind == "Gateway":
         raise UnsupportedResource(
             f"{describe(doc)}: kind Gateway of apiVersion {doc.get('apiVersion')!r}: Gateway API Gateways "
-            f"are not implemented by the local mesh yet (an Istio Gateway of {API_GROUP} is)"
+            f"are not implemented by the local mesh yet (an Istio Gateway of {ISTIO_NETWORKING_GROUP} is)"
         )
     if kind not in _GATEWAY_API_SCHEMAS:
         raise UnsupportedResource(
@@ -236,10 +237,6 @@ RETRY_ON_CONDITIONS = frozenset({
 
 def _check_retries(retries: Any, where: str) -> None:
     """An HTTPRetry as Istio's validation checks it (validation.go validateHTTPRetry, tag 1.28.0)."""
-    # Imported here: the translator package imports this module.
-    from conformance.targets.local.translator.durations import duration_nanos
-    from conformance.targets.local.translator.retries import is_http_status
-
     if not isinstance(retries, Mapping):
         raise ManifestError(f"{where}: {retries!r} is not an HTTPRetry object")
     attempts = retries.get("attempts", 0)
@@ -279,9 +276,6 @@ def _check_mesh_hosts(doc: Mapping[str, Any]) -> None:
     the wildcards that can cover one: `*`, `*.<ns>.svc.cluster.local`, `*.svc.cluster.local`,
     `*.cluster.local`, `*.local`.
     """
-    # Imported here: the translator package imports this module.
-    from conformance.targets.local.translator.resources import MESH_GATEWAY
-
     spec = doc.get("spec") or {}
     if MESH_GATEWAY not in (spec.get("gateways") or [MESH_GATEWAY]):
         return

@@ -10,17 +10,26 @@ from typing import Any
 
 from conformance.errors import ConformanceError
 from conformance.targets.local import injection, workloads
+from conformance.targets.local.envoy import EnvoyProxy
 from conformance.targets.local.model import MeshState, Pod, Service
-from conformance.targets.local.pods import AddressPool, RunningPod, pod_name
+from conformance.targets.local.pods import AddressPool, RunningPod, new_running_pod, pod_name
 from conformance.targets.local.processes import Supervisor
+from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
 from conformance.targets.local.validate import check_document
-from conformance.targets.local.translator import rds_file_name, translate
 from conformance.waiting import wait_for
 
 Key = tuple[str, str, str]  # kind, namespace, name
 PodKey = tuple[str, str]  # namespace, pod name
 # How often pods' readiness is probed: the local stand-in for a kubelet's readiness probe period.
 READINESS_PERIOD = 0.1
+# How long a push waits for the Envoys it changed to accept or refuse their files. Envoy applies
+# a file within milliseconds; the rest is room for a machine slowed by parallel runs.
+ACK_TIMEOUT = 10.0
+# How often their subscription stats are read meanwhile (one admin call per proxy per look).
+ACK_POLL = 0.005
+# How long stop() waits for the readiness watcher to finish its round: its probes time out
+# after a second each, and teardown must not hang on one that hangs.
+WATCHER_JOIN_TIMEOUT = 5.0
 
 
 def _key(doc: Mapping[str, Any], namespace: str) -> Key:
@@ -46,9 +55,12 @@ class LocalMesh:
         # Readiness as last published to the proxies; a pod not in it is not ready yet.
         self._ready: dict[PodKey, bool] = {}
         # Readiness is watched from a thread of its own, which never starts a process (a
-        # child is tied to the thread that started it); the lock orders it with the caller's changes.
+        # child is tied to the thread that started it); the lock orders its pushes with the
+        # caller's changes, its probes run outside it.
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        # The readiness watcher's last failed round, for wait_ready to report; None after a good one.
+        self.watch_error: str | None = None
         self._watcher = threading.Thread(target=self._watch_readiness, name="meshconf-readiness", daemon=True)
         self._watcher.start()
 
@@ -113,12 +125,17 @@ class LocalMesh:
                 for pod in current:
                     pod.stop(self.supervisor)
                 del self.pods[key]
+        new: list[RunningPod] = []
         for key, w in wanted.items():
             if key not in self.pods:
                 self.pods[key] = self._new_pods(w)
-                for pod in self.pods[key]:
-                    pod.start(self.supervisor, self.run_dir, self.registry)
-        self.push()
+                new += self.pods[key]
+        try:
+            # A new proxy's first configuration is written before its Envoy starts and reads it.
+            self.push()
+        finally:
+            for pod in new:
+                pod.start(self.supervisor, self.run_dir, self.registry)
 
     def _new_pods(self, workload: workloads.Workload) -> list[RunningPod]:
         decision = injection.decide(
@@ -137,7 +154,7 @@ class LocalMesh:
                 service_account=workload.service_account,
                 proxy=proxy,
             )
-            pods.append(RunningPod(model, workload, decision))
+            pods.append(new_running_pod(model, workload, decision, self.run_dir))
         return pods
 
     def running(self) -> list[RunningPod]:
@@ -163,17 +180,23 @@ class LocalMesh:
         )
 
     def push(self) -> None:
-        """Recompute the registry and every proxy's config, a pod's that is not ready too."""
+        """Recompute the registry and every proxy's config, a pod's that is not ready too, and
+        wait until each Envoy that is up has accepted or refused what changed for it.
+
+        A refusal raises ConformanceError with Envoy's reason, naming the proxy and the resource.
+        """
         with self._lock:
             self.generation += 1
             state = self.state()
+            # Every proxy's config first: a document the translator refuses changes no file.
+            configs = [
+                (pod.proxy, translate(pod.model, state, str(pod.proxy.config_dir)))
+                for pod in self.running()
+                if pod.proxy is not None
+            ]
             self._write_registry(state)
-            for pod in self.running():
-                if pod.proxy is None:
-                    continue
-                config = translate(pod.model, state, str(pod.proxy.config_dir))
-                routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
-                pod.proxy.push(self.generation, config.listeners, config.clusters, routes)
+            awaited = [proxy for proxy, config in configs if _push(proxy, self.generation, config)]
+            _await_acceptance(awaited)
 
     def _write_registry(self, state: MeshState) -> None:
         # The endpoints of a client without a sidecar are a Service's ready pods, as with kube-proxy.
@@ -194,31 +217,38 @@ class LocalMesh:
     def sync_readiness(self) -> bool:
         """Probe pods' readiness and push when it changed, as Kubernetes updates a
         Service's endpoints when a pod's Ready condition changes. Returns whether it did.
+
+        Also pushes the changes held back from a proxy while its Envoy read its first
+        configuration, once that is settled.
         """
         with self._lock:
-            observed = self._observe_readiness()
-            if observed == self._ready:
+            pods = self.running()
+            ready = dict(self._ready)
+        # Probed outside the lock: a probe may take up to its timeout, apply() need not wait for it.
+        probed = _probe_readiness(pods, ready)
+        with self._lock:
+            current = {_pod_key(pod): pod for pod in self.running()}
+            # A pod stopped meanwhile is gone; one started meanwhile is probed next time.
+            observed = {_pod_key(pod): up for pod, up in probed if current.get(_pod_key(pod)) is pod}
+            held_back = any(pod.proxy is not None and pod.proxy.deferred and pod.proxy.acceptance.verified
+                            for pod in current.values())
+            if observed == self._ready and not held_back:
                 return False
-            self._ready = observed
-            self.push()
+            before, self._ready = self._ready, observed
+            try:
+                self.push()
+            except BaseException:
+                self._ready = before  # not published: the next round tries again
+                raise
             return True
-
-    def _observe_readiness(self) -> dict[PodKey, bool]:
-        """Each running pod's readiness now. A pod once ready stays so while its processes
-        live: only the others are probed, which keeps the watch cheap."""
-        observed = {}
-        for pod in self.running():
-            key = _pod_key(pod)
-            observed[key] = pod.failure() is None if self._ready.get(key) else pod.ready()
-        return observed
 
     def _watch_readiness(self) -> None:
         while not self._stopping.wait(READINESS_PERIOD):
             try:
                 self.sync_readiness()
-            except ConformanceError:
-                # A document the translator refuses: apply() reported it to its caller already.
-                continue
+                self.watch_error = None
+            except Exception as error:  # any: the watcher must outlive one failed round
+                self.watch_error = f"{type(error).__name__}: {error}"
 
     def wait_ready(self, namespace: str | None, timeout: float, poll: float) -> None:
         """Wait until the namespace's pods are ready and their readiness is pushed to every proxy."""
@@ -226,19 +256,24 @@ class LocalMesh:
         def pending() -> str | None:
             self.sync_readiness()
             pods = [p for p in self.running() if namespace is None or p.model.namespace == namespace]
+            waiting = [p for p in pods if not self._ready.get(_pod_key(p))]
             for pod in pods:
-                failure = pod.failure()
-                if failure:  # a dead process will not come back: fail now, not at the timeout
+                # A dead process will not come back, nor will Envoy take a configuration it
+                # refused: fail now, not at the timeout. (A ready pod's Envoy keeps serving.)
+                failure = pod.failure() or (pod.refusal() if not self._ready.get(_pod_key(pod)) else None)
+                if failure:
                     raise ConformanceError(failure)
-            waiting = [p.model.name for p in pods if not self._ready.get(_pod_key(p))]
-            return f"not ready: {', '.join(waiting)}" if waiting else None
+            if not waiting:
+                return None
+            watcher = f" (readiness watcher: {self.watch_error})" if self.watch_error else ""
+            return f"not ready: {', '.join(p.model.name for p in waiting)}{watcher}"
 
         wait_for(pending, timeout, poll, f"pods in {namespace or 'all namespaces'}")
 
     def stop(self) -> None:
         # The watcher first, outside the lock: it may be waiting for it.
         self._stopping.set()
-        self._watcher.join()
+        self._watcher.join(WATCHER_JOIN_TIMEOUT)
         with self._lock:
             self.supervisor.stop_all()
             self.pods.clear()
@@ -247,3 +282,33 @@ class LocalMesh:
 
 def _pod_key(pod: RunningPod) -> PodKey:
     return (pod.model.namespace, pod.model.name)
+
+
+def _probe_readiness(pods: Sequence[RunningPod], ready: Mapping[PodKey, bool]) -> list[tuple[RunningPod, bool]]:
+    """Each pod's readiness now. A pod once ready stays so while its processes live: only the
+    others are probed, which keeps the watch cheap."""
+    return [(pod, pod.failure() is None if ready.get(_pod_key(pod)) else pod.ready()) for pod in pods]
+
+
+def _push(proxy: EnvoyProxy, version: int, config: ProxyConfig) -> bool:
+    """Write a proxy's config; whether its Envoy is up and was given files to accept."""
+    routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
+    return proxy.push(version, config.listeners, config.clusters, routes)
+
+
+def _await_acceptance(proxies: Sequence[EnvoyProxy]) -> None:
+    """Wait until each Envoy accepted or refused every file it was given; raise its refusals."""
+    waiting = list(proxies)
+    refusals: list[str] = []
+
+    def pending() -> str | None:
+        for proxy in list(waiting):
+            refusals.extend(proxy.settle())
+            if not proxy.acceptance.unsettled:
+                waiting.remove(proxy)
+        unsettled = [f"{p.name} ({', '.join(sorted(p.acceptance.unsettled))})" for p in waiting]
+        return f"not yet taken by {', '.join(unsettled)}" if unsettled else None
+
+    wait_for(pending, ACK_TIMEOUT, ACK_POLL, "Envoy to accept or refuse its configuration")
+    if refusals:
+        raise ConformanceError("; ".join(refusals))

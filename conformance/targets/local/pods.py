@@ -47,9 +47,9 @@ class RunningPod:
         return app_port(port) if self.model.injected else port
 
     def start(self, supervisor: Supervisor, run_dir: Path, registry: Path) -> None:
+        """Start the pod's processes; its proxy (from new_running_pod) reads what was pushed to it."""
         log_dir = run_dir / "pods" / f"{self.model.namespace}.{self.model.name}"
-        if self.model.proxy != "none":
-            self.proxy = EnvoyProxy(self.model, run_dir)
+        if self.proxy is not None:
             self.proxy.start(supervisor)
         port = self.listen_port
         if port is None:
@@ -82,6 +82,11 @@ class RunningPod:
                 )
         return None
 
+    def refusal(self) -> str | None:
+        """Why this pod's Envoy refused the configuration it was given, if it did."""
+        refusal = self.proxy.refusal() if self.proxy is not None else None
+        return f"pod {self.model.namespace}/{self.model.name}: {refusal}" if refusal else None
+
     def ready(self) -> bool:
         if self.proxy is not None and not self.proxy.ready():
             return False
@@ -109,6 +114,12 @@ class RunningPod:
             ready=self.ready(),
             service_account=self.model.service_account,
         )
+
+
+def new_running_pod(model: Pod, workload: Workload, decision: Decision, run_dir: Path) -> RunningPod:
+    """A pod not started yet; a proxy's configuration can be pushed to it before it starts."""
+    proxy = EnvoyProxy(model, run_dir) if model.proxy != "none" else None
+    return RunningPod(model, workload, decision, proxy=proxy)
 
 
 def _listening(ip: str, port: int) -> bool:

@@ -21,7 +21,7 @@ from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import CONTROL_PORT
 from conformance.targets.local import rundirs
 from conformance.targets.local.pods import RunningPod
-from conformance.targets.local.translator import KNOWN_MUTANTS
+from conformance.targets.local.translator import check_mutants
 
 MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Kubernetes"
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
@@ -74,11 +74,7 @@ class LocalTarget:
     name = "local"
 
     def __init__(self, settings: RunSettings) -> None:
-        unknown = sorted(set(settings.mutants) - set(KNOWN_MUTANTS))
-        if unknown:
-            raise ConformanceError(
-                f"unknown local mutant(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_MUTANTS))}"
-            )
+        check_mutants(frozenset(settings.mutants))
         self.settings = settings
         self.timeouts = settings.timeouts
         worker = f"-{settings.worker}" if settings.worker else ""

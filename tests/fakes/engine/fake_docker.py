@@ -1,9 +1,11 @@
 """The fake `docker`: a healthy engine answering `docker info`."""
 
 from .calls import Handler, Spec, State, ToolAnswer
-from .commands import Parsed
+from .commands import Parsed, load
 
-SERVER_VERSION = "28.3.0"
+# The engine's version is the one the flag data was read at (docker/cli and the engine are
+# released together, with one version number): what a real `docker info` would print beside it.
+SERVER_VERSION = str(load("docker")["provenance"]["tag"]).removeprefix("v")
 
 
 def info(call: Parsed, state: State, spec: Spec) -> ToolAnswer:

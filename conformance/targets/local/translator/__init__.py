@@ -24,7 +24,8 @@ from conformance.targets.local.translator.resources import (
 from conformance.targets.local.translator.sidecar import sidecar_config
 
 __all__ = [
-    "CLUSTER_TYPE", "KNOWN_MUTANTS", "LISTENER_TYPE", "ROUTE_TYPE", "ProxyConfig", "rds_file_name", "translate",
+    "CLUSTER_TYPE", "KNOWN_MUTANTS", "LISTENER_TYPE", "ROUTE_TYPE", "ProxyConfig", "check_mutants", "rds_file_name",
+    "translate",
 ]
 
 

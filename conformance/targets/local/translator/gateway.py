@@ -72,26 +72,26 @@ def _gateway_virtual_hosts(
 ) -> list[dict]:
     """One virtual host per admitted host, sorted by name (util.SortVirtualHosts).
 
-    The routes of every VirtualService bound to one host are merged in creation order,
-    each VirtualService cut after its first catch-all route
-    (route.go BuildHTTPRoutesForVirtualService); then the catch-all routes move last, in
-    their order (route.go SortVHostRoutes), so a catch-all of one VirtualService does not
-    hide the routes of another.
+    As gateway.go buildGatewayHTTPRouteConfig loops: the servers of the port in the order of
+    their Gateways' creation, and for each the VirtualServices bound to its Gateway in creation
+    order (push_context.go VirtualServicesForGateway). Each VirtualService's routes are cut
+    after its first catch-all (route.go BuildHTTPRoutesForVirtualService) and appended to every
+    host it shares with the server, once per server, as istiod does; then the catch-all routes
+    move last, in their order (route.go SortVHostRoutes), so a catch-all of one VirtualService
+    does not hide the routes of another.
     """
     routes_by_host: dict[str, list[dict]] = {}
-    for vs in index.state.virtual_services:
-        admitted: list[str] = []
-        for gateway, server in servers:
+    for gateway, server in servers:
+        for vs in index.state.virtual_services:
             if not _binds(vs, gateway):
                 continue
-            for host in vs["spec"].get("hosts") or []:
-                for server_host in server.get("hosts") or []:
-                    match = _admitted_host(host, server_host, namespace_of(vs), namespace_of(gateway))
-                    # Envoy compares hosts without case; Istio lowercases them.
-                    if match is not None and match.lower() not in admitted:
-                        admitted.append(match.lower())
-        for host in admitted:
-            routes_by_host.setdefault(host, []).extend(_up_to_catch_all(vs_routes(vs, index, number)))
+            hosts = _intersecting_hosts(server, vs, namespace_of(gateway))
+            if not hosts:
+                continue
+            routes = _up_to_catch_all(vs_routes(vs, index, number))
+            for host in hosts:
+                # Envoy compares hosts without case; Istio lowercases them.
+                routes_by_host.setdefault(host.lower(), []).extend(routes)
     return [
         {
             "name": f"{host}:{number}",
@@ -135,23 +135,31 @@ def _binds(vs: Doc, gateway: Doc) -> bool:
     return any(ref in wanted for ref in vs["spec"].get("gateways") or [])
 
 
-def _admitted_host(vs_host: str, server_host: str, vs_ns: str, gateway_ns: str) -> str | None:
-    """The host a gateway server serves for a VirtualService host, or None.
+def _intersecting_hosts(server: Doc, vs: Doc, gateway_ns: str) -> list[str]:
+    """The hosts a gateway server serves for a VirtualService (host.go Names.Intersection of the
+    server's hosts for the VirtualService's namespace, host.NamesForNamespace, and its hosts).
 
     A server host may carry a namespace (`ns/host`, `./host`, `*/host`) that the
     VirtualService must live in. When one side is a wildcard covering the
     other, the narrower host is served, as Istio does.
     """
-    if "/" in server_host:
-        namespace, server_host = server_host.split("/", 1)
-        namespace = gateway_ns if namespace == "." else namespace
-        if namespace not in ("*", vs_ns):
-            return None
-    if _covers(server_host, vs_host):
-        return vs_host
-    if _covers(vs_host, server_host):
-        return server_host
-    return None
+    hosts: list[str] = []
+    for server_host in server.get("hosts") or []:
+        if "/" in server_host:
+            namespace, server_host = server_host.split("/", 1)
+            namespace = gateway_ns if namespace == "." else namespace
+            if namespace not in ("*", namespace_of(vs)):
+                continue
+        for vs_host in vs["spec"].get("hosts") or []:
+            if _covers(vs_host, server_host):
+                narrower = server_host
+            elif _covers(server_host, vs_host):
+                narrower = vs_host
+            else:
+                continue
+            if narrower not in hosts:
+                hosts.append(narrower)
+    return hosts
 
 
 def _covers(pattern: str, host: str) -> bool:

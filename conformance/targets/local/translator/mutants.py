@@ -26,5 +26,5 @@ def check_mutants(mutants: frozenset[str]) -> None:
     unknown = sorted(mutants - KNOWN_MUTANTS.keys())
     if unknown:
         raise ConformanceError(
-            f"unknown mutant(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_MUTANTS))}"
+            f"unknown local mutant(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_MUTANTS))}"
         )

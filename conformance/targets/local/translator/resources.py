@@ -19,7 +19,6 @@ FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFau
 # proxy_headers.go); sidecar outbound listeners keep Envoy's default, "envoy".
 SERVER_NAME = "istio-envoy"
 OUTBOUND_ROUTE = "outbound"
-MESH_GATEWAY = "mesh"
 # Istio's catch-all for hosts no service names (pilot/pkg/networking/util/util.go).
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 PASSTHROUGH_VHOST = "allow_any"
@@ -61,16 +60,12 @@ def rds_path(config_dir: str, route_name: str) -> str:
 def rds_config_source(route_name: str, config_dir: str) -> dict:
     """Where a listener finds route config `route_name`: a watched file.
 
-    Envoy reloads the file when an entry is moved into the watched directory, so
-    writers must replace it atomically (write a temporary file, then rename).
+    Envoy reloads the file when one is renamed onto it, so writers replace it atomically
+    (write a temporary file, then rename). Only the file is watched, not its directory: a
+    rename anywhere in a watched directory makes every subscription watching it read its file
+    again, and a refusal could no longer be told apart from the earlier ones.
     """
-    return {
-        "path_config_source": {
-            "path": rds_path(config_dir, route_name),
-            "watched_directory": {"path": config_dir.rstrip("/") or "/"},
-        },
-        "resource_api_version": "V3",
-    }
+    return {"path_config_source": {"path": rds_path(config_dir, route_name)}, "resource_api_version": "V3"}
 
 
 def check_rds_file_names(routes: Mapping[str, dict]) -> None:

@@ -8,10 +8,10 @@ Inbound routes get a fixed policy: route/route.go BuildDefaultHTTPInboundRoute.
 """
 
 import copy
-from http import HTTPStatus
 from typing import Any
 
 from conformance.targets.base import Doc
+from conformance.targets.local.istio_values import is_http_status
 from conformance.targets.local.translator.durations import envoy_duration
 
 # retry.go: 2 retries on connection-level failures; retriable-status-codes is listed, but
@@ -89,14 +89,3 @@ def split_retry_on(retry_on: str) -> tuple[str, list[int]]:
         else:
             conditions.append(part)
     return ",".join(conditions), codes
-
-
-def is_http_status(text: str) -> bool:
-    """Whether Go's http.StatusText knows the code (Python's HTTPStatus holds the same codes)."""
-    if not text.isdigit():
-        return False
-    try:
-        HTTPStatus(int(text))
-    except ValueError:
-        return False
-    return True

@@ -1,5 +1,6 @@
 """A sidecar's resources: inbound listeners per container port, one outbound listener and route."""
 
+from conformance.names import MESH_GATEWAY
 from conformance.targets.base import Doc
 from conformance.targets.local.model import OUTBOUND_PORT, Pod, Service, app_port
 from conformance.targets.local.translator.clusters_listeners import (
@@ -25,7 +26,7 @@ from conformance.targets.local.translator.index import (
     namespace_of,
     resolve_host,
 )
-from conformance.targets.local.translator.resources import MESH_GATEWAY, OUTBOUND_ROUTE, ProxyConfig
+from conformance.targets.local.translator.resources import OUTBOUND_ROUTE, ProxyConfig
 from conformance.targets.local.translator.retries import default_retry_policy, inbound_retry_policy
 from conformance.targets.local.translator.vs_routes import vs_routes
 

@@ -7,9 +7,10 @@ from typing import Any
 from conformance.errors import ManifestError
 from conformance.targets.base import Doc
 from conformance.targets.local.istio_subset import describe
+from conformance.targets.local.istio_values import duration_nanos
 from conformance.targets.local.model import Service
 from conformance.targets.local.translator.clusters_listeners import cluster_action, outbound_cluster_name
-from conformance.targets.local.translator.durations import duration_nanos, envoy_duration
+from conformance.targets.local.translator.durations import envoy_duration
 from conformance.targets.local.translator.index import MeshIndex, namespace_of, resolve_host
 from conformance.targets.local.translator.mutants import (
     IGNORE_HEADER_MATCH,

@@ -1,0 +1,353 @@
+"""Shared helpers of the cluster side's tests: a kubeconfig for the fake Kubernetes API
+(tests/fakeapi.py), the upstream CRDs it is given, Gateway API releases, a fake Istio release,
+Istio's readiness objects as the fake API sees them, and this machine as `meshconf up` finds it
+(the `machine` fixture of tests/conftest.py).
+
+Test files import these from here; the rest of the shared helpers are in tests/builders.py.
+"""
+
+import copy
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance import cli, manifests
+from conformance.names import GATEWAY_API_GROUP
+from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, RunSettings
+from conformance.targets import gateway_api_crds, istio, kind
+from conformance.targets.gateway_api_crds import BUNDLE_VERSION, CHANNEL, SAFE_UPGRADES
+from tests.crd_schema import UPSTREAM, upstream_file
+from tests.fakeapi import Answer, FakeApi, status
+from tests.fakegateway import FakeGateway, free_port
+from tests.fakes import BIN, FakeTools
+from tests.release_server import ReleaseServer, tarball
+
+# ---------------------------------------------------------------------------------------------
+# A kubeconfig for the fake Kubernetes API
+
+KUBECONFIG_TOKEN = "sekret-token-0123456789abcdef"
+KUBECONFIG_CLIENT_KEY = "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tZmFrZQ=="
+
+
+def write_kubeconfig(path: Path, port: int) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [
+            {"name": "fake", "user": {"token": KUBECONFIG_TOKEN}},
+            {"name": "certs", "user": {"client-key-data": KUBECONFIG_CLIENT_KEY,
+                                       "client-certificate-data": "Q0VSVA=="}},
+        ],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+    }))
+    return path
+
+
+# The upstream CRDs (tests/upstream/): Istio's bundle, and Gateway API's standard channel.
+ISTIO_CRDS = ("istio/crd-all.gen.yaml",)
+GATEWAY_API_CRDS = tuple(f"gateway-api/{p.name}" for p in sorted((UPSTREAM / "gateway-api").glob("*.yaml")))
+
+
+@functools.cache
+def _upstream_crds(relative: str) -> tuple[dict[str, Any], ...]:
+    docs = yaml.load_all(upstream_file(relative).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return tuple(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
+
+
+def upstream_crd(name: str) -> dict[str, Any]:
+    """One upstream CRD by name (e.g. virtualservices.networking.istio.io), a copy to change at will."""
+    for relative in (*ISTIO_CRDS, *GATEWAY_API_CRDS):
+        for crd in _upstream_crds(relative):
+            if crd["metadata"]["name"] == name:
+                return copy.deepcopy(crd)
+    raise KeyError(f"no upstream CRD {name}")
+
+
+def install_crds(api: FakeApi, *files: str) -> list[str]:
+    """Apply upstream CRD files (ISTIO_CRDS, GATEWAY_API_CRDS) to the fake API, as an installer
+    would have before the test; their kinds are served from now on. The CRDs' names."""
+    names = []
+    for relative in files:
+        for crd in _upstream_crds(relative):
+            api.install_crd(crd)
+            names.append(crd["metadata"]["name"])
+    return names
+
+
+def gateway_api_release(version: str, channel: str = "standard",
+                        extra: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> bytes:
+    """A Gateway API release's standard-install.yaml, concatenated as kubernetes-sigs/gateway-api
+    hack/build-install-yaml.sh does (config/crd/standard/gateway*.yaml in file order, each after a
+    comment naming it), from the upstream standard CRDs stamped with `version` and `channel`, and
+    `extra` files (file name stem -> documents) that tests/upstream does not hold."""
+    files = {Path(relative).stem: _stamped(upstream_file(relative).read_text(), version, channel)
+             for relative in GATEWAY_API_CRDS}
+    for stem, docs in (extra or {}).items():
+        files[stem] = "\n---\n\n".join(yaml.safe_dump(dict(doc), sort_keys=False) for doc in docs)
+    parts = ["#\n# Gateway API Standard channel install\n#\n"]
+    for stem in sorted(files):
+        parts.append(f"---\n#\n# config/crd/standard/gateway.networking.k8s.io_{stem}.yaml\n#\n{files[stem]}")
+    return "".join(parts).encode()
+
+
+def _stamped(crd_text: str, version: str, channel: str) -> str:
+    """An upstream CRD file as a release ships it: the version bump rewrites its bundle-version."""
+    return (crd_text.replace(f"{BUNDLE_VERSION}: v0.0.0-dev", f"{BUNDLE_VERSION}: {version}")
+            .replace(f"{CHANNEL}: standard", f"{CHANNEL}: {channel}"))
+
+
+# kubernetes-sigs/gateway-api at tag v1.5.1, config/crd/standard/: beside the five CRDs of
+# tests/upstream, BackendTLSPolicy, ListenerSet and TLSRoute (served as v1), and
+# gateway.networking.k8s.io_vap_safeupgrades.yaml, a ValidatingAdmissionPolicy and its binding
+# that still say bundle-version v1.5.0-dev (the release's version bump stamped only the CRDs).
+V1_5_1 = "v1.5.1"
+V1_5_1_MORE_CRDS = (("BackendTLSPolicy", "backendtlspolicies"), ("ListenerSet", "listenersets"),
+                    ("TLSRoute", "tlsroutes"))
+V1_5_1_POLICY_BUNDLE = "v1.5.0-dev"
+
+
+def gateway_api_v1_5_1() -> bytes:
+    """A standard-install.yaml shaped as v1.5.1's: its eight CRDs in file order (the three that
+    tests/upstream lacks with a schema that keeps every field), then the admission policy."""
+    extra: dict[str, list[dict[str, Any]]] = {
+        plural: [stand_in_crd(kind, plural, V1_5_1)] for kind, plural in V1_5_1_MORE_CRDS}
+    extra["vap_safeupgrades"] = safe_upgrades_policy(V1_5_1_POLICY_BUNDLE)
+    return gateway_api_release(V1_5_1, extra=extra)
+
+
+def stand_in_crd(kind: str, plural: str, version: str) -> dict[str, Any]:
+    """A namespaced standard-channel Gateway API CRD serving v1, its schema keeping every field."""
+    schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GATEWAY_API_GROUP}",
+                     "annotations": {BUNDLE_VERSION: version, CHANNEL: "standard"}},
+        "spec": {"group": GATEWAY_API_GROUP, "scope": "Namespaced",
+                 "names": {"categories": ["gateway-api"], "kind": kind, "listKind": f"{kind}List",
+                           "plural": plural, "singular": kind.lower()},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": schema,
+                               "subresources": {"status": {}}}]},
+    }
+
+
+def safe_upgrades_policy(bundle: str) -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy of v1.5's standard install and its binding, with upstream's
+    names, annotations and match rules; the CEL checks are a stand-in (the fake API runs none)."""
+    annotations = {BUNDLE_VERSION: bundle, CHANNEL: "standard"}
+    crds = {"apiGroups": ["apiextensions.k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"]}
+    return [
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"annotations": annotations, "name": SAFE_UPGRADES},
+         "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{**crds, "resources": ["*"]}]},
+                  "validations": [{"expression": f"object.spec.group != '{GATEWAY_API_GROUP}' || true",
+                                   "message": "a stand-in for the release's checks", "reason": "Invalid"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"annotations": annotations, "name": SAFE_UPGRADES},
+         "spec": {"policyName": SAFE_UPGRADES, "validationActions": ["Deny"],
+                  "matchResources": {"resourceRules": [{**crds, "resources": ["customresourcedefinitions"]}]}}},
+    ]
+
+
+# The Gateway API release the default Istio builds against, and where a release server keeps it.
+_DEFAULT_RELEASE = gateway_api_crds.release_for(RunSettings().istio_version)
+GATEWAY_API = _DEFAULT_RELEASE.version if _DEFAULT_RELEASE else "none"
+GATEWAY_API_ASSET = f"/releases/{GATEWAY_API}/standard-install.yaml"
+
+
+def publish_gateway_api(release_server: ReleaseServer, version: str, content: bytes | None = None) -> str:
+    """Serve a Gateway API release at <base>/<version>/standard-install.yaml; the base URL."""
+    release_server.files[f"/releases/{version}/standard-install.yaml"] = content or gateway_api_release(version)
+    return release_server.url
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake Istio release, and Istio's readiness objects as the fake API sees them
+
+ISTIO_VERSION = RunSettings().istio_version
+INVALID_VS = "/apis/networking.istio.io/v1/namespaces/default/virtualservices/meshconf-readiness-invalid"
+READINESS_GATEWAY = "/apis/networking.istio.io/v1/namespaces/istio-system/gateways/meshconf-readiness"
+DENIED = ('admission webhook "validation.istio.io" denied the request: '
+          "configuration is invalid: HTTP route cannot contain both route and redirect")
+PROMETHEUS_YML = (Path(__file__).parent / "data" / "prometheus.yml").read_text()
+_READ = [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]}]
+
+
+def _addon_meta(name: str, namespaced: bool = True) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": name}
+    return {"name": name, "labels": labels, **({"namespace": "istio-system"} if namespaced else {})}
+
+
+def _addon(name: str, config_key: str, config: str, port: int, rules: list[dict[str, Any]],
+           role: bool = False) -> str:
+    """The documents of an Istio samples/addons manifest, abridged, in upstream's order."""
+    selector = {"app.kubernetes.io/name": name}
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _addon_meta(name)},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _addon_meta(name), "data": {config_key: config}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _addon_meta(name, False),
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": _addon_meta(name, False),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
+    ]
+    if role:  # kiali's namespaced Role for the control plane
+        docs += [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": _addon_meta(f"{name}-controlplane"),
+             "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": _addon_meta(f"{name}-controlplane"),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-controlplane"},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "istio-system"}]},
+        ]
+    docs += [
+        {"apiVersion": "v1", "kind": "Service", "metadata": _addon_meta(name),
+         "spec": {"type": "ClusterIP", "selector": selector,
+                  "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _addon_meta(name),
+         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                  "template": {"metadata": {"labels": selector, "annotations": {"sidecar.istio.io/inject": "false"}},
+                               "spec": {"serviceAccountName": name,
+                                        "containers": [{"name": name, "image": f"example.invalid/{name}:1",
+                                                        "ports": [{"containerPort": port}]}]}}}},
+    ]
+    return "".join(f"---\n# Source: {name}/templates/{d['kind'].lower()}.yaml\n{yaml.safe_dump(d, sort_keys=False)}"
+                   for d in docs)
+
+
+def fake_release(version: str = ISTIO_VERSION) -> bytes:
+    """An Istio release archive: the fake istioctl launcher (pointing at tests/fakes) and the addons."""
+    launcher = (BIN / "istioctl").read_text()
+    relative = "str(Path(__file__).resolve().parent.parent)"
+    assert relative in launcher  # the copy must still find tests/fakes/engine/ from the cache
+    top = f"istio-{version}"
+    return tarball({
+        f"{top}/bin/istioctl": launcher.replace(relative, repr(str(BIN.parent))).encode(),
+        f"{top}/samples/addons/prometheus.yaml": _addon("prometheus", "prometheus.yml", PROMETHEUS_YML, 9090,
+                                                        _READ + [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+                                                        ).encode(),
+        f"{top}/samples/addons/kiali.yaml": _addon("kiali", "config.yaml", "server:\n  port: 20001\n", 20001,
+                                                   _READ, role=True).encode(),
+        f"{top}/manifest.yaml": b"version: " + version.encode() + b"\n",
+    })
+
+
+def istio_deployment(name: str, available: int) -> dict[str, Any]:
+    """A one-replica Deployment in istio-system, as the API server lists it with `available` replicas."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "istio-system", "generation": 1}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available}}
+
+
+def accept_once_then_deny(api: FakeApi) -> None:
+    """Istio's validating webhook right after install: not patched yet, then live."""
+    [invalid] = manifests.load(istio.INVALID_VIRTUALSERVICE)
+
+    def accept() -> Answer:
+        api.objects[INVALID_VS] = {**invalid, "metadata": {**invalid["metadata"], "namespace": "default"}}
+        return 200, api.objects[INVALID_VS]
+
+    api.script("PATCH", INVALID_VS, accept, (400, status(400, "BadRequest", DENIED)))
+
+
+# ---------------------------------------------------------------------------------------------
+# This machine as `meshconf up` finds it
+
+
+def fake_proc(root: Path, watches: int = 524288, instances: int = 512, available_kib: int = 16 * 1024**2) -> Path:
+    """A /proc tree under root with these inotify limits and available memory; its path."""
+    inotify = root / "proc" / "sys" / "fs" / "inotify"
+    inotify.mkdir(parents=True)
+    (inotify / "max_user_watches").write_text(f"{watches}\n")
+    (inotify / "max_user_instances").write_text(f"{instances}\n")
+    (root / "proc" / "meminfo").write_text(
+        f"MemTotal:       32768000 kB\nMemFree:         1000000 kB\nMemAvailable:   {available_kib:>8} kB\n"
+        "HugePages_Total:       0\n"
+    )
+    return root / "proc"
+
+
+# What istioctl answers on a healthy cluster.
+HEALTHY = {"istioctl": {"install": {"stdout": "\u2714 Installation complete\n"}}}
+
+
+@dataclass
+class Machine:
+    """A machine with nothing real but itself, on which the CLI runs in-process (cli.main):
+    - fake docker and kind on PATH (tests/fakes); `kind create cluster` writes a kubeconfig
+      pointing at the fake API server (state "server");
+    - a local release server ($MESHCONF_ISTIO_RELEASES) serving an Istio archive whose bin/istioctl
+      is the fake istioctl launcher, and whose samples/addons hold small prometheus.yaml and
+      kiali.yaml shaped like upstream's; istioctl is removed from PATH, so only the release's copy
+      can answer; the same server serves the Gateway API release ($MESHCONF_GATEWAY_API_RELEASES);
+    - the fake Kubernetes API (tests/fakeapi.py): discovery for every applied kind, Deployments
+      rolled out once applied, Istio's validating webhook accepting the invalid VirtualService
+      once, then denying it;
+    - a fake ingress gateway (tests/fakegateway.py) on a free host port (--ingress-port), which
+      starts answering once the readiness Gateway is applied, as Envoy would.
+    The only thing patched in-process is /proc: kind.preflight reads inotify limits and memory from
+    a fake /proc tree (this machine's real limits fail the preflight), while the docker and kind
+    checks still run the fake tools."""
+
+    tools: FakeTools
+    api: FakeApi
+    releases: ReleaseServer
+    project: Path  # the working directory: .meshconf/ goes here
+    home: Path
+    capsys: pytest.CaptureFixture[str]
+    gateway: FakeGateway
+    https_port: int
+
+    @property
+    def ports(self) -> list[str]:
+        return ["--ingress-port", str(self.gateway.port), "--ingress-https-port", str(self.https_port)]
+
+    @property
+    def work_dir(self) -> Path:
+        return self.project / ".meshconf" / "kind-meshconf"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.work_dir / "kubeconfig"
+
+    def settings(self, **changes: Any) -> RunSettings:
+        """A kind run's settings on this machine's ports."""
+        return RunSettings(target="kind", ingress_port=self.gateway.port, ingress_https_port=self.https_port,
+                           **changes)
+
+    def meshconf(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def patches(self, path: str) -> list[Any]:
+        return [self.api.requests[i] for i in self.api.seen("PATCH", path)]
+
+
+def set_up_machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_server: ReleaseServer,
+                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                   gateway: FakeGateway) -> Machine:
+    fake_tools.set_scenario({**HEALTHY, "state": {"server": api.url}})
+    fake_tools.remove("istioctl")  # only the release's bin/istioctl may answer
+    install_crds(api, *ISTIO_CRDS)  # what istioctl install applies first
+    api.deployments_roll_out = True
+    accept_once_then_deny(api)
+    api.after_apply[READINESS_GATEWAY] = gateway.start
+    release_server.publish(ISTIO_VERSION, fake_release())
+    monkeypatch.setenv(ISTIO_RELEASES_ENV, release_server.url)
+    monkeypatch.setenv(GATEWAY_API_RELEASES_ENV, publish_gateway_api(release_server, GATEWAY_API))
+    for name in ("INSTALL", "ROLLOUT", "REQUEST", "MESH_READY", "FIRST_DEPLOY"):
+        monkeypatch.delenv(f"MESHCONF_TIMEOUT_{name}", raising=False)
+    monkeypatch.setattr(kind, "preflight", functools.partial(kind.preflight, fake_proc(tmp_path)))
+    # Longer than 80 columns: the printed kubeconfig path must not be wrapped.
+    project = tmp_path / "a-project-directory-whose-path-is-long-enough-to-wrap-in-a-terminal"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    return Machine(fake_tools, api, release_server, project, tmp_path / "home", capsys, gateway, free_port())
