@@ -21,6 +21,7 @@ from conformance.report.results import ResultBook
 from conformance.stash import BOOK, WORKER_ACCESS, WORKER_BRING_UP_ERROR, WORKER_SETTINGS, settings
 from conformance.targets import select
 from conformance.targets.base import Target, TargetFacts
+from conformance.targets.local import rundirs
 
 CLUSTER_TARGETS = ("kind", "kubeconfig")
 
@@ -70,6 +71,15 @@ def hand_over(config: pytest.Config, workerinput: dict[str, Any]) -> None:
         from conformance.targets.attached import access_to_json
 
         workerinput[WORKER_ACCESS] = access_to_json(target.access)  # type: ignore[attr-defined]
+
+
+def sweep_local_workers(config: pytest.Config) -> None:
+    """Controller, after xdist has ended its workers: remove the local run directories of
+    workers that are gone. xdist ends a worker that is still tearing down after its exit
+    timeout (execnet's terminate), which can leave the worker's run directory behind."""
+    if not runs_suites(config) or settings(config).target != "local":
+        return
+    rundirs.sweep(settings(config).work_dir.resolve())
 
 
 def release(config: pytest.Config) -> None:

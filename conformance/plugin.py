@@ -197,6 +197,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if stash.is_controller(config):
         try:
             parallel.release(config)
+            parallel.sweep_local_workers(config)
         finally:
             _write_report(session, exitstatus)
         return

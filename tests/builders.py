@@ -44,6 +44,12 @@ REPO = Path(__file__).resolve().parent.parent
 # The CLI, run as a user would
 
 
+# The test modules that run whole meshes (up to two per run with -n 2, about four inotify instances per Envoy): the tests
+# that start them share one xdist worker, so the suite under -n 2 stays below Linux's default
+# of 128 inotify instances per user.
+WHOLE_MESH = pytest.mark.xdist_group("whole-mesh")
+
+
 def meshconf(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
              timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a child process, as a user would."""

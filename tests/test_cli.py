@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from conformance.manifests import manifests_dir
-from tests.builders import mesh_processes, meshconf
+from tests.builders import WHOLE_MESH, mesh_processes, meshconf
+
+pytestmark = WHOLE_MESH
 
 
 def one_error_line(stderr: str) -> str:

@@ -6,7 +6,9 @@ from pathlib import Path
 import yaml
 
 from conformance import features
-from tests.builders import mesh_processes, meshconf
+from tests.builders import WHOLE_MESH, mesh_processes, meshconf
+
+pytestmark = WHOLE_MESH
 
 
 def report(tmp_path: Path) -> dict:

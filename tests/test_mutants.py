@@ -12,7 +12,9 @@ import yaml
 
 from conformance import features
 from conformance.targets.local.translator import KNOWN_MUTANTS
-from tests.builders import mesh_processes, meshconf
+from tests.builders import WHOLE_MESH, mesh_processes, meshconf
+
+pytestmark = WHOLE_MESH
 
 # mutant -> {feature that must fail: text its failure reason must contain}
 BREAKS: dict[str, dict[str, str]] = {

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.builders import REPO
+from tests.builders import REPO, WHOLE_MESH
+
+pytestmark = WHOLE_MESH
 
 # Where each installed package lives in a checkout (pyproject.toml's package-dir).
 SOURCES = {"conformance": "conformance", "conformance/suites": "suites", "conformance/fixtures": "fixtures",

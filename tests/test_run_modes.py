@@ -14,7 +14,9 @@ import yaml
 
 from conformance.targets.local import rundirs
 from conformance.waiting import wait_for
-from tests.builders import mesh_processes, meshconf
+from tests.builders import WHOLE_MESH, mesh_processes, meshconf
+
+pytestmark = WHOLE_MESH
 
 # The mutant makes some features fail, so both outcomes are compared, not only passes.
 MIXED = ["run", "--target", "local", "--local-mutant", "swap-subsets", "--consistency-timeout", "3",

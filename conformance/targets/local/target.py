@@ -87,9 +87,9 @@ class LocalTarget:
     def up(self) -> None:
         started = time.monotonic()
         rundirs.sweep(self.run_dir.parent)
-        rundirs.claim(self.run_dir)
-        self.mesh = LocalMesh(self.run_dir, frozenset(self.settings.mutants))
         try:
+            rundirs.claim(self.run_dir)
+            self.mesh = LocalMesh(self.run_dir, frozenset(self.settings.mutants))
             self.mesh.apply([namespace_doc(ISTIO_NAMESPACE, {})], ISTIO_NAMESPACE)
             self.mesh.apply(manifests.load(GATEWAY_MANIFEST), ISTIO_NAMESPACE)
             self.mesh.wait_ready(ISTIO_NAMESPACE, self.timeouts.rollout, self.timeouts.poll)
