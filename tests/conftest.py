@@ -1,6 +1,7 @@
 """Shared pytest fixtures of the harness's own tests: pytest finds them by name, never import one.
 
-Plain helpers and constants shared by tests are in tests/builders.py. The fakes'
+Plain helpers and constants shared by tests are in tests/builders.py (those of the tests that
+run real Envoy processes in tests/envoy_builders.py). The fakes'
 fixtures (api, gateway, fake_tools, scenario, release_server) are registered below
 as plugins, so they too are found by name.
 """

