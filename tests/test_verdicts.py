@@ -24,6 +24,7 @@ from conformance.verdicts import (
     run_split,
     split_label,
 )
+from conformance.verdicts import joint, sequential, splits
 
 Send = Callable[[int], Mapping[str, int]]
 
@@ -176,7 +177,7 @@ def test_plans_meet_their_stated_error_rates() -> None:
     assert three.exact_alpha == pytest.approx(sum(t.alpha for t in three.tests.values()))
     assert three.exact_alpha <= 1e-4
     assert max(t.expected_h0 for t in three.tests.values()) < three.expected_requests < three.max_requests
-    _, joint_alpha = verdicts._joint_h0(list(three.tests.values()), three.batch)  # exact overall P(fail | H0)
+    _, joint_alpha = joint._joint_h0(list(three.tests.values()), three.batch)  # exact overall P(fail | H0)
     assert 0.9 * three.exact_alpha < joint_alpha <= three.exact_alpha  # the Bonferroni sum bounds it, tightly
 
 
@@ -249,15 +250,15 @@ def test_joint_expected_requests_confirmed_by_monte_carlo() -> None:
 def test_fixed_sample_n_is_the_smallest_n_that_works() -> None:
     level, delta, beta = 1e-4, 0.05, 0.01
     n = fixed_sample_n((0.2,), level, delta, beta)
-    power = [verdicts._fixed_power(k, 0.2, p1, level) for k in (n,) for p1 in (0.25, 0.15)]
+    power = [sequential._fixed_power(k, 0.2, p1, level) for k in (n,) for p1 in (0.25, 0.15)]
     assert min(power) >= 0.99
     for k in range(n - 40, n):
-        assert min(verdicts._fixed_power(k, 0.2, p1, level) for p1 in (0.25, 0.15)) < 0.99, k
+        assert min(sequential._fixed_power(k, 0.2, p1, level) for p1 in (0.25, 0.15)) < 0.99, k
     assert fixed_sample_n((0.2, 0.8), level, delta, beta) == n  # symmetric
 
 
 def test_plan_split_is_fast_on_first_call() -> None:
-    for cached in (verdicts._plan, verdicts.calibrate, verdicts.fixed_sample_n, verdicts._critical):
+    for cached in (splits._plan, verdicts.calibrate, verdicts.fixed_sample_n, sequential._critical):
         cached.cache_clear()
     started = time.perf_counter()
     plan = plan_split({"v1": 80, "v2": 20})
