@@ -35,7 +35,7 @@ BREAKS: dict[str, dict[str, str]] = {
         "FaultInjection": "expected all 90 replies with status 200, 90 were not",  # everyone aborted
     },
     "no-fault-injection": {"FaultInjection": "with status 500 and body containing 'fault filter abort'"},
-    "no-timeouts": {"RequestTimeout": "expected 504 within 0.195-0.45s for a 0.8s upstream delay"},
+    "no-timeouts": {"RequestTimeout": "expected 504 within 0.18-0.45s for a 0.8s upstream delay"},
 }
 
 
