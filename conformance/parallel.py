@@ -77,9 +77,11 @@ def sweep_local_workers(config: pytest.Config) -> None:
     """Controller, after xdist has ended its workers: remove the local run directories of
     workers that are gone. xdist ends a worker that is still tearing down after its exit
     timeout (execnet's terminate), which can leave the worker's run directory behind."""
-    if not runs_suites(config) or settings(config).target != "local":
+    if not runs_suites(config):
         return
-    rundirs.sweep(settings(config).work_dir.resolve())
+    run = settings(config)
+    if run.target == "local":
+        rundirs.sweep(run.work_dir.resolve())
 
 
 def release(config: pytest.Config) -> None:

@@ -95,6 +95,19 @@ def _gate_httpbin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return gate
 
 
+def _held_httpbin_and_ready_curl(mesh: LocalMesh, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> tuple[Path, RunningPod]:
+    """httpbin in namespace web, held before it listens (the FIFO releases it), and a ready
+    injected curl in namespace tools."""
+    gate = _gate_httpbin(tmp_path, monkeypatch)
+    mesh.apply([namespace_doc(ns, {"istio-injection": "enabled"}) for ns in ("web", "tools")], "web")
+    mesh.apply(docs("clients/httpbin.yaml"), "web")
+    mesh.apply(docs("clients/curl.yaml"), "tools")
+    mesh.wait_ready("tools", 30, 0.05)
+    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
+    return gate, curl
+
+
 def _endpoints(pod: RunningPod, cluster: str) -> list[str] | None:
     """The hosts of `cluster` in the pod's Envoy, or None while Envoy has no such cluster."""
     assert pod.proxy is not None
@@ -110,13 +123,8 @@ def test_a_pod_gets_traffic_only_once_ready(mesh: LocalMesh, tmp_path: Path, mon
     (istio/istio pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS);
     the mesh pushes when a pod becomes ready, as Kubernetes updates a Service's endpoints.
     The pod's own sidecar is configured meanwhile."""
-    gate = _gate_httpbin(tmp_path, monkeypatch)
-    mesh.apply([namespace_doc(ns, {"istio-injection": "enabled"}) for ns in ("web", "tools")], "web")
-    mesh.apply(docs("clients/httpbin.yaml"), "web")
-    mesh.apply(docs("clients/curl.yaml"), "tools")
-    mesh.wait_ready("tools", 30, 0.05)
+    gate, curl = _held_httpbin_and_ready_curl(mesh, tmp_path, monkeypatch)
     [httpbin] = [p for p in mesh.running() if p.workload.name == "httpbin"]
-    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
     cluster = "outbound|8000||httpbin.web.svc.cluster.local"
 
     def get() -> tuple[int, str]:
@@ -288,12 +296,7 @@ def test_the_readiness_watcher_outlives_any_error_and_wait_ready_reports_it(
     """An error that is no ConformanceError (an OSError writing config, say) ends neither the
     watcher nor its work: wait_ready names it meanwhile, and once it is gone a pod that becomes
     ready gets traffic without anyone calling wait_ready."""
-    gate = _gate_httpbin(tmp_path, monkeypatch)
-    mesh.apply([namespace_doc(ns, {"istio-injection": "enabled"}) for ns in ("web", "tools")], "web")
-    mesh.apply(docs("clients/httpbin.yaml"), "web")
-    mesh.apply(docs("clients/curl.yaml"), "tools")
-    mesh.wait_ready("tools", 30, 0.05)
-    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
+    gate, curl = _held_httpbin_and_ready_curl(mesh, tmp_path, monkeypatch)
     real_sync = mesh.sync_readiness
     failing = threading.Event()
     failing.set()
