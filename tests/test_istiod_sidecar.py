@@ -20,7 +20,6 @@ from tests.builders import (
     RATINGS_VHOST,
     ALL_V1_DR,
     BOOKINFO_SERVICES,
-    CONFIG_DIR,
     INGRESS,
     NS,
     REVIEWS_HOST,
@@ -63,7 +62,7 @@ def test_connection_managers_server_names_and_stat_prefixes() -> None:
     assert outbound["stat_prefix"] == "outbound_127.0.0.1_15001;" and "server_name" not in outbound
     # Neither sets server_header_transformation: Envoy's default, OVERWRITE, is Istio's.
     assert "server_header_transformation" not in inbound and "server_header_transformation" not in outbound
-    [gateway_listener] = translate(INGRESS, mesh(gateway("gw", ["*"])), CONFIG_DIR).listeners
+    [gateway_listener] = translate(INGRESS, mesh(gateway("gw", ["*"]))).listeners
     gateway_hcm = hcm_of(gateway_listener)
     assert (gateway_hcm["stat_prefix"], gateway_hcm["server_name"]) == ("outbound_0.0.0.0_8080;", "istio-envoy")
 
@@ -109,7 +108,7 @@ def test_outbound_route_config_ends_with_the_allow_any_virtual_host() -> None:
     assert all(vhost["include_request_attempt_count"] is True for vhost in vhosts)
     [passthrough] = [c for c in config.clusters if c["name"] == "PassthroughCluster"]
     assert (passthrough["type"], passthrough["lb_policy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
-    assert "PassthroughCluster" not in {c["name"] for c in translate(INGRESS, mesh(), CONFIG_DIR).clusters}
+    assert "PassthroughCluster" not in {c["name"] for c in translate(INGRESS, mesh()).clusters}
 
 
 def test_a_host_no_service_names_passes_through_to_the_address_it_names(
@@ -155,7 +154,7 @@ def test_destination_without_port_takes_the_only_port_else_the_listener_port() -
         ]
     assert f"outbound|9080||pair.{NS}.svc.cluster.local" not in {c["name"] for c in config.clusters}
     front = virtual_service("front", [{"route": [to("multi")]}], hosts=["*"], gateways=["istio-system/gw"])
-    ingress = translate(INGRESS, mesh(gateway("gw", ["*"]), front, services=(*BOOKINFO_SERVICES, multi)), CONFIG_DIR)
+    ingress = translate(INGRESS, mesh(gateway("gw", ["*"]), front, services=(*BOOKINFO_SERVICES, multi)))
     [vhost] = ingress.routes["http.8080"]["virtual_hosts"]
     assert vhost["routes"][0]["route"]["cluster"] == f"outbound|8080||multi.{NS}.svc.cluster.local"
 

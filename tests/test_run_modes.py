@@ -1,5 +1,6 @@
 """The ways users run meshconf: in parallel, interrupted or cancelled, or given bad input."""
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -38,8 +40,6 @@ def junit_cases(cwd: Path) -> dict[str, str]:
 
 
 def allure_statuses(cwd: Path) -> dict[str, str]:
-    import json
-
     results = [json.loads(p.read_text()) for p in (cwd / "results" / "allure").glob("*-result.json")]
     return {r["fullName"]: r["status"] for r in results}
 
@@ -92,16 +92,20 @@ def start_run(cwd: Path, args: Sequence[str]) -> subprocess.Popen[str]:
 
 
 def wait_subsets_applied(cwd: Path, harness: subprocess.Popen[str]) -> None:
-    """Until a proxy has reviews' subset clusters: a test's call phase has applied its config."""
+    """Until a proxy has reviews' subset clusters: a test's call phase has applied its config.
+    Each proxy's bootstrap names its admin address; its config dump says what it holds."""
     def pending() -> str | None:
         if harness.poll() is not None:
             raise AssertionError(f"harness ended early: {harness.stdout.read() if harness.stdout else ''}")
-        for path in (cwd / ".meshconf").rglob("*"):
+        for path in (cwd / ".meshconf").rglob("bootstrap.json"):
             try:
-                if path.is_file() and "|v1|reviews." in path.read_text(errors="replace"):
-                    return None
-            except OSError:  # a config file replaced while we read
+                admin = json.loads(path.read_text())["admin"]["address"]["socket_address"]
+                dump = httpx.get(f"http://{admin['address']}:{admin['port_value']}/config_dump"
+                                 "?resource=dynamic_active_clusters", timeout=2).text
+            except (OSError, ValueError, httpx.HTTPError):  # a proxy starting or stopping
                 continue
+            if "|v1|reviews." in dump:
+                return None
         return "no proxy has the reviews subsets yet"
 
     wait_for(pending, 60, 0.05, "a feature's configuration applied")

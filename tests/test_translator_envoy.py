@@ -1,17 +1,14 @@
-"""The translator's output on real Envoy: accepted by Envoy's validation, and served live on file-based xDS."""
+"""The translator's output on real Envoy: accepted by Envoy's validation, and served live by the control plane."""
 
 import http.client
-import json
-import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort
-from conformance.targets.local.translator import KNOWN_MUTANTS, rds_file_name, translate
+from conformance.targets.local.translator import KNOWN_MUTANTS, translate
 from tests.builders import (
     ALL_V1_DR,
     CURL,
@@ -35,15 +32,7 @@ from tests.builders import (
     to,
     virtual_service,
 )
-from tests.envoy_builders import (
-    discovery_response,
-    dynamic_bootstrap,
-    envoy_validate,
-    start_upstream,
-    static_bootstrap,
-    write_atomically,
-    write_proxy_files,
-)
+from tests.envoy_builders import Proxies, envoy_validate, start_upstream, static_bootstrap
 
 # How early Envoy's timers may fire (coarse event-loop clock): 5 ms covers what was observed.
 TIMER_SLACK = 0.005
@@ -110,7 +99,7 @@ def _everything() -> list[dict]:
 def test_envoy_accepts_translation(pod: Pod, mutants: frozenset[str], tmp_path: Path) -> None:
     empty_subset = destination_rule("details", ["v1", "v7"])  # v7 has no pod: an empty cluster
     state = mesh(*_everything(), empty_subset, mutants=mutants)
-    config = translate(pod, state, str(tmp_path))
+    config = translate(pod, state)
     assert config.listeners and config.clusters
     envoy_validate(static_bootstrap(pod, config), tmp_path)
 
@@ -119,7 +108,7 @@ def test_envoy_accepts_bookinfo_samples(tmp_path: Path) -> None:
     docs = [*load_reference("bookinfo-gateway"), *load_reference("destination-rule-all"),
             *load_reference("virtual-service-reviews-test-v2")]
     for pod in (PRODUCTPAGE, INGRESS):
-        envoy_validate(static_bootstrap(pod, translate(pod, mesh(*docs), str(tmp_path))), tmp_path)
+        envoy_validate(static_bootstrap(pod, translate(pod, mesh(*docs))), tmp_path)
 
 
 def test_envoy_accepts_an_empty_mesh(tmp_path: Path) -> None:
@@ -137,21 +126,11 @@ def test_envoy_accepts_fault_samples_and_http_routes(tmp_path: Path) -> None:
     for pod in (PRODUCTPAGE, INGRESS):
         for mutants in (frozenset(), frozenset(KNOWN_MUTANTS)):
             state = mesh(*docs, delay, services=WITH_VERSIONS, mutants=mutants)
-            envoy_validate(static_bootstrap(pod, translate(pod, state, str(tmp_path))), tmp_path)
+            envoy_validate(static_bootstrap(pod, translate(pod, state)), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
-# Live: a real Envoy on file-based xDS; a route swap reaches an open keep-alive connection
-
-
-def _admin(address_file: Path, path: str) -> str:
-    """GET from Envoy's admin, whose port 0 Envoy resolved and wrote to address_file."""
-    conn = http.client.HTTPConnection(address_file.read_text().strip(), timeout=5)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
+# Live: a real Envoy fed over ADS; a route swap reaches an open keep-alive connection
 
 
 def _get(conn: http.client.HTTPConnection, url: str) -> tuple[int, str]:
@@ -160,9 +139,7 @@ def _get(conn: http.client.HTTPConnection, url: str) -> tuple[int, str]:
     return response.status, response.read().decode()
 
 
-def test_route_swap_reaches_an_open_keep_alive_connection(
-    tmp_path: Path, loopback_ips: list[str], running_envoy: Callable[[Path, Path], subprocess.Popen]
-) -> None:
+def test_route_swap_reaches_an_open_keep_alive_connection(tmp_path: Path, loopback_ips: list[str]) -> None:
     client_ip, v1_ip, v2_ip = loopback_ips
     v1 = start_upstream(v1_ip, 0, "reviews-v1")
     port = v1.server_address[1]
@@ -177,44 +154,26 @@ def test_route_swap_reaches_an_open_keep_alive_connection(
             vs = virtual_service("reviews", [{"route": [to("reviews", subset)]}])
             return mesh(destination_rule("reviews", ["v1", "v2"]), vs, services=services, pods=pods)
 
-        config_dir = tmp_path / "xds"
-        config_dir.mkdir()
-        write_proxy_files(config_dir, translate(client, routed_to("v1"), str(config_dir)), "1")
-        bootstrap = tmp_path / "bootstrap.json"
-        bootstrap.write_text(json.dumps(dynamic_bootstrap(client, config_dir)))
-        log = tmp_path / "envoy.log"
-        process = running_envoy(bootstrap, log)
-
         url = "http://reviews:9080/reviews/0"
-
-        def fresh_request() -> tuple[int, str] | None:
-            assert process.poll() is None, f"Envoy exited:\n{log.read_text()}"
+        with Proxies(tmp_path) as proxies:
+            proxy = proxies.start(client, routed_to("v1"))
             conn = http.client.HTTPConnection(client_ip, OUTBOUND_PORT, timeout=5)
             try:
-                return _get(conn, url)
+                assert _get(conn, url) == (200, "reviews-v1")
+                sock = conn.sock
+                local = sock.getsockname()
+                pushes = proxies.control_plane.pushes(proxy.node_id)
+
+                # Only the route changes: the listener, and so the connection, stay. The push
+                # returns once Envoy ACKed it.
+                assert proxies.push(proxy, translate(client, routed_to("v2"))) == [proxy.node_id]
+                assert proxies.control_plane.pushes(proxy.node_id) == pushes + 1  # RDS alone
+                assert proxy.sync_status() == {"CDS": "SYNCED", "EDS": "SYNCED", "LDS": "SYNCED", "RDS": "SYNCED",
+                                               "SDS": "SYNCED"}
+                assert _get(conn, url) == (200, "reviews-v2")
+                assert conn.sock is sock and sock.getsockname() == local, "the connection was re-opened"
             finally:
                 conn.close()
-
-        assert eventually(lambda: fresh_request() == (200, "reviews-v1"), "Envoy to route to v1")
-
-        conn = http.client.HTTPConnection(client_ip, OUTBOUND_PORT, timeout=5)
-        try:
-            assert _get(conn, url) == (200, "reviews-v1")
-            sock = conn.sock
-            local = sock.getsockname()
-
-            # Only the route file changes: the listener, and so the connection, stay.
-            config = translate(client, routed_to("v2"), str(config_dir))
-            rds_file = config_dir / rds_file_name("outbound")
-            write_atomically(rds_file, discovery_response("2", [config.routes["outbound"]]))
-            # Envoy reports the applied route version in its stats (the local "proxy-status").
-            applied = 'http.outbound_127.0.0.1_15001;.rds.outbound.version_text: "2"'
-            eventually(lambda: applied in _admin(tmp_path / "admin.address", "/stats?filter=rds"), applied)
-
-            assert eventually(lambda: _get(conn, url) == (200, "reviews-v2"), "the route swap on the open connection")
-            assert conn.sock is sock and sock.getsockname() == local, "the connection was re-opened"
-        finally:
-            conn.close()
     finally:
         v1.shutdown()
         v2.shutdown()
@@ -226,9 +185,7 @@ def test_route_swap_reaches_an_open_keep_alive_connection(
 # Live: a real Envoy injects the faults and routes by HTTPRoute
 
 
-def test_live_faults_and_http_route(
-    tmp_path: Path, loopback_ips: list[str], running_envoy: Callable[[Path, Path], Any]
-) -> None:
+def test_live_faults_and_http_route(tmp_path: Path, loopback_ips: list[str]) -> None:
     client_ip, v1_ip, v2_ip = loopback_ips
     v1 = start_upstream(v1_ip, 0, "reviews-v1")
     port = v1.server_address[1]
@@ -258,41 +215,35 @@ def test_live_faults_and_http_route(
         ])
         state = mesh(faults, route, services=services, pods=pods)
 
-        config_dir = tmp_path / "xds"
-        config_dir.mkdir()
-        write_proxy_files(config_dir, translate(client, state, str(config_dir)), "1")
-        bootstrap = tmp_path / "bootstrap.json"
-        bootstrap.write_text(json.dumps(dynamic_bootstrap(client, config_dir)))
-        log = tmp_path / "envoy.log"
-        process = running_envoy(bootstrap, log)
+        with Proxies(tmp_path) as proxies:
+            proxies.start(client, state)
 
-        def request(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, float]:
-            assert process.poll() is None, f"Envoy exited:\n{log.read_text()}"
-            conn = http.client.HTTPConnection(client_ip, OUTBOUND_PORT, timeout=10)
-            try:
-                started = time.monotonic()
-                conn.request("GET", url, headers=dict(headers or {}))
-                response = conn.getresponse()
-                body = response.read().decode()
-                return response.status, body, time.monotonic() - started
-            finally:
-                conn.close()
+            def request(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, float]:
+                conn = http.client.HTTPConnection(client_ip, OUTBOUND_PORT, timeout=10)
+                try:
+                    started = time.monotonic()
+                    conn.request("GET", url, headers=dict(headers or {}))
+                    response = conn.getresponse()
+                    body = response.read().decode()
+                    return response.status, body, time.monotonic() - started
+                finally:
+                    conn.close()
 
-        faulty = "http://faulty:9080/reviews/0"
-        eventually(lambda: request(faulty)[:2] == (200, "reviews-v1"), "Envoy to route faulty")
+            faulty = "http://faulty:9080/reviews/0"
+            eventually(lambda: request(faulty)[:2] == (200, "reviews-v1"), "Envoy to route faulty")
 
-        for _ in range(5):  # 100%: every request
-            status, body, _ = request(faulty, {"x-fault": "abort"})
-            assert (status, body) == (418, "fault filter abort")
-            status, body, elapsed = request(faulty, {"x-fault": "delay"})
-            # Envoy's delay timer fires up to a few ms early (seen: 398.3 ms for 400 ms, client
-            # side), so "at least the delay" holds only within that granularity.
-            assert (status, body) == (200, "reviews-v1") and elapsed >= delay_s - TIMER_SLACK, elapsed
-        assert min(request(faulty)[2] for _ in range(5)) < delay_s / 2  # the delay is the fault's
+            for _ in range(5):  # 100%: every request
+                status, body, _ = request(faulty, {"x-fault": "abort"})
+                assert (status, body) == (418, "fault filter abort")
+                status, body, elapsed = request(faulty, {"x-fault": "delay"})
+                # Envoy's delay timer fires up to a few ms early (seen: 398.3 ms for 400 ms, client
+                # side), so "at least the delay" holds only within that granularity.
+                assert (status, body) == (200, "reviews-v1") and elapsed >= delay_s - TIMER_SLACK, elapsed
+            assert min(request(faulty)[2] for _ in range(5)) < delay_s / 2  # the delay is the fault's
 
-        reviews = "http://reviews:9080/reviews/0"
-        assert {request(reviews, {"end-user": "jason"})[1] for _ in range(10)} == {"reviews-v2"}
-        assert {request(reviews)[1] for _ in range(20)} == {"reviews-v1"}  # weight 0: reviews-v2 gets none
+            reviews = "http://reviews:9080/reviews/0"
+            assert {request(reviews, {"end-user": "jason"})[1] for _ in range(10)} == {"reviews-v2"}
+            assert {request(reviews)[1] for _ in range(20)} == {"reviews-v1"}  # weight 0: reviews-v2 gets none
     finally:
         for server in (v1, v2):
             server.shutdown()

@@ -13,7 +13,6 @@ from conformance.targets.local.translator import KNOWN_MUTANTS, translate
 from conformance.targets.local.validate import check_document
 from tests.builders import (
     ALL_V1_DR,
-    CONFIG_DIR,
     INGRESS,
     NS,
     PRODUCTPAGE,
@@ -119,7 +118,7 @@ def _http_filters(listener: dict) -> list[dict]:
 
 
 def test_fault_filter_precedes_the_router_on_every_listener() -> None:
-    configs = [sidecar(mesh()), translate(INGRESS, mesh(gateway("gw", ["*"])), CONFIG_DIR)]
+    configs = [sidecar(mesh()), translate(INGRESS, mesh(gateway("gw", ["*"])))]
     listeners = [listener for config in configs for listener in config.listeners]
     assert {item["name"] for item in listeners} >= {"outbound", "inbound_127.0.1.1_9080", "127.0.1.100_8080"}
     for listener in listeners:
@@ -133,7 +132,7 @@ def test_fault_filter_precedes_the_router_on_every_listener() -> None:
 def test_gateway_routes_carry_faults_too() -> None:
     vs = virtual_service("front", [{"route": [to("productpage")], "fault": {"abort": {"httpStatus": 502}}}],
                          hosts=["*"], gateways=["istio-system/gw"])
-    config = translate(INGRESS, mesh(gateway("gw", ["*"]), vs), CONFIG_DIR)
+    config = translate(INGRESS, mesh(gateway("gw", ["*"]), vs))
     [vhost] = config.routes["http.8080"]["virtual_hosts"]
     assert fault_of(vhost["routes"][0])["abort"]["http_status"] == 502
 
@@ -285,8 +284,8 @@ def test_a_mutant_changes_nothing_where_its_feature_is_unused(mutant: str) -> No
     route = http_route("ratings", [{"matches": [{"path": {"type": "Exact", "value": "/r"}}],
                                     "backendRefs": [backend("ratings")]}])
     for pod in (PRODUCTPAGE, INGRESS):
-        plain = translate(pod, mesh(vs, route, gateway("gw", ["*"])), CONFIG_DIR)
-        mutated = translate(pod, mesh(vs, route, gateway("gw", ["*"]), mutants=frozenset({mutant})), CONFIG_DIR)
+        plain = translate(pod, mesh(vs, route, gateway("gw", ["*"])))
+        mutated = translate(pod, mesh(vs, route, gateway("gw", ["*"]), mutants=frozenset({mutant})))
         assert mutated == plain
 
 

@@ -9,7 +9,6 @@ from conformance.errors import UnsupportedResource
 from conformance.targets.local.translator import ProxyConfig, translate
 from tests.builders import (
     ALL_V1_DR,
-    CONFIG_DIR,
     INGRESS,
     NS,
     REVIEWS_HOST,
@@ -27,7 +26,7 @@ from tests.builders import (
 
 
 def ingress(*docs: Mapping[str, Any]) -> ProxyConfig:
-    return translate(INGRESS, mesh(*docs), CONFIG_DIR)
+    return translate(INGRESS, mesh(*docs))
 
 
 def test_gateway_listener_uses_rds_route_http_port() -> None:

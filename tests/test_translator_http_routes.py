@@ -14,7 +14,6 @@ from conformance.targets.local.translator import translate
 from conformance.targets.local.validate import check_document
 from tests.builders import (
     ALL_V1_DR,
-    CONFIG_DIR,
     CURL,
     INGRESS,
     ISTIO_DEFAULT_RETRY,
@@ -185,8 +184,8 @@ def test_virtual_service_wins_over_http_route_for_one_service() -> None:
 def test_http_routes_with_service_parents_do_not_apply_to_gateways() -> None:
     route = http_route("reviews", [{"backendRefs": [backend("reviews-v1")]}])
     vs = virtual_service("front", [{"route": [to("reviews")]}], hosts=["*"], gateways=["istio-system/gw"])
-    with_route = translate(INGRESS, mesh(gateway("gw", ["*"]), vs, route, services=WITH_VERSIONS), CONFIG_DIR)
-    without = translate(INGRESS, mesh(gateway("gw", ["*"]), vs, services=WITH_VERSIONS), CONFIG_DIR)
+    with_route = translate(INGRESS, mesh(gateway("gw", ["*"]), vs, route, services=WITH_VERSIONS))
+    without = translate(INGRESS, mesh(gateway("gw", ["*"]), vs, services=WITH_VERSIONS))
     assert with_route == without
 
 

@@ -1,14 +1,14 @@
 """The translator's sidecar resources (clusters, listeners, VirtualService routes), by value."""
 
+import json
+
 from conformance.targets.local.model import OUTBOUND_PORT, ServicePort, app_port
-from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
+from conformance.targets.local.translator import ProxyConfig, translate
 from conformance.targets.local.translator.durations import envoy_duration
-from conformance.targets.local.translator.resources import rds_config_source
 from tests.builders import (
     ALL_V1_DR,
     BOOKINFO_PODS,
     BOOKINFO_SERVICES,
-    CONFIG_DIR,
     CURL,
     INGRESS,
     ISTIO_DEFAULT_RETRY,
@@ -41,7 +41,9 @@ def cluster(config: ProxyConfig, name: str) -> dict:
 
 
 def endpoints(config: ProxyConfig, name: str) -> list[str]:
-    groups = cluster(config, name)["load_assignment"]["endpoints"]
+    found = cluster(config, name)
+    assignment = config.endpoints[name] if found["type"] == "EDS" else found["load_assignment"]
+    groups = assignment["endpoints"]
     return sorted(
         f"{e['endpoint']['address']['socket_address']['address']}:"
         f"{e['endpoint']['address']['socket_address']['port_value']}"
@@ -118,23 +120,23 @@ def test_outbound_listener_is_an_http_proxy_using_rds() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.1.1", "port_value": OUTBOUND_PORT}
     hcm = hcm_of(listener)
     assert "route_config" not in hcm
-    assert hcm["rds"] == {"route_config_name": "outbound", "config_source": rds_config_source("outbound", CONFIG_DIR)}
+    assert hcm["rds"] == {"route_config_name": "outbound", "config_source": {"ads": {}, "resource_api_version": "V3"}}
     assert hcm["http_protocol_options"] == {"allow_absolute_url": True}
     assert hcm["normalize_path"] is True and hcm["generate_request_id"] is True
 
 
-def test_rds_config_source_is_a_watched_file_with_a_safe_name() -> None:
-    """The file alone is watched: a watched directory would make every subscription in it read
-    its file again on any write, and Envoy's refusal counts could not be told apart."""
-    assert rds_config_source("inbound|9080||", "/tmp/p") == {
-        "path_config_source": {"path": "/tmp/p/rds_inbound_9080__.json"},
-        "resource_api_version": "V3",
-    }
-    assert rds_file_name("http.8080") == "rds_http.8080.json"
+def test_routes_and_endpoints_come_over_ads() -> None:
+    """As istiod: every listener's routes by RDS and every outbound cluster's endpoints by EDS,
+    on the proxy's one ADS stream."""
+    config = sidecar(mesh())
+    assert {json.dumps(hcm_of(item)["rds"]["config_source"]) for item in config.listeners} == {
+        json.dumps({"ads": {}, "resource_api_version": "V3"})}
+    eds = [c for c in config.clusters if c["type"] == "EDS"]
+    assert {c["eds_cluster_config"]["service_name"] for c in eds} == {c["name"] for c in eds} == set(config.endpoints)
 
 
 def test_every_referenced_route_config_is_provided() -> None:
-    for config in (sidecar(mesh()), translate(INGRESS, mesh(gateway("gw", ["*"])), CONFIG_DIR)):
+    for config in (sidecar(mesh()), translate(INGRESS, mesh(gateway("gw", ["*"])))):
         referenced = {hcm_of(item)["rds"]["route_config_name"] for item in config.listeners}
         assert referenced == set(config.routes)
         assert all(route["name"] == name for name, route in config.routes.items())

@@ -10,23 +10,24 @@ from typing import Any
 
 from conformance.errors import ConformanceError
 from conformance.targets.local import injection, workloads
-from conformance.targets.local.envoy import EnvoyProxy
 from conformance.targets.local.model import MeshState, Pod, Service
 from conformance.targets.local.pods import AddressPool, RunningPod, new_running_pod, pod_name
 from conformance.targets.local.processes import Supervisor
-from conformance.targets.local.translator import ProxyConfig, rds_file_name, translate
+from conformance.targets.local.translator import Translation
 from conformance.targets.local.validate import check_document
+from conformance.targets.local.xds.server import ControlPlane
+from conformance.targets.local.xds.snapshot import Snapshots
 from conformance.waiting import wait_for
 
 Key = tuple[str, str, str]  # kind, namespace, name
 PodKey = tuple[str, str]  # namespace, pod name
 # How often pods' readiness is probed: the local stand-in for a kubelet's readiness probe period.
 READINESS_PERIOD = 0.1
-# How long a push waits for the Envoys it changed to accept or refuse their files. Envoy applies
-# a file within milliseconds; the rest is room for a machine slowed by parallel runs.
+# How long a push waits for the Envoys it changed to ACK or NACK it. Envoy applies a push within
+# milliseconds; the rest is room for a machine slowed by parallel runs.
 ACK_TIMEOUT = 10.0
-# How often their subscription stats are read meanwhile (one admin call per proxy per look).
-ACK_POLL = 0.005
+# istiod's plaintext xDS port; the mesh's control plane listens on it at the mesh's own address.
+XDS_PORT = 15010
 # How long stop() waits for the readiness watcher to finish its round: its probes time out
 # after a second each, and teardown must not hang on one that hangs.
 WATCHER_JOIN_TIMEOUT = 5.0
@@ -48,6 +49,8 @@ class LocalMesh:
         self.mutants = mutants
         self.supervisor = Supervisor()
         self.addresses = AddressPool()
+        self.control_plane = ControlPlane(self.addresses.control_plane, XDS_PORT)
+        self._snapshots = Snapshots()
         self.registry = run_dir / "registry.json"
         self.objects: dict[Key, dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], list[RunningPod]] = {}  # (namespace, deployment) -> pods
@@ -114,26 +117,29 @@ class LocalMesh:
     # -- workloads -----------------------------------------------------------
 
     def _reconcile(self) -> None:
+        """Start the pods the Deployments want and stop the others. A pod leaves its Services'
+        endpoints, and every proxy has taken that, before its processes stop (as Kubernetes
+        removes a terminating pod from its EndpointSlices), so no request is sent to it after."""
         wanted = {
             (ns, name): workloads.workload(doc, ns)
             for (kind, ns, name), doc in self.objects.items()
             if kind == "Deployment"
         }
+        leaving: list[RunningPod] = []
         for key in list(self.pods):
-            current = self.pods[key]
-            if key not in wanted or current[0].workload != wanted[key]:
-                for pod in current:
-                    pod.stop(self.supervisor)
-                del self.pods[key]
+            if key not in wanted or self.pods[key][0].workload != wanted[key]:
+                leaving += self.pods.pop(key)
         new: list[RunningPod] = []
         for key, w in wanted.items():
             if key not in self.pods:
                 self.pods[key] = self._new_pods(w)
                 new += self.pods[key]
         try:
-            # A new proxy's first configuration is written before its Envoy starts and reads it.
+            # A new proxy's first configuration is set before its Envoy starts and asks for it.
             self.push()
         finally:
+            for pod in leaving:
+                pod.stop(self.supervisor)
             for pod in new:
                 pod.start(self.supervisor, self.run_dir, self.registry)
 
@@ -154,7 +160,7 @@ class LocalMesh:
                 service_account=workload.service_account,
                 proxy=proxy,
             )
-            pods.append(new_running_pod(model, workload, decision, self.run_dir))
+            pods.append(new_running_pod(model, workload, decision, self.run_dir, self.control_plane))
         return pods
 
     def running(self) -> list[RunningPod]:
@@ -180,23 +186,30 @@ class LocalMesh:
         )
 
     def push(self) -> None:
-        """Recompute the registry and every proxy's config, a pod's that is not ready too, and
-        wait until each Envoy that is up has accepted or refused what changed for it.
+        """Translate the mesh once, give each proxy its resources (a pod's that is not ready too),
+        and wait until each connected Envoy whose resources changed has ACKed or NACKed them.
 
-        A refusal raises ConformanceError with Envoy's reason, naming the proxy and the resource.
+        A NACK raises ConformanceError with Envoy's reason, naming the proxy; Envoy keeps
+        serving what it had before.
         """
         with self._lock:
             self.generation += 1
             state = self.state()
-            # Every proxy's config first: a document the translator refuses changes no file.
-            configs = [
-                (pod.proxy, translate(pod.model, state, str(pod.proxy.config_dir)))
-                for pod in self.running()
-                if pod.proxy is not None
-            ]
+            # Every proxy's resources first: a document the translator refuses changes nothing.
+            translation = Translation(state)
+            try:
+                resources = {
+                    pod.proxy.node_id: self._snapshots.of(translation.proxy(pod.model))
+                    for pod in self.running()
+                    if pod.proxy is not None
+                }
+            except ValueError as error:
+                raise ConformanceError(f"the local control plane cannot send this configuration: {error}") from error
+            finally:
+                self._snapshots.done()
             self._write_registry(state)
-            awaited = [proxy for proxy, config in configs if _push(proxy, self.generation, config)]
-            _await_acceptance(awaited)
+            changed = self.control_plane.push(resources)
+            self.control_plane.wait_settled(changed, ACK_TIMEOUT)
 
     def _write_registry(self, state: MeshState) -> None:
         # The endpoints of a client without a sidecar are a Service's ready pods, as with kube-proxy.
@@ -218,8 +231,6 @@ class LocalMesh:
         """Probe pods' readiness and push when it changed, as Kubernetes updates a
         Service's endpoints when a pod's Ready condition changes. Returns whether it did.
 
-        Also pushes the changes held back from a proxy while its Envoy read its first
-        configuration, once that is settled.
         """
         with self._lock:
             pods = self.running()
@@ -230,9 +241,7 @@ class LocalMesh:
             current = {_pod_key(pod): pod for pod in self.running()}
             # A pod stopped meanwhile is gone; one started meanwhile is probed next time.
             observed = {_pod_key(pod): up for pod, up in probed if current.get(_pod_key(pod)) is pod}
-            held_back = any(pod.proxy is not None and pod.proxy.deferred and pod.proxy.acceptance.verified
-                            for pod in current.values())
-            if observed == self._ready and not held_back:
+            if observed == self._ready:
                 return False
             before, self._ready = self._ready, observed
             try:
@@ -277,6 +286,7 @@ class LocalMesh:
         with self._lock:
             self.supervisor.stop_all()
             self.pods.clear()
+            self.control_plane.stop()
             self.addresses.release()
 
 
@@ -288,27 +298,3 @@ def _probe_readiness(pods: Sequence[RunningPod], ready: Mapping[PodKey, bool]) -
     """Each pod's readiness now. A pod once ready stays so while its processes live: only the
     others are probed, which keeps the watch cheap."""
     return [(pod, pod.failure() is None if ready.get(_pod_key(pod)) else pod.ready()) for pod in pods]
-
-
-def _push(proxy: EnvoyProxy, version: int, config: ProxyConfig) -> bool:
-    """Write a proxy's config; whether its Envoy is up and was given files to accept."""
-    routes = {rds_file_name(name): (name, route) for name, route in config.routes.items()}
-    return proxy.push(version, config.listeners, config.clusters, routes)
-
-
-def _await_acceptance(proxies: Sequence[EnvoyProxy]) -> None:
-    """Wait until each Envoy accepted or refused every file it was given; raise its refusals."""
-    waiting = list(proxies)
-    refusals: list[str] = []
-
-    def pending() -> str | None:
-        for proxy in list(waiting):
-            refusals.extend(proxy.settle())
-            if not proxy.acceptance.unsettled:
-                waiting.remove(proxy)
-        unsettled = [f"{p.name} ({', '.join(sorted(p.acceptance.unsettled))})" for p in waiting]
-        return f"not yet taken by {', '.join(unsettled)}" if unsettled else None
-
-    wait_for(pending, ACK_TIMEOUT, ACK_POLL, "Envoy to accept or refuse its configuration")
-    if refusals:
-        raise ConformanceError("; ".join(refusals))

@@ -15,6 +15,7 @@ from conformance.targets.local.injection import Decision
 from conformance.targets.local.model import ADMIN_PORT, CONTROL_PORT, OUTBOUND_PORT, Pod, app_port
 from conformance.targets.local.processes import Child, Supervisor
 from conformance.targets.local.workloads import Workload
+from conformance.targets.local.xds.server import ControlPlane
 
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
 
@@ -68,9 +69,10 @@ class RunningPod:
         self.app = supervisor.start(f"app {self.model.namespace}/{self.model.name}", argv, log_dir / "app.log")
 
     def stop(self, supervisor: Supervisor) -> None:
-        for child in (self.app, self.proxy.child if self.proxy else None):
-            if child is not None:
-                supervisor.stop(child)
+        if self.app is not None:
+            supervisor.stop(self.app)
+        if self.proxy is not None:
+            self.proxy.stop(supervisor)
 
     def failure(self) -> str | None:
         """Why this pod can never become ready (a process exited), else None."""
@@ -116,9 +118,11 @@ class RunningPod:
         )
 
 
-def new_running_pod(model: Pod, workload: Workload, decision: Decision, run_dir: Path) -> RunningPod:
-    """A pod not started yet; a proxy's configuration can be pushed to it before it starts."""
-    proxy = EnvoyProxy(model, run_dir) if model.proxy != "none" else None
+def new_running_pod(
+    model: Pod, workload: Workload, decision: Decision, run_dir: Path, control_plane: ControlPlane
+) -> RunningPod:
+    """A pod not started yet; its proxy's resources can be set before its Envoy starts."""
+    proxy = EnvoyProxy(model, run_dir, control_plane) if model.proxy != "none" else None
     return RunningPod(model, workload, decision, proxy=proxy)
 
 
@@ -142,6 +146,11 @@ class AddressPool:
     def __init__(self) -> None:
         self.block, self._claim = _claim_block()
         self._next = 2
+
+    @property
+    def control_plane(self) -> str:
+        """The mesh's control plane's address: the block's claimed one, which no pod uses."""
+        return f"127.{self.block}.0.1"
 
     def allocate(self) -> str:
         n = self._next

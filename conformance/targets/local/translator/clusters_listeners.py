@@ -7,9 +7,11 @@ from typing import Any
 from conformance.targets.local.model import Pod
 from conformance.targets.local.translator.index import MeshIndex
 from conformance.targets.local.translator.resources import (
+    ADS_SOURCE,
     CLUSTER_TYPE,
     CONNECT_TIMEOUT,
     DEFAULT_LB_POLICY,
+    ENDPOINT_TYPE,
     FAULT_FILTER,
     FAULT_TYPE,
     HCM_TYPE,
@@ -22,7 +24,6 @@ from conformance.targets.local.translator.resources import (
     SERVER_NAME,
     UNLIMITED,
     delimited_stat_prefix,
-    rds_config_source,
 )
 
 def outbound_cluster_name(port: int, fqdn: str, subset: str = "") -> str:
@@ -33,22 +34,26 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def outbound_clusters(index: MeshIndex) -> list[dict]:
-    """One cluster per service port, and one per DestinationRule subset of it."""
-    clusters = []
+def outbound_clusters(index: MeshIndex) -> tuple[list[dict], dict[str, dict]]:
+    """One EDS cluster per service port, and one per DestinationRule subset of it; and their
+    endpoints (cluster name -> ClusterLoadAssignment), as istiod sends them (cluster_builder.go
+    buildOutboundClusters: EDS for Kubernetes services)."""
+    clusters, endpoints = [], {}
     for svc in index.state.services:
         # Only ready pods are endpoints: istiod sends no unhealthy endpoint by default (istio/istio
         # pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS false).
         members = [pod for pod in index.state.pods if pod.ready and svc.selects(pod)]
         for sp in svc.ports:
-            endpoints = [(pod.ip, sp.target_port) for pod in members]
-            clusters.append(static_cluster(outbound_cluster_name(sp.port, svc.fqdn), endpoints))
+            name = outbound_cluster_name(sp.port, svc.fqdn)
+            clusters.append(eds_cluster(name))
+            endpoints[name] = load_assignment(name, [(pod.ip, sp.target_port) for pod in members])
             for subset in index.subsets.get(svc.fqdn, ()):
                 labels = subset.get("labels") or {}
-                chosen = [(pod.ip, sp.target_port) for pod in members if has_labels(pod, labels)]
                 name = outbound_cluster_name(sp.port, svc.fqdn, subset["name"])
-                clusters.append(static_cluster(name, chosen))
-    return clusters
+                clusters.append(eds_cluster(name))
+                chosen = [(pod.ip, sp.target_port) for pod in members if has_labels(pod, labels)]
+                endpoints[name] = load_assignment(name, chosen)
+    return clusters, endpoints
 
 
 def has_labels(pod: Pod, labels: Mapping[str, str]) -> bool:
@@ -68,26 +73,37 @@ def _circuit_breakers() -> dict:
     }
 
 
-def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
-    lb_endpoints = [
-        {"endpoint": {"address": socket_address(ip, port)}} for ip, port in endpoints
-    ]
+def _cluster(name: str) -> dict:
     return {
         "@type": CLUSTER_TYPE,
         "name": name,
         # cluster_builder.go buildCluster: stats under the name and Istio's delimiter.
         "alt_stat_name": delimited_stat_prefix(name),
-        "type": "STATIC",
         "connect_timeout": CONNECT_TIMEOUT,
         # cluster_traffic_policy.go defaultLBAlgorithm, for a DestinationRule without loadBalancer.
         "lb_policy": DEFAULT_LB_POLICY,
         "circuit_breakers": _circuit_breakers(),
-        # No endpoints is valid: Envoy then answers 503 "no healthy upstream", as Istio does.
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
-        },
     }
+
+
+def static_cluster(name: str, endpoints: Iterable[tuple[str, int]]) -> dict:
+    """A cluster whose endpoints are part of it (the inbound clusters)."""
+    return {**_cluster(name), "type": "STATIC", "load_assignment": load_assignment(name, endpoints, typed=False)}
+
+
+def eds_cluster(name: str) -> dict:
+    """A cluster whose endpoints come from EDS under its own name (cluster_builder.go: service_name)."""
+    return {**_cluster(name), "type": "EDS", "eds_cluster_config": {"eds_config": ADS_SOURCE, "service_name": name}}
+
+
+def load_assignment(name: str, endpoints: Iterable[tuple[str, int]], typed: bool = True) -> dict:
+    """A ClusterLoadAssignment; typed for EDS, untyped inside a cluster.
+
+    No endpoints is valid: Envoy then answers 503 "no healthy upstream", as Istio does.
+    """
+    lb_endpoints = [{"endpoint": {"address": socket_address(ip, port)}} for ip, port in endpoints]
+    assignment = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else []}
+    return {"@type": ENDPOINT_TYPE, **assignment} if typed else assignment
 
 
 def passthrough_cluster() -> dict:
@@ -115,8 +131,7 @@ def socket_address(ip: str, port: int) -> dict:
 
 
 def http_listener(
-    name: str, ip: str, port: int, stat_prefix: str, route_name: str, config_dir: str,
-    direction: str, absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
+    name: str, ip: str, port: int, stat_prefix: str, route_name: str, direction: str, absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
 ) -> dict:
     """An HTTP listener using RDS; stat_prefix is given without Istio's delimiter.
 
@@ -132,7 +147,7 @@ def http_listener(
         "generate_request_id": True,
         "rds": {
             "route_config_name": route_name,
-            "config_source": rds_config_source(route_name, config_dir),
+            "config_source": ADS_SOURCE,
         },
         # As Istio: every HCM has the fault filter, doing nothing unless a route carries a fault
         # in typed_per_filter_config (which needs the filter in the chain, before the router).

@@ -26,7 +26,7 @@ from conformance.targets.local.translator.vs_routes import vs_routes
 NUM_TRUSTED_PROXIES = 0
 
 
-def gateway_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
+def gateway_config(pod: Pod, index: MeshIndex) -> ProxyConfig:
     servers_by_port: dict[int, list[tuple[Doc, Doc]]] = {}
     for gateway in index.state.gateways:
         if not pod.selected_by(gateway["spec"].get("selector") or {}):
@@ -43,8 +43,7 @@ def gateway_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
     for number, servers in sorted(servers_by_port.items()):
         route_name = f"http.{number}"
         listener = http_listener(
-            f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name,
-            config_dir, "OUTBOUND",
+            f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name, "OUTBOUND",
         )
         _gateway_connection_manager(listener["filter_chains"][0]["filters"][0]["typed_config"])
         listeners.append(listener)
@@ -53,7 +52,8 @@ def gateway_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
         # Service's 80 in front of the server's 8080, say); the domains carry none.
         route["ignore_port_in_host_matching"] = True
         routes[route_name] = route
-    return ProxyConfig(listeners, outbound_clusters(index), routes)
+    clusters, endpoints = outbound_clusters(index)
+    return ProxyConfig(listeners, clusters, routes, endpoints)
 
 
 def _gateway_connection_manager(hcm: dict[str, Any]) -> None:

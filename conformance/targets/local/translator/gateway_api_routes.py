@@ -8,7 +8,6 @@ from typing import Any
 from conformance.errors import ManifestError
 from conformance.targets.base import Doc
 from conformance.targets.local.istio_subset import describe
-from conformance.targets.local.model import Pod
 from conformance.targets.local.translator.clusters_listeners import cluster_action, outbound_cluster_name
 from conformance.targets.local.translator.durations import envoy_duration
 from conformance.targets.local.translator.index import MeshIndex, name_of, namespace_of, resolve_host
@@ -23,8 +22,8 @@ class _Attachment:
     consumer: bool  # the route lives in another namespace than the Service
 
 
-def mesh_http_routes(pod: Pod, index: MeshIndex) -> dict[str, list[_Attachment]]:
-    """Service fqdn -> the HTTPRoutes attached to it that `pod`'s sidecar sees, in creation order.
+def mesh_http_routes(namespace: str, index: MeshIndex) -> dict[str, list[_Attachment]]:
+    """Service fqdn -> the HTTPRoutes attached to it that sidecars in `namespace` see, in creation order.
 
     GAMMA: a route in the Service's namespace (producer route) applies to every
     client; a route in another namespace (consumer route) only to clients in its own
@@ -40,7 +39,7 @@ def mesh_http_routes(pod: Pod, index: MeshIndex) -> dict[str, list[_Attachment]]
             fqdn = resolve_host(ref["name"], service_ns)
             consumer = service_ns != route_ns
             # A parent naming no Service attaches nowhere, like a VirtualService host.
-            if fqdn not in index.services or (consumer and pod.namespace != route_ns):
+            if fqdn not in index.services or (consumer and namespace != route_ns):
                 continue
             port = ref.get("port")
             found.setdefault(fqdn, []).append(

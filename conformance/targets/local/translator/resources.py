@@ -1,12 +1,11 @@
-"""Envoy v3 resource types, a proxy's set of resources, and where its route configs live."""
+"""Envoy v3 resource types, a proxy's set of resources, and where its routes and endpoints come from."""
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
     "HttpConnectionManager"
@@ -36,44 +35,19 @@ UNLIMITED = 4294967295
 NO_TIMEOUT = "0s"
 
 
+# Routes and endpoints come over the proxy's one stream to the control plane (ADS), as istiod sends them.
+ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     listeners: list[dict]  # envoy.config.listener.v3.Listener JSON, with "@type"
     clusters: list[dict]  # envoy.config.cluster.v3.Cluster JSON, with "@type"
     routes: dict[str, dict]  # route config name -> RouteConfiguration JSON, with "@type"
+    # EDS cluster name -> ClusterLoadAssignment JSON, with "@type"
+    endpoints: dict[str, dict] = field(default_factory=dict)
 
 
 def delimited_stat_prefix(prefix: str) -> str:
     """Istio's util.DelimitedStatsPrefix (pilot/pkg/networking/util/util.go)."""
     return prefix + STAT_PREFIX_DELIMITER
-
-
-def rds_file_name(route_name: str) -> str:
-    """The file (in the config directory) that holds route config `route_name`."""
-    return f"rds_{re.sub(r'[^A-Za-z0-9_.-]', '_', route_name)}.json"
-
-
-def rds_path(config_dir: str, route_name: str) -> str:
-    return f"{config_dir.rstrip('/')}/{rds_file_name(route_name)}"
-
-
-def rds_config_source(route_name: str, config_dir: str) -> dict:
-    """Where a listener finds route config `route_name`: a watched file.
-
-    Envoy reloads the file when one is renamed onto it, so writers replace it atomically
-    (write a temporary file, then rename). Only the file is watched, not its directory: a
-    rename anywhere in a watched directory makes every subscription watching it read its file
-    again, and a refusal could no longer be told apart from the earlier ones.
-    """
-    return {"path_config_source": {"path": rds_path(config_dir, route_name)}, "resource_api_version": "V3"}
-
-
-def check_rds_file_names(routes: Mapping[str, dict]) -> None:
-    """Two route configs must not share a file after their names are made file-safe."""
-    files: dict[str, str] = {}
-    for name in routes:
-        other = files.setdefault(rds_file_name(name), name)
-        if other != name:
-            raise ValueError(
-                f"route configs {other!r} and {name!r} map to one file {rds_file_name(name)}"
-            )

@@ -1,5 +1,7 @@
 """A sidecar's resources: inbound listeners per container port, one outbound listener and route."""
 
+from dataclasses import dataclass
+
 from conformance.names import MESH_GATEWAY
 from conformance.targets.base import Doc
 from conformance.targets.local.model import OUTBOUND_PORT, Pod, Service, app_port
@@ -38,15 +40,31 @@ from conformance.targets.local.translator.vs_routes import vs_routes
 HTTP_PROXY_STAT_PREFIX = f"outbound_127.0.0.1_{OUTBOUND_PORT}"
 
 
-def sidecar_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
+@dataclass(frozen=True)
+class Outbound:
+    """What a sidecar sends out through: the same for every sidecar of a namespace."""
+
+    clusters: list[dict]
+    endpoints: dict[str, dict]
+    route: dict
+
+
+def outbound(namespace: str, index: MeshIndex) -> Outbound:
+    """The outbound clusters, their endpoints and route of sidecars in `namespace` (`index` is its view)."""
+    clusters, endpoints = outbound_clusters(index)
+    virtual_hosts = [*_outbound_virtual_hosts(namespace, index), passthrough_virtual_host()]
+    return Outbound([*clusters, passthrough_cluster()], endpoints, route_config(OUTBOUND_ROUTE, virtual_hosts))
+
+
+def sidecar_config(pod: Pod, index: MeshIndex, shared: Outbound | None = None) -> ProxyConfig:
+    """`shared` is outbound(pod.namespace, index), when already built for another pod."""
     listeners, clusters, routes = [], [], {}
     for port in pod.container_ports:
         route_name = inbound_cluster_name(port)  # Istio names the inbound route like its cluster
         listeners.append(
             # listener_inbound.go StatPrefix: "inbound_" + the chain's name, 0.0.0.0_<target port>.
             http_listener(
-                f"inbound_{pod.ip}_{port}", pod.ip, port, f"inbound_0.0.0.0_{port}", route_name,
-                config_dir, "INBOUND",
+                f"inbound_{pod.ip}_{port}", pod.ip, port, f"inbound_0.0.0.0_{port}", route_name, "INBOUND",
             )
         )
         clusters.append(static_cluster(inbound_cluster_name(port), [(pod.ip, app_port(port))]))
@@ -56,21 +74,19 @@ def sidecar_config(pod: Pod, index: MeshIndex, config_dir: str) -> ProxyConfig:
         )
     listeners.append(
         http_listener(
-            OUTBOUND_ROUTE, pod.ip, OUTBOUND_PORT, HTTP_PROXY_STAT_PREFIX, OUTBOUND_ROUTE, config_dir,
-            "OUTBOUND", absolute_urls=True, server_name=None,
+            OUTBOUND_ROUTE, pod.ip, OUTBOUND_PORT, HTTP_PROXY_STAT_PREFIX, OUTBOUND_ROUTE, "OUTBOUND",
+            absolute_urls=True, server_name=None,
         )
     )
-    clusters.extend(outbound_clusters(index))
-    clusters.append(passthrough_cluster())
-    virtual_hosts = [*_outbound_virtual_hosts(pod, index), passthrough_virtual_host()]
-    routes[OUTBOUND_ROUTE] = route_config(OUTBOUND_ROUTE, virtual_hosts)
-    return ProxyConfig(listeners, clusters, routes)
+    out = shared or outbound(pod.namespace, index)
+    routes[OUTBOUND_ROUTE] = out.route
+    return ProxyConfig(listeners, [*clusters, *out.clusters], routes, out.endpoints)
 
 
-def _outbound_virtual_hosts(pod: Pod, index: MeshIndex) -> list[dict]:
+def _outbound_virtual_hosts(namespace: str, index: MeshIndex) -> list[dict]:
     """One virtual host per service port; a VirtualService or HTTPRoutes replace its default route."""
     rules = _sidecar_rules(index)
-    attached = mesh_http_routes(pod, index)
+    attached = mesh_http_routes(namespace, index)
     virtual_hosts = []
     for svc in index.state.services:
         rule = rules.get(svc.fqdn)
@@ -86,15 +102,15 @@ def _outbound_virtual_hosts(pod: Pod, index: MeshIndex) -> list[dict]:
                 # istio/istio pilot/pkg/networking/core/route/route.go BuildDefaultHTTPOutboundRoute.
                 routes = [catch_all(outbound_cluster_name(sp.port, svc.fqdn), default_retry_policy())]
             virtual_hosts.append(
-                outbound_virtual_host(f"{svc.fqdn}:{sp.port}", _service_domains(svc, sp.port, pod), routes)
+                outbound_virtual_host(f"{svc.fqdn}:{sp.port}", _service_domains(svc, sp.port, namespace), routes)
             )
     return virtual_hosts
 
 
-def _service_domains(svc: Service, port: int, pod: Pod) -> list[str]:
-    """The Host values that name this service port from `pod`, as Kubernetes DNS resolves them."""
+def _service_domains(svc: Service, port: int, namespace: str) -> list[str]:
+    """The Host values that name this service port from `namespace`, as Kubernetes DNS resolves them."""
     names = [svc.fqdn, f"{svc.name}.{svc.namespace}.svc", f"{svc.name}.{svc.namespace}"]
-    if svc.namespace == pod.namespace:
+    if svc.namespace == namespace:
         names.append(svc.name)
     domains = [f"{name}:{port}" for name in names]
     if port == 80:
