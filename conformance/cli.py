@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import conformance.suites
@@ -19,10 +20,13 @@ from conformance import features, options
 from conformance.errors import ConformanceError
 from conformance.settings import TARGETS, RunSettings, Timeouts
 from conformance.targets import select
+from conformance.targets.preflight import Check
 
 # The suites as installed (suites/ in a checkout, conformance/suites/ in a wheel). Their parent
 # is pytest's rootdir, so test ids read suites/test_<profile>.py::... in both.
 SUITES = Path(conformance.suites.__file__).resolve().parent
+# The targets whose prerequisites `meshconf doctor` checks, in the order it prints them.
+DOCTOR_TARGETS = ("kind", "local")
 
 console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -62,7 +66,10 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("up", "provision only: a kind cluster with Istio; prints the kubeconfig path"),
                        ("down", "delete the kind cluster that `meshconf up` created")):
         sub.add_parser(name, parents=[cluster], help=text)
-    sub.add_parser("doctor", help="check every prerequisite of the kind target, each with its fix")
+    doctor_parser = sub.add_parser("doctor", help="check every prerequisite of the kind and local targets "
+                                   "(Docker, kind, limits; Envoy, loopback, ports), each with its fix")
+    doctor_parser.add_argument("--target", choices=DOCTOR_TARGETS,
+                               help="check only this target's prerequisites (default: both)")
 
     lst = sub.add_parser("list", help="print the feature catalogue")
     lst.add_argument("--mutants", action="store_true", help="list the local mesh's mutants instead")
@@ -73,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     commands = {"list": lambda: list_mutants() if args.mutants else list_features(),
                 "run": lambda: run(args), "up": lambda: up(args), "down": lambda: down(args),
-                "doctor": doctor}
+                "doctor": lambda: doctor(args)}
     try:
         return commands[args.command]()
     except ConformanceError as exc:
@@ -262,17 +269,31 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
-def doctor() -> int:
-    from conformance.targets import kind
-
-    checks = kind.preflight()
-    for check in checks:
-        mark = "[green]ok  [/]" if check.ok else "[bold red]FAIL[/]"
-        out.print(f"{mark} {check.name}: {check.detail}" + ("" if check.ok else f"\n     fix: {check.fix}"),
-                  soft_wrap=True)
-    failed = sum(not c.ok for c in checks)
-    out.print(f"{len(checks) - failed} of {len(checks)} prerequisites met")
+def doctor(args: argparse.Namespace) -> int:
+    """Each chosen target's checks under its title; exit 1 if any of them failed."""
+    failed = 0
+    for target in [args.target] if args.target else DOCTOR_TARGETS:
+        out.print(f"[bold]{target} target[/]")
+        checks = doctor_checks(target)
+        for check in checks:
+            mark = "[green]ok  [/]" if check.ok else "[bold red]FAIL[/]"
+            # Escaped: a detail quotes tool output, whose "[...]" is text, not markup.
+            fix = "" if check.ok else f"\n     fix: {escape(check.fix)}"
+            out.print(f"{mark} {check.name}: {escape(check.detail)}{fix}", soft_wrap=True)
+        target_failed = sum(not c.ok for c in checks)
+        out.print(f"{len(checks) - target_failed} of {len(checks)} prerequisites met")
+        failed += target_failed
     return 1 if failed else 0
+
+
+def doctor_checks(target: str) -> list[Check]:
+    if target == "kind":
+        from conformance.targets import kind
+
+        return kind.preflight()
+    from conformance.targets.local import preflight as local
+
+    return local.preflight()
 
 
 if __name__ == "__main__":

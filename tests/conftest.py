@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# Before any test module imports grpc: it sets how gRPC treats forks (see its docstring).
+import conformance.targets.local.xds  # noqa: F401
+
 from conformance.settings import Timeouts
 from conformance.targets.kube import Kube
 from conformance.waiting import wait_for

@@ -62,6 +62,10 @@ def test_broken_mesh_fails_with_reason(tmp_path: Path) -> None:
     assert traffic["core"]["result"] == "failure"
     debug = list((tmp_path / "results" / "debug").iterdir())
     assert len(debug) == 1 and any(p.name.endswith("config_dump.json") for p in debug[0].iterdir())
+    # The control plane's view: every proxy in sync (the mesh is wrong, not its configuration's delivery).
+    status = (debug[0] / "proxy-status.txt").read_text().splitlines()
+    assert status[0].split() == ["NAME", "CDS", "EDS", "LDS", "RDS", "SDS", "STREAM"]
+    assert len(status) > 5 and all(row.split()[1:] == ["SYNCED"] * 5 + ["connected"] for row in status[1:]), status
     assert mesh_processes(str(tmp_path)) == []
 
 

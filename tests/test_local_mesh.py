@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from conformance import manifests
 from conformance.errors import ConformanceError, NotConverged, UnsupportedResource
@@ -17,7 +18,9 @@ from conformance.targets.local import mesh as mesh_module
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT
 from conformance.targets.local.pods import RunningPod
-from conformance.targets.local.target import namespace_doc
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
+from conformance.targets.local.target import GATEWAY_MANIFEST, namespace_doc
+from conformance.targets.local.xds.protos import SECRET
 from tests.builders import deployment_doc, eventually, http_get, mesh_processes
 
 # A sitecustomize that holds an app before it listens (see its docstring).
@@ -154,6 +157,66 @@ def test_deleting_a_deployment_stops_its_processes(mesh: LocalMesh, tmp_path: Pa
     mesh.wait_ready("ns", 30, 0.05)
     mesh.delete([d for d in curl if d["kind"] == "Deployment"], "ns")
     assert mesh.running() == [] and mesh_processes(str(tmp_path)) == []
+
+
+def test_a_pod_leaves_every_proxys_endpoints_before_its_processes_stop(
+    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Kubernetes removes a terminating pod from its EndpointSlices: every proxy has ACKed the
+    endpoints without it before the pod stops, so no request goes to a pod that is stopping."""
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    mesh.apply(docs("clients/httpbin.yaml") + docs("clients/curl.yaml"), "ns")
+    mesh.wait_ready("ns", 30, 0.05)
+    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
+    [httpbin] = [p for p in mesh.running() if p.workload.name == "httpbin"]
+    cluster = "outbound|8000||httpbin.ns.svc.cluster.local"
+    assert _endpoints(curl, cluster) == [f"{httpbin.model.ip}:8080"]
+    at_stop: list[list[str] | None] = []
+    real_stop = RunningPod.stop
+
+    def stop(pod: RunningPod, supervisor: object) -> None:
+        if pod is httpbin:
+            at_stop.append(_endpoints(curl, cluster))
+        real_stop(pod, supervisor)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunningPod, "stop", stop)
+    mesh.delete(docs("clients/httpbin.yaml", "Deployment"), "ns")
+    assert at_stop == [[]]
+
+
+def _pushes(mesh: LocalMesh) -> dict[str, int]:
+    return {pod.workload.name: mesh.control_plane.pushes(pod.proxy.node_id) for pod in mesh.running() if pod.proxy}
+
+
+def test_a_push_reaches_only_the_proxies_whose_resources_changed(mesh: LocalMesh) -> None:
+    """A Gateway and its VirtualService change the gateway's routes alone; a mesh VirtualService
+    changes every sidecar's outbound route and nothing of the gateway's. Each proxy gets one
+    response, for RDS, and has ACKed it when apply() returns."""
+    mesh.apply([namespace_doc(ISTIO_NAMESPACE, {})], ISTIO_NAMESPACE)
+    mesh.apply(manifests.load(GATEWAY_MANIFEST), ISTIO_NAMESPACE)
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    mesh.apply(docs("clients/httpbin.yaml") + docs("clients/curl.yaml"), "ns")
+    mesh.wait_ready(None, 30, 0.05)
+    before = _pushes(mesh)
+    assert set(before) == {INGRESS_GATEWAY, "httpbin", "curl"}
+    gateway = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "web"},
+               "spec": {"selector": {"istio": "ingressgateway"},
+                        "servers": [{"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+    exposed = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "web"},
+               "spec": {"hosts": ["*"], "gateways": ["web"],
+                        "http": [{"route": [{"destination": {"host": "httpbin", "port": {"number": 8000}}}]}]}}
+    mesh.apply([gateway, exposed], "ns")
+    after_gateway = _pushes(mesh)
+    assert {name: after_gateway[name] - before[name] for name in before} == {INGRESS_GATEWAY: 2, "httpbin": 0, "curl": 0}
+    mesh.apply([_teapot("httpbin")], "ns")
+    after_mesh = _pushes(mesh)
+    assert {name: after_mesh[name] - after_gateway[name] for name in before} == {INGRESS_GATEWAY: 0, "httpbin": 1, "curl": 1}
+    assert all(set(pod.proxy.sync_status().values()) == {"SYNCED"} for pod in mesh.running() if pod.proxy)
+    assert http_get(curl_ip(mesh), OUTBOUND_PORT, "http://httpbin.ns:8000/get")[0] == 418
+
+
+def curl_ip(mesh: LocalMesh) -> str:
+    return next(p.model.ip for p in mesh.running() if p.workload.name == "curl")
 
 
 def test_a_document_refused_in_translation_is_not_kept(mesh: LocalMesh, tmp_path: Path) -> None:
@@ -308,3 +371,21 @@ def _returns_while_the_probe_hangs(action: Callable[[], None]) -> None:
     done.join(10)
     assert not done.is_alive(), f"{action} waited for the watcher's probe"
 
+
+
+def test_every_proxy_is_served_its_workload_certificate_and_the_mesh_root(mesh: LocalMesh) -> None:
+    """As istio-agent: `default`, with the pod's SPIFFE identity, and `ROOTCA`, by SDS on demand."""
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    mesh.apply(docs("clients/curl.yaml"), "ns")
+    mesh.wait_ready("ns", 30, 0.05)
+    [curl] = mesh.running()
+    assert curl.proxy is not None
+    served = mesh.control_plane.resources(curl.proxy.node_id, SECRET)
+    assert sorted(served) == ["ROOTCA", "default"]
+    chain = served["default"]["tls_certificate"]["certificate_chain"]["inline_string"]
+    identity = x509.load_pem_x509_certificate(chain.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
+    assert identity == [f"spiffe://cluster.local/ns/ns/sa/{curl.model.service_account}"]
+    assert served["ROOTCA"]["validation_context"]["trusted_ca"]["inline_string"] == mesh.ca.root_pem
+    # Nothing names them yet: Envoy asked for none, and is in sync.
+    assert curl.proxy.sync_status()["SDS"] == "SYNCED"

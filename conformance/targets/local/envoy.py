@@ -28,11 +28,15 @@ def envoy_version() -> str:
     out = subprocess.run(
         [str(envoy_binary()), "--version"], capture_output=True, text=True, timeout=30
     ).stdout
-    # "... version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
-    for part in out.split("/"):
+    return envoy_release(out) or out.strip() or "unknown"
+
+
+def envoy_release(version_output: str) -> str | None:
+    """The release in `envoy --version`'s "... version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"."""
+    for part in version_output.split("/"):
         if part[:1].isdigit() and part.count(".") == 2:
             return part
-    return out.strip() or "unknown"
+    return None
 
 
 class EnvoyProxy:

@@ -15,6 +15,8 @@ from conformance.targets.local.pods import AddressPool, RunningPod, new_running_
 from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.translator import Translation
 from conformance.targets.local.validate import check_document
+from conformance.targets.local.xds.bootstrap import node_id
+from conformance.targets.local.xds.secrets import MeshCA, sds_secrets
 from conformance.targets.local.xds.server import ControlPlane
 from conformance.targets.local.xds.snapshot import Snapshots
 from conformance.waiting import wait_for
@@ -51,6 +53,10 @@ class LocalMesh:
         self.addresses = AddressPool()
         self.control_plane = ControlPlane(self.addresses.control_plane, XDS_PORT)
         self._snapshots = Snapshots()
+        # The mesh's CA, and each proxy's SDS secrets from it (node id -> name -> Secret), as
+        # istio-agent holds its workload's certificate for its Envoy.
+        self.ca = MeshCA()
+        self._secrets: dict[str, dict[str, dict[str, Any]]] = {}
         self.registry = run_dir / "registry.json"
         self.objects: dict[Key, dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], list[RunningPod]] = {}  # (namespace, deployment) -> pods
@@ -140,6 +146,7 @@ class LocalMesh:
         finally:
             for pod in leaving:
                 pod.stop(self.supervisor)
+                self._secrets.pop(node_id(pod.model), None)
             for pod in new:
                 pod.start(self.supervisor, self.run_dir, self.registry)
 
@@ -199,7 +206,7 @@ class LocalMesh:
             translation = Translation(state)
             try:
                 resources = {
-                    pod.proxy.node_id: self._snapshots.of(translation.proxy(pod.model))
+                    pod.proxy.node_id: self._snapshots.of(translation.proxy(pod.model), self._secrets_of(pod.model))
                     for pod in self.running()
                     if pod.proxy is not None
                 }
@@ -211,11 +218,18 @@ class LocalMesh:
             changed = self.control_plane.push(resources)
             self.control_plane.wait_settled(changed, ACK_TIMEOUT)
 
+    def _secrets_of(self, pod: Pod) -> dict[str, dict[str, Any]]:
+        node = node_id(pod)
+        if node not in self._secrets:
+            certificate = self.ca.issue(pod.namespace, pod.service_account)
+            self._secrets[node] = sds_secrets(certificate, self.ca.root_pem)
+        return self._secrets[node]
+
     def _write_registry(self, state: MeshState) -> None:
         # The endpoints of a client without a sidecar are a Service's ready pods, as with kube-proxy.
         entries = {
             f"{svc.fqdn}:{port.port}": [
-                f"{pod.ip}:{port.target_port}" for pod in state.pods if pod.ready and svc.selects(pod)
+                f"{pod.ip}:{port.target_port}" for pod in state.endpoints[svc.fqdn]
             ]
             for svc in state.services
             for port in svc.ports
@@ -230,7 +244,6 @@ class LocalMesh:
     def sync_readiness(self) -> bool:
         """Probe pods' readiness and push when it changed, as Kubernetes updates a
         Service's endpoints when a pod's Ready condition changes. Returns whether it did.
-
         """
         with self._lock:
             pods = self.running()
@@ -238,6 +251,10 @@ class LocalMesh:
         # Probed outside the lock: a probe may take up to its timeout, apply() need not wait for it.
         probed = _probe_readiness(pods, ready)
         with self._lock:
+            if self._ready != ready:
+                # Another round published meanwhile, from probes perhaps newer than these: a
+                # pod it saw ready must not flap back to not ready. The next round probes again.
+                return False
             current = {_pod_key(pod): pod for pod in self.running()}
             # A pod stopped meanwhile is gone; one started meanwhile is probed next time.
             observed = {_pod_key(pod): up for pod, up in probed if current.get(_pod_key(pod)) is pod}

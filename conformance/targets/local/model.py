@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -80,3 +81,14 @@ class MeshState:
     mutants: frozenset[str] = field(default_factory=frozenset)
     # Gateway API HTTPRoutes (gateway.networking.k8s.io); last, so positional callers keep working.
     http_routes: tuple[Mapping[str, Any], ...] = ()
+
+    @cached_property
+    def endpoints(self) -> dict[str, tuple[Pod, ...]]:
+        """Each Service's ready pods, its endpoints, by its fqdn (worked out once: every proxy's
+        clusters need them)."""
+        by_namespace: dict[str, list[Pod]] = {}
+        for pod in self.pods:
+            if pod.ready:
+                by_namespace.setdefault(pod.namespace, []).append(pod)
+        return {svc.fqdn: tuple(p for p in by_namespace.get(svc.namespace, ()) if svc.selects(p))
+                for svc in self.services}

@@ -22,6 +22,7 @@ from conformance.targets.local.model import CONTROL_PORT
 from conformance.targets.local import rundirs
 from conformance.targets.local.pods import RunningPod
 from conformance.targets.local.translator import check_mutants
+from conformance.targets.local.xds.status import proxy_status
 
 MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Kubernetes"
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
@@ -191,6 +192,7 @@ class LocalTarget:
         if mesh.registry.exists():
             shutil.copy(mesh.registry, directory / "registry.json")
         (directory / "objects.json").write_text(json.dumps(list(mesh.objects.values()), indent=1))
+        (directory / "proxy-status.txt").write_text(proxy_status(mesh.control_plane.snapshot()))
         for pod in mesh.running():
             base = directory / f"{pod.model.namespace}.{pod.model.name}"
             (base.with_suffix(".log")).write_text(self.logs(pod.model.name, pod.model.namespace))

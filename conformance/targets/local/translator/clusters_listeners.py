@@ -42,7 +42,7 @@ def outbound_clusters(index: MeshIndex) -> tuple[list[dict], dict[str, dict]]:
     for svc in index.state.services:
         # Only ready pods are endpoints: istiod sends no unhealthy endpoint by default (istio/istio
         # pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS false).
-        members = [pod for pod in index.state.pods if pod.ready and svc.selects(pod)]
+        members = index.state.endpoints[svc.fqdn]
         for sp in svc.ports:
             name = outbound_cluster_name(sp.port, svc.fqdn)
             clusters.append(eds_cluster(name))

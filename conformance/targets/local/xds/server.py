@@ -6,18 +6,14 @@ waits for the ACKs; a lock orders the two, and a condition wakes whoever waits o
 """
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
 
-# The mesh forks a child for every app and Envoy while this server runs; each child execs at
-# once and never uses gRPC. gRPC's fork handlers, for children that do, crash such a child
-# (SIGSEGV) when the fork meets a busy gRPC thread. Read by gRPC when it is first imported.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-import grpc  # noqa: E402 (after the setting above)
+import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format
 
 from conformance.errors import ConformanceError
 from conformance.targets.local.xds.sync import ProxySync, Resource
@@ -37,6 +33,9 @@ class ControlPlane:
         self._changed = threading.Condition(self._lock)
         self._proxies: dict[str, ProxySync] = {}
         self._wakeups: dict[str, asyncio.Event] = {}  # node id -> its stream's
+        # One set per wait_settled in progress: the proxies heard from since it last looked.
+        # At 150 proxies, looking at every one on every ACK cost more than the ACKs.
+        self._watchers: list[set[str]] = []
         self._version = 0
         self._loop = asyncio.new_event_loop()
         self._server: grpc.aio.Server | None = None
@@ -79,19 +78,28 @@ class ControlPlane:
         raise ConformanceError with Envoy's reasons for any NACK. A proxy not connected yet
         gets everything when it connects, and its readiness says when it took it."""
         deadline = time.monotonic() + timeout
+        remaining = set(node_ids)
+        touched = set(node_ids)  # proxies heard from since last looked at: at first, all
         with self._changed:
-            def waiting() -> list[ProxySync]:
-                return [p for n in node_ids if (p := self._proxies.get(n)) is not None
-                        and p.connected and not p.settled()]
-
-            while (pending := waiting()) and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
+            self._watchers.append(touched)
+            try:
+                while True:
+                    for node in touched & remaining:
+                        proxy = self._proxies.get(node)
+                        if proxy is None or not proxy.connected or proxy.settled():
+                            remaining.discard(node)
+                    touched.clear()
+                    if not remaining or (left := deadline - time.monotonic()) <= 0:
+                        break
+                    self._changed.wait(left)
+            finally:
+                self._watchers.remove(touched)
             refusals = [r for n in node_ids if (p := self._proxies.get(n)) is not None for r in p.refusals()]
+            pending = [f"{p.name} ({_describe(p.status())})" for n in sorted(remaining) if (p := self._proxies.get(n))]
         if refusals:
             raise ConformanceError("; ".join(refusals))
         if pending:
-            states = ", ".join(f"{p.name} ({_describe(p.status())})" for p in pending)
-            raise ConformanceError(f"after {timeout:.0f}s, Envoy has not answered the push: {states}")
+            raise ConformanceError(f"after {timeout:.0f}s, Envoy has not answered the push: {', '.join(pending)}")
 
     @property
     def version(self) -> int:
@@ -108,6 +116,15 @@ class ControlPlane:
         with self._lock:
             proxy = self._proxies.get(node_id)
             return proxy.refusals() if proxy is not None else []
+
+    def resources(self, node_id: str, type_url: str) -> dict[str, dict[str, Any]]:
+        """What the proxy is to have of `type_url`, by name, as JSON (what istioctl proxy-config
+        shows of istiod's side)."""
+        with self._lock:
+            proxy = self._proxies.get(node_id)
+            held = dict(proxy.types[type_url].resources) if proxy is not None else {}
+        return {name: json_format.MessageToDict(r.message, preserving_proto_field_name=True)
+                for name, r in held.items()}
 
     def pushes(self, node_id: str) -> int:
         with self._lock:
@@ -136,9 +153,14 @@ class ControlPlane:
         except Exception as error:  # reported by __init__, on the caller's thread
             self._start_error = f"{type(error).__name__}: {error}"
             started.set()
+            self._loop.close()
             return
         started.set()
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()  # its selector's descriptors, or each mesh would leak them
 
     async def _start(self, address: str) -> None:
         server = grpc.aio.server()
@@ -151,7 +173,7 @@ class ControlPlane:
         with self._lock:
             proxy = self._proxies.get(node_id)
             if proxy is not None:
-                proxy.connected = True
+                proxy.connected_anew()
                 self._wakeups[node_id] = wakeup
             return proxy
 
@@ -161,14 +183,20 @@ class ControlPlane:
                 del self._wakeups[node_id]
                 if (proxy := self._proxies.get(node_id)) is not None:
                     proxy.connected = False
-            self._changed.notify_all()
+            self._heard_from(node_id)
 
     def _received(self, proxy: ProxySync, request: discovery_pb2.DiscoveryRequest) -> None:
         error = request.error_detail.message or None if request.HasField("error_detail") else None
         with self._changed:
             proxy.requested(request.type_url, frozenset(request.resource_names), request.response_nonce,
                             request.version_info, error)
-            self._changed.notify_all()
+            self._heard_from(proxy.node_id)
+
+    def _heard_from(self, node_id: str) -> None:
+        """Under the lock: wake whoever waits, telling them which proxy to look at again."""
+        for touched in self._watchers:
+            touched.add(node_id)
+        self._changed.notify_all()
 
     def _due(self, proxy: ProxySync) -> list[discovery_pb2.DiscoveryResponse]:
         with self._lock:

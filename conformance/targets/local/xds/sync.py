@@ -43,6 +43,7 @@ class TypeSync:
     """One resource type of one proxy."""
 
     resources: dict[str, Resource] = field(default_factory=dict)
+    names: frozenset[str] = frozenset()  # of `resources`
     version: int = 0  # of `resources`; moves when they change
     requested: bool = False  # Envoy has subscribed to this type on its stream
     subscribed: frozenset[str] = frozenset()  # the names it asked for (BY_NAME types)
@@ -56,12 +57,19 @@ class TypeSync:
     def wanted(self, type_url: str) -> frozenset[str]:
         """The names Envoy must hold for this type to be in sync."""
         if type_url == SECRET:  # secrets exist on demand: those a listener or cluster asked for
-            return self.subscribed & frozenset(self.resources)
-        return frozenset(self.resources)
+            return self.subscribed & self.names
+        return self.names
+
+    def missing(self, type_url: str) -> frozenset[str]:
+        """Names Envoy asked for that the control plane does not hold: what uses them waits
+        (a listener whose certificate is missing stays warming)."""
+        return self.subscribed - self.names if type_url in BY_NAME else frozenset()
 
     def status(self, type_url: str) -> str:
         if self.nack is not None:
             return NACK
+        if self.missing(type_url):
+            return STALE
         if not self.requested:
             return NOT_SENT if self.wanted(type_url) else SYNCED
         synced = (self.acked_version == str(self.version) and self.acked_names >= self.wanted(type_url)
@@ -79,6 +87,12 @@ class ProxySync:
         self.connected = False
         self.pushes = 0  # responses sent, for tests and benchmarks
 
+    def connected_anew(self) -> None:
+        """A new stream: Envoy asks again for what it needs, and gets everything again."""
+        self.connected = True
+        for sync in self.types.values():
+            sync.requested, sync.subscribed, sync.sent_nonce, sync.sent_names = False, frozenset(), "", frozenset()
+
     def update(self, resources: Mapping[str, Mapping[str, Resource]], version: int) -> list[str]:
         """Set the resources the proxy should have; return the types that changed (their version is `version`)."""
         changed = []
@@ -86,8 +100,7 @@ class ProxySync:
             new = dict(resources.get(type_url, {}))
             sync = self.types[type_url]
             if {n: r.key for n, r in new.items()} != {n: r.key for n, r in sync.resources.items()}:
-                sync.resources = new
-                sync.version = version
+                sync.resources, sync.names, sync.version = new, frozenset(new), version
                 changed.append(type_url)
         return changed
 
@@ -112,7 +125,7 @@ class ProxySync:
             sync = self.types[type_url]
             if not sync.requested:
                 continue
-            names = frozenset(sync.resources) & sync.subscribed if type_url in BY_NAME else frozenset(sync.resources)
+            names = sync.names & sync.subscribed if type_url in BY_NAME else sync.names
             if sync.sent_nonce and sync.sent_version == str(sync.version) and sync.sent_names == names:
                 continue
             sync.sent_version, sync.sent_nonce, sync.sent_names = str(sync.version), str(next(_nonces)), names

@@ -1,0 +1,110 @@
+"""The control plane's bookkeeping of one proxy (state-of-the-world ADS): what is due, what an
+ACK or a NACK settles, and the proxy-status view (envoyproxy/envoy
+api/envoy/service/discovery/v3/discovery.proto: version_info, response_nonce, error_detail)."""
+
+from google.protobuf import any_pb2
+
+from conformance.targets.local.xds.protos import CLUSTER, LISTENER, ROUTE, SECRET
+from conformance.targets.local.xds.status import proxy_status
+from conformance.targets.local.xds.sync import ProxySync, Resource
+
+
+def resources(*names: str) -> dict[str, Resource]:
+    return {name: Resource(f"key-{name}", any_pb2.Any(type_url=name)) for name in names}
+
+
+def test_a_type_is_sent_once_envoy_asks_and_synced_once_it_acks() -> None:
+    proxy = ProxySync("sidecar~1", "ns/a")
+    assert proxy.update({CLUSTER: resources("c1"), LISTENER: resources("l1")}, 1) == [CLUSTER, LISTENER]
+    assert list(proxy.due()) == [] and proxy.status()["CDS"] == "NOT SENT"
+    assert proxy.status()["RDS"] == "SYNCED"  # nothing to have, nothing missing
+    proxy.requested(CLUSTER, frozenset(), "", "", None)
+    [sent] = proxy.due()
+    assert (sent.type_url, sent.version, len(sent.resources)) == (CLUSTER, "1", 1)
+    assert proxy.status()["CDS"] == "STALE" and not proxy.settled()
+    assert list(proxy.due()) == []  # sent once
+    proxy.requested(CLUSTER, frozenset(), sent.nonce, "1", None)
+    assert proxy.status()["CDS"] == "SYNCED"
+
+
+def test_a_nack_keeps_envoys_reason_until_a_later_push_is_acked() -> None:
+    proxy = ProxySync("sidecar~1", "ns/a")
+    proxy.update({LISTENER: resources("l1")}, 1)
+    proxy.requested(LISTENER, frozenset(), "", "", None)
+    [first] = proxy.due()
+    proxy.requested(LISTENER, frozenset(), first.nonce, "", "malformed IP address: not-an-ip")
+    assert proxy.status()["LDS"] == "NACK" and proxy.settled()
+    assert proxy.refusals() == ["proxy ns/a: Envoy refused LDS version 1: malformed IP address: not-an-ip"]
+    assert proxy.update({LISTENER: resources("l2")}, 2) == [LISTENER]
+    [second] = proxy.due()
+    proxy.requested(LISTENER, frozenset(), second.nonce, "2", None)
+    assert proxy.status()["LDS"] == "SYNCED" and proxy.refusals() == []
+
+
+def test_an_answer_to_a_replaced_response_settles_nothing() -> None:
+    proxy = ProxySync("sidecar~1", "ns/a")
+    proxy.update({CLUSTER: resources("c1")}, 1)
+    proxy.requested(CLUSTER, frozenset(), "", "", None)
+    [old] = proxy.due()
+    proxy.update({CLUSTER: resources("c2")}, 2)
+    [new] = proxy.due()
+    proxy.requested(CLUSTER, frozenset(), old.nonce, "", "refused the old one")
+    assert proxy.status()["CDS"] == "STALE" and proxy.refusals() == []
+    proxy.requested(CLUSTER, frozenset(), new.nonce, "2", None)
+    assert proxy.status()["CDS"] == "SYNCED"
+
+
+def test_named_types_send_what_envoy_asked_for_and_sync_once_it_holds_all() -> None:
+    proxy = ProxySync("sidecar~1", "ns/a")
+    proxy.update({ROUTE: resources("inbound", "outbound")}, 1)
+    proxy.requested(ROUTE, frozenset({"outbound"}), "", "", None)
+    [first] = proxy.due()
+    assert [r.type_url for r in first.resources] == ["outbound"]
+    proxy.requested(ROUTE, frozenset({"outbound"}), first.nonce, "1", None)
+    assert proxy.status()["RDS"] == "STALE"  # a listener's route is still missing
+    proxy.requested(ROUTE, frozenset({"inbound", "outbound"}), first.nonce, "1", None)
+    [second] = proxy.due()  # the same version, for the names Envoy asks for now
+    assert second.version == "1" and [r.type_url for r in second.resources] == ["inbound", "outbound"]
+    proxy.requested(ROUTE, frozenset({"inbound", "outbound"}), second.nonce, "1", None)
+    assert proxy.status()["RDS"] == "SYNCED"
+
+
+def test_secrets_are_sent_only_when_envoy_asks_for_them() -> None:
+    proxy = ProxySync("sidecar~1", "ns/a")
+    proxy.update({SECRET: resources("default", "ROOTCA")}, 1)
+    assert proxy.status()["SDS"] == "SYNCED" and list(proxy.due()) == []
+    proxy.requested(SECRET, frozenset({"default"}), "", "", None)
+    [sent] = proxy.due()
+    assert [r.type_url for r in sent.resources] == ["default"] and proxy.status()["SDS"] == "STALE"
+    proxy.requested(SECRET, frozenset({"default"}), sent.nonce, "1", None)
+    assert proxy.status()["SDS"] == "SYNCED"
+
+
+def test_an_unchanged_update_changes_no_type() -> None:
+    proxy = ProxySync("sidecar~1", "ns/a")
+    proxy.update({CLUSTER: resources("c1")}, 1)
+    assert proxy.update({CLUSTER: resources("c1")}, 2) == []
+    assert proxy.types[CLUSTER].version == 1
+
+
+def test_proxy_status_prints_one_row_per_proxy() -> None:
+    text = proxy_status([
+        ("ns/b", True, {"CDS": "SYNCED", "EDS": "SYNCED", "LDS": "NACK", "RDS": "STALE", "SDS": "SYNCED"}),
+        ("ns/a", False, {"CDS": "NOT SENT", "EDS": "SYNCED", "LDS": "NOT SENT", "RDS": "SYNCED", "SDS": "SYNCED"}),
+    ])
+    rows = [line.split("  ") for line in text.splitlines()]
+    assert [[cell.strip() for cell in row if cell.strip()] for row in rows] == [
+        ["NAME", "CDS", "EDS", "LDS", "RDS", "SDS", "STREAM"],
+        ["ns/a", "NOT SENT", "SYNCED", "NOT SENT", "SYNCED", "SYNCED", "not connected"],
+        ["ns/b", "SYNCED", "SYNCED", "NACK", "STALE", "SYNCED", "connected"],
+    ]
+
+
+def test_a_secret_envoy_asks_for_and_the_control_plane_lacks_is_stale() -> None:
+    """A listener whose certificate never comes stays warming: the proxy is not in sync."""
+    proxy = ProxySync("sidecar~1", "ns/a")
+    proxy.requested(SECRET, frozenset({"default"}), "", "", None)
+    [sent] = proxy.due()
+    assert sent.resources == ()
+    proxy.requested(SECRET, frozenset({"default"}), sent.nonce, sent.version, None)
+    assert proxy.status()["SDS"] == "STALE" and not proxy.settled()
