@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import yaml
 
 from conformance import manifests
 from conformance.errors import ManifestError
+from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import MeshState, Pod, Service, ServicePort
 from conformance.targets.local.translator import ProxyConfig, translate
 from tests.crd_schema import upstream_file
@@ -33,9 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 # The CLI, run as a user would
 
 
-# The test modules that run whole meshes (up to two per run with -n 2, about four inotify instances per Envoy): the tests
-# that start them share one xdist worker, so the suite under -n 2 stays below Linux's default
-# of 128 inotify instances per user.
+# The test modules that run whole meshes (Bookinfo, its clients and the gateway: about 25
+# processes each) share one xdist worker: two meshes at once on two cores slow each other
+# past the features' timing windows.
 WHOLE_MESH = pytest.mark.xdist_group("whole-mesh")
 
 
@@ -47,6 +49,22 @@ def meshconf(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@contextmanager
+def running_local_mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    """A local mesh in tmp_path, stopped at the end, leaving no process behind."""
+    local = LocalMesh(tmp_path / "run")
+    try:
+        yield local
+    finally:
+        local.stop()
+    assert mesh_processes(str(tmp_path)) == []
+
+
+def manifest_docs(name: str, kind: str | None = None) -> list[dict]:
+    """The documents of manifests/<name>, those of `kind` only if given."""
+    return [d for d in manifests.load(name) if kind is None or d["kind"] == kind]
 
 
 def mesh_processes(marker: str) -> list[str]:

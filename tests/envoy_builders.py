@@ -19,9 +19,8 @@ from typing import Any
 
 import httpx
 
-from conformance.targets.local.envoy import envoy_binary
 from conformance.probes import envoy_stats
-from conformance.targets.local.envoy import EnvoyProxy
+from conformance.targets.local.envoy import EnvoyProxy, envoy_binary
 from conformance.targets.local.model import OUTBOUND_PORT, MeshState, Pod, Service, ServicePort
 from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.translator import ProxyConfig, translate

@@ -266,13 +266,19 @@ def test_preflight_names_every_check(tmp_path: Path) -> None:
 
 
 def test_doctor_local_on_this_machine(tmp_path: Path) -> None:
+    """What the suite's own meshes need passes wherever it runs; the sizing checks (open files,
+    processes, memory for 150 proxies) depend on the machine, so only their report is checked:
+    the count and the exit code agree with the lines."""
     done = meshconf(["doctor", "--target", "local"], cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "local target"
-    assert [line.split(":")[0] for line in lines[1:-1]] == [f"ok   {name}" for name in LOCAL_CHECKS]
-    assert lines[1].startswith("ok   envoy: Envoy 1.") and "/envoy" in lines[1]
-    assert lines[-1] == "6 of 6 prerequisites met"
+    checks = [line for line in lines[1:-1] if not line.startswith(" ")]
+    assert [line[5:].split(":")[0] for line in checks] == list(LOCAL_CHECKS)
+    assert all(line.startswith("ok   ") for line in checks[:3]), checks  # envoy, loopback, address block
+    assert checks[0].startswith("ok   envoy: Envoy 1.") and "/envoy" in checks[0]
+    passed = sum(line.startswith("ok   ") for line in checks)
+    assert lines[-1] == f"{passed} of 6 prerequisites met"
+    assert done.returncode == (0 if passed == 6 else 1), done.stdout + done.stderr
     assert "docker" not in done.stdout
 
 
@@ -298,7 +304,7 @@ def test_doctor_checks_both_targets_by_default(tmp_path: Path, fake_tools: FakeT
     assert kind == 0 < local_title
     assert any(line.startswith("FAIL docker:") for line in lines[kind:local_title])
     assert lines[local_title - 1].endswith("of 5 prerequisites met")
-    assert lines[-1] == "6 of 6 prerequisites met"
+    assert lines[-1].endswith("of 6 prerequisites met")
 
 
 @pytest.mark.parametrize("scenario", [{"docker": {"info": {"exit": 1, "stderr": "denied: [red]not markup[/red]"}}}])

@@ -1,42 +1,29 @@
-"""The local mesh's own behaviour: refusal before any change, injection, endpoint readiness,
-process lifetime, configuration Envoy refuses, the readiness watcher."""
+"""The local mesh's own behaviour: refusal before any change, injection, process lifetime,
+pushes to the proxies that changed, configuration Envoy refuses, workload certificates."""
 
 import copy
-import os
 import re
-import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from conformance import manifests
-from conformance.errors import ConformanceError, NotConverged, UnsupportedResource
+from conformance.errors import ConformanceError, UnsupportedResource
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.probes import envoy_stats
-from conformance.targets.local import mesh as mesh_module
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT
-from conformance.targets.local.pods import RunningPod
-from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.targets.local.target import GATEWAY_MANIFEST, namespace_doc
-from conformance.targets.local.xds.protos import SECRET
-from tests.builders import deployment_doc, eventually, http_get, mesh_processes
-
-# A sitecustomize that holds an app before it listens (see its docstring).
-GATE = Path(__file__).parent / "data" / "gate"
+from conformance.targets.local.translator.resources import SECRET_TYPE
+from tests.builders import deployment_doc, http_get, manifest_docs as docs, mesh_processes, running_local_mesh
 
 
 @pytest.fixture
-def mesh(tmp_path: Path):  # type: ignore[no-untyped-def]
-    m = LocalMesh(tmp_path / "run")
-    yield m
-    m.stop()
-    assert mesh_processes(str(tmp_path)) == []
-
-
-def docs(name: str, kind: str | None = None) -> list[dict]:
-    return [d for d in manifests.load(name) if kind is None or d["kind"] == kind]
+def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    with running_local_mesh(tmp_path) as local:
+        yield local
 
 
 def test_refused_document_leaves_nothing_applied(mesh: LocalMesh, tmp_path: Path) -> None:
@@ -87,69 +74,6 @@ def test_the_pod_template_reaches_the_injection_decision(
     assert ("istio-proxy" in pod.view().containers) is injected
 
 
-def _gate_httpbin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Hold httpbin pods before they listen, until the returned FIFO is opened for writing."""
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(GATE), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    monkeypatch.setenv("MESHCONF_GATE_FIFO", str(gate))
-    monkeypatch.setenv("MESHCONF_GATE_POD", "httpbin-")
-    return gate
-
-
-def _held_httpbin_and_ready_curl(mesh: LocalMesh, tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> tuple[Path, RunningPod]:
-    """httpbin in namespace web, held before it listens (the FIFO releases it), and a ready
-    injected curl in namespace tools."""
-    gate = _gate_httpbin(tmp_path, monkeypatch)
-    mesh.apply([namespace_doc(ns, {"istio-injection": "enabled"}) for ns in ("web", "tools")], "web")
-    mesh.apply(docs("clients/httpbin.yaml"), "web")
-    mesh.apply(docs("clients/curl.yaml"), "tools")
-    mesh.wait_ready("tools", 30, 0.05)
-    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
-    return gate, curl
-
-
-def _endpoints(pod: RunningPod, cluster: str) -> list[str] | None:
-    """The hosts of `cluster` in the pod's Envoy, or None while Envoy has no such cluster."""
-    assert pod.proxy is not None
-    lines = pod.proxy.admin("/clusters").text.splitlines()
-    if not any(line.startswith(f"{cluster}::") for line in lines):
-        return None
-    return sorted({line.split("::")[1] for line in lines
-                   if line.startswith(f"{cluster}::") and line.split("::")[1][:1].isdigit()})
-
-
-def test_a_pod_gets_traffic_only_once_ready(mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only ready pods are endpoints: istiod sends no unhealthy endpoint by default
-    (istio/istio pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS);
-    the mesh pushes when a pod becomes ready, as Kubernetes updates a Service's endpoints.
-    The pod's own sidecar is configured meanwhile."""
-    gate, curl = _held_httpbin_and_ready_curl(mesh, tmp_path, monkeypatch)
-    [httpbin] = [p for p in mesh.running() if p.workload.name == "httpbin"]
-    cluster = "outbound|8000||httpbin.web.svc.cluster.local"
-
-    def get() -> tuple[int, str]:
-        status, _, body = http_get(curl.model.ip, OUTBOUND_PORT, "http://httpbin.web:8000/get")
-        return status, body
-
-    # Not ready: the client's sidecar has the service, without endpoint.
-    eventually(lambda: _endpoints(curl, cluster) is not None, "the client's sidecar to know httpbin")
-    assert _endpoints(curl, cluster) == []
-    assert get() == (503, "no healthy upstream")
-    assert not httpbin.ready()
-    # The pod's own sidecar has its configuration: its inbound listener.
-    assert httpbin.proxy is not None
-    proxy = httpbin.proxy
-    assert eventually(lambda: f"inbound_{httpbin.model.ip}_8080" in proxy.admin("/listeners").text,
-                      "the not-ready pod's sidecar to be configured")
-
-    # Let the app start: nobody calls wait_ready, the mesh notices on its own.
-    os.close(eventually(lambda: os.open(gate, os.O_WRONLY | os.O_NONBLOCK), "the gated app to open its gate"))
-    assert eventually(lambda: get()[0] == 200, "httpbin to get traffic once ready")
-    assert _endpoints(curl, cluster) == [f"{httpbin.model.ip}:8080"]
-
-
 def test_deleting_a_deployment_stops_its_processes(mesh: LocalMesh, tmp_path: Path) -> None:
     mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
     curl = docs("clients/curl.yaml")
@@ -157,31 +81,6 @@ def test_deleting_a_deployment_stops_its_processes(mesh: LocalMesh, tmp_path: Pa
     mesh.wait_ready("ns", 30, 0.05)
     mesh.delete([d for d in curl if d["kind"] == "Deployment"], "ns")
     assert mesh.running() == [] and mesh_processes(str(tmp_path)) == []
-
-
-def test_a_pod_leaves_every_proxys_endpoints_before_its_processes_stop(
-    mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As Kubernetes removes a terminating pod from its EndpointSlices: every proxy has ACKed the
-    endpoints without it before the pod stops, so no request goes to a pod that is stopping."""
-    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
-    mesh.apply(docs("clients/httpbin.yaml") + docs("clients/curl.yaml"), "ns")
-    mesh.wait_ready("ns", 30, 0.05)
-    [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
-    [httpbin] = [p for p in mesh.running() if p.workload.name == "httpbin"]
-    cluster = "outbound|8000||httpbin.ns.svc.cluster.local"
-    assert _endpoints(curl, cluster) == [f"{httpbin.model.ip}:8080"]
-    at_stop: list[list[str] | None] = []
-    real_stop = RunningPod.stop
-
-    def stop(pod: RunningPod, supervisor: object) -> None:
-        if pod is httpbin:
-            at_stop.append(_endpoints(curl, cluster))
-        real_stop(pod, supervisor)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(RunningPod, "stop", stop)
-    mesh.delete(docs("clients/httpbin.yaml", "Deployment"), "ns")
-    assert at_stop == [[]]
 
 
 def _pushes(mesh: LocalMesh) -> dict[str, int]:
@@ -303,76 +202,6 @@ def test_a_proxy_that_refuses_its_first_configuration_fails_wait_ready_with_envo
     assert not curl.ready()
 
 
-# ---------------------------------------------------------------------------------------------
-# The readiness watcher: a thread of its own, probing outside the mesh's lock
-
-WATCHER = "meshconf-readiness"  # the watcher thread's name
-
-
-def test_the_readiness_watcher_outlives_any_error_and_wait_ready_reports_it(
-    mesh: LocalMesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An error that is no ConformanceError (an OSError writing config, say) ends neither the
-    watcher nor its work: wait_ready names it meanwhile, and once it is gone a pod that becomes
-    ready gets traffic without anyone calling wait_ready."""
-    gate, curl = _held_httpbin_and_ready_curl(mesh, tmp_path, monkeypatch)
-    real_sync = mesh.sync_readiness
-    failing = threading.Event()
-    failing.set()
-
-    def sync() -> bool:
-        if threading.current_thread().name == WATCHER and failing.is_set():
-            raise OSError(28, "No space left on device")
-        return real_sync()
-
-    monkeypatch.setattr(mesh, "sync_readiness", sync)
-    with pytest.raises(NotConverged, match=r"readiness watcher: OSError: \[Errno 28\] No space left on device"):
-        mesh.wait_ready("web", 1, 0.05)
-    failing.clear()
-    os.close(eventually(lambda: os.open(gate, os.O_WRONLY | os.O_NONBLOCK), "the gated app to open its gate"))
-    eventually(lambda: http_get(curl.model.ip, OUTBOUND_PORT, "http://httpbin.web:8000/get")[0] == 200,
-               "httpbin to get traffic once ready")
-
-
-def _hold_the_watcher_in_a_probe(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Make the watcher's next probe of a ready pod hang until the returned event is set."""
-    inside, release = threading.Event(), threading.Event()
-    real_failure = RunningPod.failure
-
-    def failure(pod: RunningPod) -> str | None:
-        if threading.current_thread().name == WATCHER and not release.is_set():
-            inside.set()
-            release.wait(30)
-        return real_failure(pod)
-
-    monkeypatch.setattr(RunningPod, "failure", failure)
-    assert inside.wait(10), "the watcher never probed"
-    return release
-
-
-def test_a_probe_that_hangs_delays_neither_apply_nor_stop(mesh: LocalMesh, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The watcher probes outside the mesh's lock, and stop() waits for it a bounded time."""
-    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
-    mesh.apply(docs("clients/curl.yaml"), "ns")
-    mesh.wait_ready("ns", 30, 0.05)
-    release = _hold_the_watcher_in_a_probe(monkeypatch)
-    try:
-        _returns_while_the_probe_hangs(lambda: mesh.apply([namespace_doc("other", {})], "other"))
-        monkeypatch.setattr(mesh_module, "WATCHER_JOIN_TIMEOUT", 0.2)
-        _returns_while_the_probe_hangs(mesh.stop)
-        assert mesh.running() == []
-    finally:
-        release.set()
-
-
-def _returns_while_the_probe_hangs(action: Callable[[], None]) -> None:
-    done = threading.Thread(target=action, daemon=True)
-    done.start()
-    done.join(10)
-    assert not done.is_alive(), f"{action} waited for the watcher's probe"
-
-
-
 def test_every_proxy_is_served_its_workload_certificate_and_the_mesh_root(mesh: LocalMesh) -> None:
     """As istio-agent: `default`, with the pod's SPIFFE identity, and `ROOTCA`, by SDS on demand."""
     mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
@@ -380,7 +209,7 @@ def test_every_proxy_is_served_its_workload_certificate_and_the_mesh_root(mesh: 
     mesh.wait_ready("ns", 30, 0.05)
     [curl] = mesh.running()
     assert curl.proxy is not None
-    served = mesh.control_plane.resources(curl.proxy.node_id, SECRET)
+    served = mesh.control_plane.resources(curl.proxy.node_id, SECRET_TYPE)
     assert sorted(served) == ["ROOTCA", "default"]
     chain = served["default"]["tls_certificate"]["certificate_chain"]["inline_string"]
     identity = x509.load_pem_x509_certificate(chain.encode()).extensions.get_extension_for_class(

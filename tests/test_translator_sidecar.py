@@ -120,7 +120,8 @@ def test_outbound_listener_is_an_http_proxy_using_rds() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.1.1", "port_value": OUTBOUND_PORT}
     hcm = hcm_of(listener)
     assert "route_config" not in hcm
-    assert hcm["rds"] == {"route_config_name": "outbound", "config_source": {"ads": {}, "resource_api_version": "V3"}}
+    assert hcm["rds"] == {"route_config_name": "outbound",
+                          "config_source": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}}
     assert hcm["http_protocol_options"] == {"allow_absolute_url": True}
     assert hcm["normalize_path"] is True and hcm["generate_request_id"] is True
 
@@ -130,7 +131,7 @@ def test_routes_and_endpoints_come_over_ads() -> None:
     on the proxy's one ADS stream."""
     config = sidecar(mesh())
     assert {json.dumps(hcm_of(item)["rds"]["config_source"]) for item in config.listeners} == {
-        json.dumps({"ads": {}, "resource_api_version": "V3"})}
+        json.dumps({"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"})}
     eds = [c for c in config.clusters if c["type"] == "EDS"]
     assert {c["eds_cluster_config"]["service_name"] for c in eds} == {c["name"] for c in eds} == set(config.endpoints)
 

@@ -21,7 +21,8 @@ from conformance.targets.local.model import Pod
 from conformance.targets.local.translator import ProxyConfig
 from conformance.targets.local.translator.clusters_listeners import http_listener, route_config
 from conformance.targets.local.translator.resources import ADS_SOURCE
-from conformance.targets.local.xds.protos import SECRET, Converter, canonical
+from conformance.targets.local.translator.resources import SECRET_TYPE
+from conformance.targets.local.xds.protos import Converter, canonical
 from conformance.targets.local.xds.secrets import (
     ROOT_SECRET,
     WORKLOAD_CERT_TTL,
@@ -37,7 +38,7 @@ from tests.envoy_builders import Proxies, listeners_active
 
 DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 TLS_PORT = 8443
-LISTENER = "inbound_8443"
+LISTENER_TYPE = "inbound_8443"
 BODY = "served over TLS"
 ALL_SYNCED = {"CDS": "SYNCED", "EDS": "SYNCED", "LDS": "SYNCED", "RDS": "SYNCED", "SDS": "SYNCED"}
 
@@ -119,7 +120,7 @@ def test_sds_secrets_are_valid_envoy_secrets(ca: MeshCA) -> None:
     converter = Converter()
     for name, secret in secrets.items():
         assert secret["name"] == name
-        assert converter.to_any(canonical(secret), secret).type_url == SECRET
+        assert converter.to_any(canonical(secret), secret).type_url == SECRET_TYPE
     assert secrets["default"]["tls_certificate"]["certificate_chain"]["inline_string"] == cert.chain_pem
     assert secrets["default"]["tls_certificate"]["private_key"]["inline_string"] == cert.key_pem
     assert secrets["ROOTCA"]["validation_context"]["trusted_ca"]["inline_string"] == ca.root_pem
@@ -136,7 +137,7 @@ def test_sds_secrets_are_valid_envoy_secrets(ca: MeshCA) -> None:
 def tls_config(pod: Pod) -> ProxyConfig:
     """A listener on pod.ip:TLS_PORT terminating TLS with the `default` secret (asked for over
     ADS) and answering every request with BODY."""
-    listener = http_listener(LISTENER, pod.ip, TLS_PORT, LISTENER, "tls_routes", "INBOUND")
+    listener = http_listener(LISTENER_TYPE, pod.ip, TLS_PORT, LISTENER_TYPE, "tls_routes", "INBOUND")
     listener["filter_chains"][0]["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -152,7 +153,7 @@ def tls_config(pod: Pod) -> ProxyConfig:
 def plain_config(pod: Pod, listener: dict | None = None) -> ProxyConfig:
     """`listener` (default: plain HTTP on pod.ip:TLS_PORT) with a route answering BODY."""
     if listener is None:
-        listener = http_listener(LISTENER, pod.ip, TLS_PORT, LISTENER, "tls_routes", "INBOUND")
+        listener = http_listener(LISTENER_TYPE, pod.ip, TLS_PORT, LISTENER_TYPE, "tls_routes", "INBOUND")
     route = route_config("tls_routes", [{
         "name": "all", "domains": ["*"],
         "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": BODY}}}],

@@ -14,7 +14,7 @@ from google.rpc import status_pb2
 
 from conformance.errors import ConformanceError
 from conformance.targets.local.translator import ProxyConfig
-from conformance.targets.local.xds.protos import CLUSTER
+from conformance.targets.local.translator.resources import CLUSTER_TYPE
 from conformance.targets.local.xds.server import ControlPlane
 from conformance.targets.local.xds.snapshot import Snapshots
 from tests.builders import eventually
@@ -54,7 +54,7 @@ class Stream:
 
 
 def cluster(name: str) -> dict:
-    return {"@type": CLUSTER, "name": name, "type": "STATIC", "connect_timeout": "1s"}
+    return {"@type": CLUSTER_TYPE, "name": name, "type": "STATIC", "connect_timeout": "1s"}
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def push(plane: ControlPlane, *names: str) -> list[str]:
 
 def test_a_proxy_not_in_the_mesh_is_refused(plane: ControlPlane) -> None:
     stream = Stream(plane, "sidecar~127.0.0.9~stranger.ns~ns.svc.cluster.local")
-    stream.ask(CLUSTER)
+    stream.ask(CLUSTER_TYPE)
     with pytest.raises(grpc.RpcError) as refused:
         stream.next()
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
@@ -82,40 +82,40 @@ def test_a_proxy_not_in_the_mesh_is_refused(plane: ControlPlane) -> None:
     stream.close()
 
 
-def test_a_push_waits_for_the_ack_and_a_nack_fails_with_envoys_message(plane: ControlPlane) -> None:
+def synced_stream(plane: ControlPlane) -> tuple[Stream, discovery_pb2.DiscoveryResponse]:
+    """A proxy connected, sent its clusters (version 1) and ACKed them; the stream and that response."""
     plane.register(NODE, "ns/a")
     push(plane, "c1")
     stream = Stream(plane, NODE)
-    stream.ask(CLUSTER)
+    stream.ask(CLUSTER_TYPE)
     first = stream.next()
-    assert (first.version_info, [r.type_url for r in first.resources]) == ("1", [CLUSTER])
-    stream.ask(CLUSTER, first.nonce, first.version_info)
+    assert (first.version_info, [r.type_url for r in first.resources]) == ("1", [CLUSTER_TYPE])
+    stream.ask(CLUSTER_TYPE, first.nonce, first.version_info)
     eventually(lambda: plane.status(NODE)["CDS"] == "SYNCED", "the ACK")
+    return stream, first
+
+
+def test_a_push_waits_for_the_ack_and_a_nack_fails_with_envoys_message(plane: ControlPlane) -> None:
+    stream, first = synced_stream(plane)
     assert push(plane, "c1") == []  # unchanged: nobody to wait for
     assert push(plane, "c2") == [NODE]
     second = stream.next()
     with pytest.raises(ConformanceError, match="Envoy has not answered the push: ns/a \\(CDS STALE"):
         plane.wait_settled([NODE], 0.2)
-    stream.ask(CLUSTER, second.nonce, first.version_info, error="malformed IP address: not-an-ip")
+    stream.ask(CLUSTER_TYPE, second.nonce, first.version_info, error="malformed IP address: not-an-ip")
     with pytest.raises(ConformanceError, match="proxy ns/a: Envoy refused CDS version 3: malformed IP address: not-an-ip"):
         plane.wait_settled([NODE], WAIT)
     stream.close()
 
 
 def test_a_proxy_that_reconnects_gets_everything_again(plane: ControlPlane) -> None:
-    plane.register(NODE, "ns/a")
-    push(plane, "c1")
-    stream = Stream(plane, NODE)
-    stream.ask(CLUSTER)
-    first = stream.next()
-    stream.ask(CLUSTER, first.nonce, first.version_info)
-    eventually(lambda: plane.status(NODE)["CDS"] == "SYNCED", "the ACK")
+    stream, first = synced_stream(plane)
     stream.close()
     again = Stream(plane, NODE)
-    again.ask(CLUSTER, version=first.version_info)  # a new stream's first request: no nonce
+    again.ask(CLUSTER_TYPE, version=first.version_info)  # a new stream's first request: no nonce
     resent = again.next()
     assert resent.version_info == first.version_info and resent.nonce != first.nonce
-    again.ask(CLUSTER, resent.nonce, resent.version_info)
+    again.ask(CLUSTER_TYPE, resent.nonce, resent.version_info)
     plane.wait_settled([NODE], WAIT)
     assert plane.status(NODE)["CDS"] == "SYNCED"
     again.close()
@@ -123,15 +123,21 @@ def test_a_proxy_that_reconnects_gets_everything_again(plane: ControlPlane) -> N
 
 def test_a_stopped_control_plane_leaves_no_descriptor_open() -> None:
     """One per mesh, and a test session starts many: each must give back its sockets and its
-    event loop's descriptors (gRPC's own, set up once per process, stay)."""
-    def open_descriptors() -> int:
-        return len(os.listdir("/proc/self/fd"))
-
-    ControlPlane("127.0.0.1").stop()  # gRPC's one-time setup
-    before = open_descriptors()
-    for _ in range(3):
-        ControlPlane("127.0.0.1").stop()
-    assert open_descriptors() == before
+    event loop's descriptors (gRPC's own, set up once per process, stay). Counted in a process
+    of its own, where nothing else opens or collects descriptors meanwhile."""
+    code = (
+        "import os\n"
+        "from conformance.targets.local.xds.server import ControlPlane\n"
+        "ControlPlane('127.0.0.1').stop()\n"  # gRPC's one-time setup
+        "before = len(os.listdir('/proc/self/fd'))\n"
+        "for _ in range(3):\n"
+        "    ControlPlane('127.0.0.1').stop()\n"
+        "print(before, len(os.listdir('/proc/self/fd')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.split()
+    assert after == before
 
 
 def test_grpc_imported_first_with_its_fork_handlers_on_is_refused_by_name() -> None:

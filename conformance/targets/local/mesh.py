@@ -51,16 +51,19 @@ class LocalMesh:
         self.mutants = mutants
         self.supervisor = Supervisor()
         self.addresses = AddressPool()
-        self.control_plane = ControlPlane(self.addresses.control_plane, XDS_PORT)
+        try:
+            # The mesh's CA, and each proxy's SDS secrets from it (node id -> name -> Secret), as
+            # istio-agent holds its workload's certificate for its Envoy.
+            self.ca = MeshCA()
+            self.control_plane = ControlPlane(self.addresses.control_plane, XDS_PORT)
+        except BaseException:
+            self.addresses.release()
+            raise
         self._snapshots = Snapshots()
-        # The mesh's CA, and each proxy's SDS secrets from it (node id -> name -> Secret), as
-        # istio-agent holds its workload's certificate for its Envoy.
-        self.ca = MeshCA()
         self._secrets: dict[str, dict[str, dict[str, Any]]] = {}
         self.registry = run_dir / "registry.json"
         self.objects: dict[Key, dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], list[RunningPod]] = {}  # (namespace, deployment) -> pods
-        self.generation = 0
         # Readiness as last published to the proxies; a pod not in it is not ready yet.
         self._ready: dict[PodKey, bool] = {}
         # Readiness is watched from a thread of its own, which never starts a process (a
@@ -94,9 +97,12 @@ class LocalMesh:
                 self.objects[_key(doc, ns)] = doc
             try:
                 self._reconcile()
-            except ConformanceError:
+            except ConformanceError as refused:
                 self.objects = before
-                self._reconcile()
+                try:
+                    self._reconcile()
+                except ConformanceError as restoring:
+                    raise ConformanceError(f"{refused}; restoring the previous configuration failed too: {restoring}") from refused
                 raise
 
     def delete(self, docs: Sequence[Mapping[str, Any]], namespace: str) -> None:
@@ -135,6 +141,8 @@ class LocalMesh:
         for key in list(self.pods):
             if key not in wanted or self.pods[key][0].workload != wanted[key]:
                 leaving += self.pods.pop(key)
+        for pod in leaving:
+            self._ready.pop(_pod_key(pod), None)
         new: list[RunningPod] = []
         for key, w in wanted.items():
             if key not in self.pods:
@@ -200,7 +208,6 @@ class LocalMesh:
         serving what it had before.
         """
         with self._lock:
-            self.generation += 1
             state = self.state()
             # Every proxy's resources first: a document the translator refuses changes nothing.
             translation = Translation(state)
@@ -216,7 +223,7 @@ class LocalMesh:
                 self._snapshots.done()
             self._write_registry(state)
             changed = self.control_plane.push(resources)
-            self.control_plane.wait_settled(changed, ACK_TIMEOUT)
+            self.control_plane.wait_settled(changed, ACK_TIMEOUT, since=self.control_plane.version)
 
     def _secrets_of(self, pod: Pod) -> dict[str, dict[str, Any]]:
         node = node_id(pod)
@@ -292,7 +299,7 @@ class LocalMesh:
             if not waiting:
                 return None
             watcher = f" (readiness watcher: {self.watch_error})" if self.watch_error else ""
-            return f"not ready: {', '.join(p.model.name for p in waiting)}{watcher}"
+            return f"not ready: {', '.join(_waiting_for(p) for p in waiting)}{watcher}"
 
         wait_for(pending, timeout, poll, f"pods in {namespace or 'all namespaces'}")
 
@@ -303,8 +310,19 @@ class LocalMesh:
         with self._lock:
             self.supervisor.stop_all()
             self.pods.clear()
-            self.control_plane.stop()
-            self.addresses.release()
+            try:
+                self.control_plane.stop()
+            finally:
+                self.addresses.release()
+
+
+def _waiting_for(pod: RunningPod) -> str:
+    """A pod not ready, and what its proxy holds of what was pushed to it."""
+    if pod.proxy is None:
+        return pod.model.name
+    status = pod.proxy.sync_status()
+    behind = [f"{kind} {state}" for kind, state in status.items() if state != "SYNCED"]
+    return f"{pod.model.name} (xDS: {', '.join(behind)})" if behind else pod.model.name
 
 
 def _pod_key(pod: RunningPod) -> PodKey:

@@ -131,7 +131,8 @@ def socket_address(ip: str, port: int) -> dict:
 
 
 def http_listener(
-    name: str, ip: str, port: int, stat_prefix: str, route_name: str, direction: str, absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
+    name: str, ip: str, port: int, stat_prefix: str, route_name: str, direction: str,
+    absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
 ) -> dict:
     """An HTTP listener using RDS; stat_prefix is given without Istio's delimiter.
 

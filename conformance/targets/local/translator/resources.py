@@ -6,6 +6,7 @@ LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
     "HttpConnectionManager"
@@ -35,8 +36,11 @@ UNLIMITED = 4294967295
 NO_TIMEOUT = "0s"
 
 
-# Routes and endpoints come over the proxy's one stream to the control plane (ADS), as istiod sends them.
-ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+# Routes and endpoints come over the proxy's one stream to the control plane (ADS), as istiod sends
+# them; a listener or cluster waits for them however long they take (initial_fetch_timeout 0s,
+# istio/istio pilot/pkg/networking/core listener.go and cluster_builder.go, and its bootstrap for
+# LDS and CDS), instead of going active empty after Envoy's default 15s.
+ADS_SOURCE = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def bootstrap(pod: Pod, control_plane: tuple[str, int]) -> dict[str, Any]:
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,
             },
-            "lds_config": ADS_SOURCE,
+            "lds_config": ADS_SOURCE,  # Istio's bootstrap waits for them as long as they take
             "cds_config": ADS_SOURCE,
         },
         "static_resources": {"clusters": [_xds_cluster(host, port)]},
@@ -62,7 +62,7 @@ def _xds_cluster(host: str, port: int) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            HTTP2_OPTIONS.rpartition("/")[2]: {
                 "@type": HTTP2_OPTIONS,
                 "explicit_http_config": {"http2_protocol_options": {}},
             }

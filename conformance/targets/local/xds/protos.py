@@ -12,20 +12,21 @@ from typing import Any
 
 from google.protobuf import any_pb2, json_format
 
-from conformance.targets.local.translator.resources import CLUSTER_TYPE as CLUSTER
-from conformance.targets.local.translator.resources import ENDPOINT_TYPE as ENDPOINT
-from conformance.targets.local.translator.resources import LISTENER_TYPE as LISTENER
-from conformance.targets.local.translator.resources import ROUTE_TYPE as ROUTE
-
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+from conformance.targets.local.translator.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
 
 # Short names, as istioctl proxy-status prints them.
-SHORT_NAMES = {CLUSTER: "CDS", LISTENER: "LDS", ENDPOINT: "EDS", ROUTE: "RDS", SECRET: "SDS"}
+SHORT_NAMES = {CLUSTER_TYPE: "CDS", LISTENER_TYPE: "LDS", ENDPOINT_TYPE: "EDS", ROUTE_TYPE: "RDS", SECRET_TYPE: "SDS"}
 # The order a push sends a proxy's changes in, as istiod: clusters and their endpoints before
 # the listeners and routes that use them (istio/istio pilot/pkg/xds/ads.go, PushOrder).
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+PUSH_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 # Types Envoy subscribes to by name (the others are wildcard: Envoy takes all it is given).
-BY_NAME = frozenset({ROUTE, ENDPOINT, SECRET})
+BY_NAME = frozenset({ROUTE_TYPE, ENDPOINT_TYPE, SECRET_TYPE})
 
 
 def canonical(resource: Mapping[str, Any]) -> str:

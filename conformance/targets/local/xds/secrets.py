@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conformance.targets.local.model import CLUSTER_DOMAIN
-from conformance.targets.local.xds.protos import SECRET
+from conformance.targets.local.translator.resources import SECRET_TYPE
 
 # Istio's trust domain defaults to the cluster's DNS domain, "cluster.local" (istio/istio
 # pilot/cmd/pilot-agent/options/options.go TRUST_DOMAIN); a separate name, as it is a separate setting.
@@ -117,7 +117,7 @@ def sds_secrets(cert: WorkloadCert, root_pem: str) -> dict[str, dict[str, Any]]:
     Istio sends the PEM as inline_bytes; inline_string is the same data, readable in JSON."""
     return {
         WORKLOAD_SECRET: {
-            "@type": SECRET,
+            "@type": SECRET_TYPE,
             "name": WORKLOAD_SECRET,
             "tls_certificate": {
                 "certificate_chain": {"inline_string": cert.chain_pem},
@@ -125,7 +125,7 @@ def sds_secrets(cert: WorkloadCert, root_pem: str) -> dict[str, dict[str, Any]]:
             },
         },
         ROOT_SECRET: {
-            "@type": SECRET,
+            "@type": SECRET_TYPE,
             "name": ROOT_SECRET,
             "validation_context": {"trusted_ca": {"inline_string": root_pem}},
         },

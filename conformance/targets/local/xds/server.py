@@ -73,10 +73,11 @@ class ControlPlane:
             self._loop.call_soon_threadsafe(wakeup.set)
         return changed
 
-    def wait_settled(self, node_ids: Collection[str], timeout: float) -> None:
+    def wait_settled(self, node_ids: Collection[str], timeout: float, since: int = 0) -> None:
         """Wait until each connected proxy of `node_ids` ACKed or NACKed what it was pushed;
-        raise ConformanceError with Envoy's reasons for any NACK. A proxy not connected yet
-        gets everything when it connects, and its readiness says when it took it."""
+        raise ConformanceError with Envoy's reasons for any NACK of a version `since` or later
+        (an older one was reported when it came). A proxy not connected yet gets everything
+        when it connects, and its readiness says when it took it."""
         deadline = time.monotonic() + timeout
         remaining = set(node_ids)
         touched = set(node_ids)  # proxies heard from since last looked at: at first, all
@@ -94,7 +95,7 @@ class ControlPlane:
                     self._changed.wait(left)
             finally:
                 self._watchers.remove(touched)
-            refusals = [r for n in node_ids if (p := self._proxies.get(n)) is not None for r in p.refusals()]
+            refusals = [r for n in node_ids if (p := self._proxies.get(n)) is not None for r in p.refusals(since)]
             pending = [f"{p.name} ({_describe(p.status())})" for n in sorted(remaining) if (p := self._proxies.get(n))]
         if refusals:
             raise ConformanceError("; ".join(refusals))
@@ -137,10 +138,13 @@ class ControlPlane:
             return [(p.name, p.connected, p.status()) for p in self._proxies.values()]
 
     def stop(self) -> None:
-        if self._server is not None and self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._server.stop(STOP_GRACE), self._loop).result(STOP_GRACE + 5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(STOP_GRACE + 5)
+        try:
+            if self._server is not None and self._loop.is_running():
+                asyncio.run_coroutine_threadsafe(self._server.stop(STOP_GRACE), self._loop).result(STOP_GRACE + 5)
+        finally:
+            if self._loop.is_running():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(STOP_GRACE + 5)
 
     # -- the server's side ------------------------------------------------------
 
@@ -174,8 +178,16 @@ class ControlPlane:
             proxy = self._proxies.get(node_id)
             if proxy is not None:
                 proxy.connected_anew()
+                replaced = self._wakeups.get(node_id)
                 self._wakeups[node_id] = wakeup
+                if replaced is not None:
+                    replaced.set()  # the proxy's earlier stream ends: this one serves it now
             return proxy
+
+    def _serves(self, node_id: str, wakeup: asyncio.Event) -> bool:
+        """Whether the stream of `wakeup` is still the proxy's (not forgotten, not replaced)."""
+        with self._lock:
+            return self._wakeups.get(node_id) is wakeup
 
     def _detach(self, node_id: str, wakeup: asyncio.Event) -> None:
         with self._changed:
@@ -186,7 +198,7 @@ class ControlPlane:
             self._heard_from(node_id)
 
     def _received(self, proxy: ProxySync, request: discovery_pb2.DiscoveryRequest) -> None:
-        error = request.error_detail.message or None if request.HasField("error_detail") else None
+        error = (request.error_detail.message or "no reason given") if request.HasField("error_detail") else None
         with self._changed:
             proxy.requested(request.type_url, frozenset(request.resource_names), request.response_nonce,
                             request.version_info, error)
@@ -224,14 +236,14 @@ class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no proxy {node_id!r} in this mesh")
             return
         reader = asyncio.create_task(self._read(proxy, first, requests, wakeup))
+        # A stream Envoy closed ends the reader with an error: nothing to report, the stream is over.
+        reader.add_done_callback(lambda task: task.cancelled() or task.exception())
         try:
-            while not reader.done():
+            while not reader.done() and self._plane._serves(node_id, wakeup):
                 for response in self._plane._due(proxy):
                     yield response
                 await wakeup.wait()
                 wakeup.clear()
-                if self._plane._proxies.get(node_id) is not proxy:
-                    return  # forgotten: its Envoy is being stopped
         finally:
             reader.cancel()
             self._plane._detach(node_id, wakeup)
@@ -242,6 +254,8 @@ class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self._plane._received(proxy, first)
             wakeup.set()
             async for request in requests:
+                if not self._plane._serves(proxy.node_id, wakeup):
+                    return  # replaced by a newer stream of the proxy: its requests count
                 self._plane._received(proxy, request)
                 wakeup.set()
         finally:

@@ -4,7 +4,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from conformance.targets.local.translator import ProxyConfig
-from conformance.targets.local.xds.protos import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Converter, canonical
+from conformance.targets.local.translator.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
+from conformance.targets.local.xds.protos import Converter, canonical
 from conformance.targets.local.xds.sync import Resource
 
 Snapshot = dict[str, dict[str, Resource]]  # type URL -> name -> resource
@@ -20,11 +27,11 @@ class Snapshots:
     def of(self, config: ProxyConfig, secrets: Mapping[str, Mapping[str, Any]] | None = None) -> Snapshot:
         """`secrets`: the proxy's SDS secrets by name (Secret JSON with "@type")."""
         return {
-            LISTENER: {r["name"]: self._resource(r) for r in config.listeners},
-            CLUSTER: {r["name"]: self._resource(r) for r in config.clusters},
-            ROUTE: {name: self._resource(r) for name, r in config.routes.items()},
-            ENDPOINT: {name: self._resource(r) for name, r in config.endpoints.items()},
-            SECRET: {name: self._resource(r) for name, r in (secrets or {}).items()},
+            LISTENER_TYPE: {r["name"]: self._resource(r) for r in config.listeners},
+            CLUSTER_TYPE: {r["name"]: self._resource(r) for r in config.clusters},
+            ROUTE_TYPE: {name: self._resource(r) for name, r in config.routes.items()},
+            ENDPOINT_TYPE: {name: self._resource(r) for name, r in config.endpoints.items()},
+            SECRET_TYPE: {name: self._resource(r) for name, r in (secrets or {}).items()},
         }
 
     def done(self) -> None:

@@ -5,7 +5,9 @@ State of the world: each response carries every resource of its type that the pr
 have (for the types Envoy subscribes to by name, every one it asked for). A proxy's state is
 then one version per type, which is what an ACK names and what proxy-status shows; the cost,
 resending a type's unchanged resources, falls only on proxies whose resources of that type
-changed. Envoy takes an unchanged listener or cluster as a no-op, so nothing drains.
+changed. Envoy takes an unchanged listener or cluster as a no-op, so nothing drains. (istiod
+serves both this and the incremental protocol, which Istio's recent bootstraps choose; per
+resource it would save resending a type's unchanged resources, which costs little here.)
 """
 
 import itertools
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
 
-from conformance.targets.local.xds.protos import BY_NAME, PUSH_ORDER, SECRET, SHORT_NAMES
+from conformance.targets.local.translator.resources import CLUSTER_TYPE, ENDPOINT_TYPE
+from conformance.targets.local.xds.protos import BY_NAME, PUSH_ORDER, SHORT_NAMES
 
 SYNCED = "SYNCED"
 STALE = "STALE"
@@ -53,12 +56,15 @@ class TypeSync:
     acked_version: str = ""
     acked_names: frozenset[str] = frozenset()
     nack: str | None = None  # Envoy's reason for refusing the last response, if it did
+    nack_version: int = 0  # the version it refused
 
     def wanted(self, type_url: str) -> frozenset[str]:
-        """The names Envoy must hold for this type to be in sync."""
-        if type_url == SECRET:  # secrets exist on demand: those a listener or cluster asked for
-            return self.subscribed & self.names
-        return self.names
+        """The names Envoy must hold for this type to be in sync: of the wildcard types every
+        one; of the others those Envoy asked for, since a listener or cluster it refused asks
+        for none. Envoy asks for a new listener's routes (a cluster's endpoints) before it ACKs
+        the listeners (clusters): it holds those requests back while it takes the update
+        (envoyproxy/envoy LdsApiImpl::onConfigUpdate, CdsApiHelper::onConfigUpdate: ScopedResume)."""
+        return self.subscribed & self.names if type_url in BY_NAME else self.names
 
     def missing(self, type_url: str) -> frozenset[str]:
         """Names Envoy asked for that the control plane does not hold: what uses them waits
@@ -68,12 +74,12 @@ class TypeSync:
     def status(self, type_url: str) -> str:
         if self.nack is not None:
             return NACK
-        if self.missing(type_url):
-            return STALE
         if not self.requested:
             return NOT_SENT if self.wanted(type_url) else SYNCED
-        synced = (self.acked_version == str(self.version) and self.acked_names >= self.wanted(type_url)
-                  and self.sent_nonce != "" and self.acked_version == self.sent_version)
+        if self.missing(type_url):
+            return STALE
+        synced = (self.sent_nonce != "" and self.acked_version == self.sent_version == str(self.version)
+                  and self.acked_names >= self.wanted(type_url))
         return SYNCED if synced else STALE
 
 
@@ -116,8 +122,10 @@ class ProxySync:
             return  # first request, or an answer to a response since replaced: the newest counts
         if error is not None:
             sync.nack = f"Envoy refused {SHORT_NAMES[type_url]} version {sync.sent_version}: {error}"
-        else:
+            sync.nack_version = int(sync.sent_version)
+        elif version == sync.sent_version:
             sync.acked_version, sync.acked_names, sync.nack = version, sync.sent_names, None
+        # Else Envoy asks again after a NACK (new names, its last good version): no ACK, the NACK stands.
 
     def due(self) -> Iterator[Response]:
         """The responses Envoy should get now, in push order; each marks its type as sent."""
@@ -130,6 +138,11 @@ class ProxySync:
                 continue
             sync.sent_version, sync.sent_nonce, sync.sent_names = str(sync.version), str(next(_nonces)), names
             self.pushes += 1
+            if type_url == CLUSTER_TYPE:
+                # A changed EDS cluster is a new cluster to Envoy: it warms until it gets its
+                # endpoints again, yet asks with the names it asked before. Endpoints follow
+                # every clusters push, as istiod's full push sends them.
+                self.types[ENDPOINT_TYPE].sent_nonce = ""
             yield Response(type_url, sync.sent_version, sync.sent_nonce,
                            tuple(sync.resources[name].message for name in sorted(names)))
 
@@ -140,5 +153,7 @@ class ProxySync:
         """Every type is in sync or refused: nothing more will come without a new push."""
         return all(status in (SYNCED, NACK) for status in self.status().values())
 
-    def refusals(self) -> list[str]:
-        return [f"proxy {self.name}: {sync.nack}" for sync in self.types.values() if sync.nack is not None]
+    def refusals(self, since: int = 0) -> list[str]:
+        """Envoy's NACKs standing, of versions `since` or later."""
+        return [f"proxy {self.name}: {sync.nack}" for sync in self.types.values()
+                if sync.nack is not None and sync.nack_version >= since]
