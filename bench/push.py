@@ -268,8 +268,8 @@ class PhaseClock:
             self._marks["pushed"] = time.monotonic()
             return changed
 
-        def timed_wait(waited: Collection[str], timeout: float) -> None:
-            wait_settled(waited, timeout)
+        def timed_wait(waited: Collection[str], timeout: float, since: int = 0) -> None:
+            wait_settled(waited, timeout, since)
             self._marks["settled"] = time.monotonic()
 
         plane.push = timed_push  # type: ignore[method-assign]
