@@ -32,6 +32,13 @@ class Feature:
 
 CATALOGUE: tuple[Feature, ...] = (
     Feature(
+        "SidecarInjection",
+        "MESH-INJECTION",
+        Level.CORE,
+        "Istio's injection policy: namespace labels x pod labels and annotations, 10 cases; an injected "
+        "pod's requests go through its sidecar, an uninjected pod's do not.",
+    ),
+    Feature(
         "IngressGateway",
         "MESH-INGRESS",
         Level.CORE,

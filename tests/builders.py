@@ -1,7 +1,8 @@
 """Plain helpers, data builders and constants shared by the harness's own tests.
 
 Test files import shared helpers from here, those of the tests that run real Envoy processes
-from tests/envoy_builders.py, the cluster side's from tests/cluster_builders.py
+from tests/envoy_builders.py, the admission tests' from tests/admission_builders.py, the
+cluster side's from tests/cluster_builders.py
 (and from the fakes: tests/fakeapi.py, tests/fakes/, tests/release_server.py,
 tests/fakeforward.py, tests/fakegateway.py), never from another test file or from
 tests/conftest.py. Shared pytest fixtures

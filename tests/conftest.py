@@ -21,7 +21,12 @@ import pytest
 # Before any test module imports grpc: it sets how gRPC treats forks (see its docstring).
 import conformance.targets.local.xds  # noqa: F401
 
+from conformance import manifests
 from conformance.settings import Timeouts
+from conformance.targets.local.admission.injector import Injector
+from conformance.targets.local.admission.webhooks import Webhook, configurations
+from conformance.targets.local.mesh import INJECTOR_MANIFEST
+from conformance.targets.local.xds.secrets import MeshCA
 from conformance.targets.kube import Kube
 from conformance.waiting import wait_for
 
@@ -87,3 +92,22 @@ def loopback_ips() -> list[str]:
     return [f"{base}.{n}" for n in (1, 2, 3)]
 
 
+@pytest.fixture(scope="module")
+def ca() -> MeshCA:
+    return MeshCA()
+
+
+@pytest.fixture(scope="module")
+def injector(ca: MeshCA) -> Iterator[Injector]:
+    server = Injector(ca, "127.0.0.1")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def istio_hooks(ca: MeshCA) -> list[Webhook]:
+    """The manifest's webhooks trusting the mesh root, as the mesh fills caBundle."""
+    return [hook.with_ca_bundle(ca.root_pem) for hook in configurations(manifests.load(INJECTOR_MANIFEST))]

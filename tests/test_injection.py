@@ -1,4 +1,5 @@
-"""Istio's injection policy, as a table: each row cites the rule that decides it.
+"""Istio's injection policy, as a table: each row cites the rule that decides it, and goes
+through the local mesh's admission as a pod the API server creates.
 
 Rules, at istio/istio 1.28.0:
 - WEBHOOK: the injector's webhook selectors, which see labels only
@@ -7,11 +8,17 @@ Rules, at istio/istio 1.28.0:
 - IGNORED: the namespaces istiod never injects (pkg/kube/inject/initializer.go IgnoredNamespaces).
 """
 
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from conformance.targets.local.injection import decide
+from conformance import manifests
+from conformance.names import PROXY_CONTAINER
+from conformance.targets.local.admission.control import AdmissionControl
+from conformance.targets.local.mesh import INJECTOR_MANIFEST
+from conformance.targets.local.xds.secrets import MeshCA
 
 ENABLED = {"istio-injection": "enabled"}
 DISABLED = {"istio-injection": "disabled"}
@@ -67,27 +74,27 @@ TABLE = [
 ]
 
 
+@pytest.fixture(scope="module")
+def admission(loopback: str) -> Iterator[AdmissionControl]:
+    control = AdmissionControl(MeshCA(), loopback)
+    yield control
+    control.stop()
+
+
+@pytest.fixture(scope="module")
+def loopback() -> str:
+    return f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.1"
+
+
 @pytest.mark.parametrize("row", TABLE, ids=[row.rule for row in TABLE])
-def test_injection_policy(row: Row) -> None:
-    decision = decide(row.namespace, row.ns_labels, row.pod_labels, row.annotations, row.host_network,
-                      revisions=("default",))
-    assert decision.inject is row.inject, decision.reason
-
-
-def test_installed_revisions_and_tags_select() -> None:
-    # Each installed revision (or tag) has its rev.namespace. and rev.object. webhooks
-    # (templates/mutatingwebhook.yaml, templates/revision-tags-mwc.yaml).
-    assert decide("shop", CANARY, {}, revisions=("default", "canary")).inject
-    assert decide("shop", {}, CANARY, revisions=("default", "canary")).inject
-    # namespace. and object. exist for the default revision only.
-    assert not decide("shop", ENABLED, {}, revisions=("canary",)).inject
-    assert not decide("shop", {}, TRUE, revisions=("canary",)).inject
-
-
-def test_decision_says_why() -> None:
-    assert "sidecar.istio.io/inject=false" in decide("shop", ENABLED, FALSE).reason
-    assert "annotation sidecar.istio.io/inject=false" in decide("shop", ENABLED, {}, FALSE).reason
-    assert "canary" in decide("shop", CANARY, {}).reason
-    assert "hostNetwork" in decide("shop", ENABLED, {}, host_network=True).reason
-    assert "kube-system" in decide("kube-system", ENABLED, {}).reason
-    assert "istio-injection=disabled" in decide("shop", {**DISABLED, **REV}, {}).reason
+def test_injection_policy(row: Row, admission: AdmissionControl) -> None:
+    """Each row through the local mesh's admission: the API server's webhook selectors
+    (manifests/local/istio-sidecar-injector.yaml), then the local injector over HTTPS."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "shop-1", "namespace": row.namespace, "labels": {"app": "shop", **row.pod_labels},
+                        "annotations": dict(row.annotations)},
+           "spec": {"containers": [{"name": "shop", "image": "shop:1"}],
+                    **({"hostNetwork": True} if row.host_network else {})}}
+    admitted = admission.admit_pod(pod, row.namespace, row.ns_labels, manifests.load(INJECTOR_MANIFEST))
+    containers = [c["name"] for c in admitted["spec"]["containers"]]
+    assert (PROXY_CONTAINER in containers) is row.inject, admitted["metadata"]

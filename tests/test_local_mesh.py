@@ -70,7 +70,7 @@ def test_the_pod_template_reaches_the_injection_decision(
     mesh.apply([deployment_doc("web", annotations=annotations, host_network=host_network)], namespace)
     mesh.wait_ready(namespace, 30, 0.05)
     (pod,) = mesh.running()
-    assert (pod.proxy is not None) is injected, pod.injection.reason
+    assert (pod.proxy is not None) is injected, pod.admitted["metadata"]
     assert ("istio-proxy" in pod.view().containers) is injected
 
 
@@ -218,3 +218,20 @@ def test_every_proxy_is_served_its_workload_certificate_and_the_mesh_root(mesh: 
     assert served["ROOTCA"]["validation_context"]["trusted_ca"]["inline_string"] == mesh.ca.root_pem
     # Nothing names them yet: Envoy asked for none, and is in sync.
     assert curl.proxy.sync_status()["SDS"] == "SYNCED"
+
+
+def test_a_pod_the_injector_cannot_be_asked_about_is_refused_with_the_api_servers_words(mesh: LocalMesh) -> None:
+    """Istio's injector webhooks say failurePolicy Fail: with the injector down, the pod is not
+    created, the apply fails with the API server's message, and nothing of it stays."""
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    before = dict(mesh.objects)
+    mesh.admission.injector.stop()
+    refused = (r'Deployment ns/curl: pod curl-\S+: Internal error occurred: failed calling webhook '
+               r'"namespace.sidecar-injector.istio.io": failed to call webhook: Post "https://127\.')
+    with pytest.raises(ConformanceError, match=refused):
+        mesh.apply(docs("clients/curl.yaml"), "ns")
+    assert mesh.objects == before and mesh.running() == []
+    mesh.admission.injector.start()  # the same address: the webhook is back
+    mesh.apply(docs("clients/curl.yaml"), "ns")
+    [curl] = mesh.running()
+    assert curl.proxy is not None and "istio-proxy" in curl.view().containers

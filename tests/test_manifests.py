@@ -17,7 +17,8 @@ from tests import crd_schema
 from tests.builders import doc_params, own_docs
 
 # Kinds applied as plain Kubernetes objects, without a CRD to validate against.
-CORE_KINDS = {("v1", "Service"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment")}
+CORE_KINDS = {("v1", "Service"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment"),
+              ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")}
 
 EXPECTED_FILES = {
     "bookinfo/bookinfo.yaml",
@@ -25,6 +26,8 @@ EXPECTED_FILES = {
     "clients/httpbin.yaml",
     "clients/fortio.yaml",
     "local/ingressgateway.yaml",
+    "local/istio-sidecar-injector.yaml",
+    "injection/pod-plain.yaml",
     "istio/traffic/destination-rule-all.yaml",
     "istio/traffic/virtual-service-all-v1.yaml",
     "istio/traffic/virtual-service-reviews-v3.yaml",

@@ -8,10 +8,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from conformance import manifests
 from conformance.errors import ConformanceError
-from conformance.targets.local import injection, workloads
+from conformance.names import PROXY_CONTAINER
+from conformance.targets.kube_views import pod_view
+from conformance.targets.local import workloads
+from conformance.targets.local.admission.control import AdmissionControl
+from conformance.targets.local.admission.review import AdmissionRefused
+from conformance.targets.local.admission.webhooks import CONFIGURATION_KINDS
 from conformance.targets.local.model import MeshState, Pod, Service
-from conformance.targets.local.pods import AddressPool, RunningPod, new_running_pod, pod_name
+from conformance.targets.local.pods import AddressPool, RunningPod, new_running_pod, pod_document, pod_name
 from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.translator import Translation
 from conformance.targets.local.validate import check_document
@@ -28,6 +34,11 @@ READINESS_PERIOD = 0.1
 # How long a push waits for the Envoys it changed to ACK or NACK it. Envoy applies a push within
 # milliseconds; the rest is room for a machine slowed by parallel runs.
 ACK_TIMEOUT = 10.0
+# Istio's sidecar injector webhooks, as its chart installs them with istiod: every mesh starts
+# with them, served by its own injector.
+INJECTOR_MANIFEST = "local/istio-sidecar-injector.yaml"
+# Kinds without a namespace.
+CLUSTER_SCOPED = frozenset({"Namespace", *CONFIGURATION_KINDS})
 # istiod's plaintext xDS port; the mesh's control plane listens on it at the mesh's own address.
 XDS_PORT = 15010
 # How long stop() waits for the readiness watcher to finish its round: its probes time out
@@ -40,7 +51,7 @@ def _key(doc: Mapping[str, Any], namespace: str) -> Key:
 
 
 def _namespace_of(doc: Mapping[str, Any], default: str) -> str:
-    if doc.get("kind") == "Namespace":
+    if doc.get("kind") in CLUSTER_SCOPED:
         return ""
     return doc.get("metadata", {}).get("namespace") or default
 
@@ -56,6 +67,11 @@ class LocalMesh:
             # istio-agent holds its workload's certificate for its Envoy.
             self.ca = MeshCA()
             self.control_plane = ControlPlane(self.addresses.control_plane, XDS_PORT)
+            try:
+                self.admission = AdmissionControl(self.ca, self.addresses.control_plane, mutants)
+            except BaseException:
+                self.control_plane.stop()
+                raise
         except BaseException:
             self.addresses.release()
             raise
@@ -75,6 +91,11 @@ class LocalMesh:
         self.watch_error: str | None = None
         self._watcher = threading.Thread(target=self._watch_readiness, name="meshconf-readiness", daemon=True)
         self._watcher.start()
+        try:
+            self.apply(manifests.load(INJECTOR_MANIFEST), "")
+        except BaseException:
+            self.stop()
+            raise
 
     # -- configuration -------------------------------------------------------
 
@@ -137,17 +158,17 @@ class LocalMesh:
             for (kind, ns, name), doc in self.objects.items()
             if kind == "Deployment"
         }
-        leaving: list[RunningPod] = []
-        for key in list(self.pods):
-            if key not in wanted or self.pods[key][0].workload != wanted[key]:
-                leaving += self.pods.pop(key)
+        changed = [key for key in self.pods if key not in wanted or self.pods[key][0].workload != wanted[key]]
+        # New pods are admitted before anything changes: a pod the API server refuses fails the
+        # apply with nothing half-done.
+        created = self._create_pods([w for key, w in wanted.items() if key not in self.pods or key in changed])
+        leaving = [pod for key in changed for pod in self.pods.pop(key)]
         for pod in leaving:
             self._ready.pop(_pod_key(pod), None)
         new: list[RunningPod] = []
-        for key, w in wanted.items():
-            if key not in self.pods:
-                self.pods[key] = self._new_pods(w)
-                new += self.pods[key]
+        for pods in created:
+            self.pods[(pods[0].workload.namespace, pods[0].workload.name)] = pods
+            new += pods
         try:
             # A new proxy's first configuration is set before its Envoy starts and asks for it.
             self.push()
@@ -158,24 +179,41 @@ class LocalMesh:
             for pod in new:
                 pod.start(self.supervisor, self.run_dir, self.registry)
 
+    def _create_pods(self, wanted: Sequence[workloads.Workload]) -> list[list[RunningPod]]:
+        """Each workload's pods, admitted; if one is refused, none is kept."""
+        created: list[list[RunningPod]] = []
+        try:
+            for workload in wanted:
+                created.append(self._new_pods(workload))
+        except BaseException:
+            for pod in (p for pods in created for p in pods):
+                if pod.proxy is not None:
+                    self.control_plane.forget(pod.proxy.node_id)
+            raise
+        return created
+
     def _new_pods(self, workload: workloads.Workload) -> list[RunningPod]:
-        decision = injection.decide(
-            workload.namespace, self.namespace_labels(workload.namespace), workload.pod_labels,
-            workload.pod_annotations, workload.host_network,
-        )
-        proxy = "gateway" if workload.app.app == "gateway" else ("sidecar" if decision.inject else "none")
+        webhook_docs = [d for (kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
         pods = []
         for _ in range(workload.replicas):
+            name = pod_name(workload)
+            try:
+                admitted = self.admission.admit_pod(pod_document(workload, name), workload.namespace,
+                                                    self.namespace_labels(workload.namespace), webhook_docs)
+            except AdmissionRefused as refused:
+                raise AdmissionRefused(f"Deployment {workload.namespace}/{workload.name}: pod {name}: {refused}") from None
+            view = pod_view(admitted)
+            injected = PROXY_CONTAINER in (*view.containers, *view.init_containers)
             model = Pod(
-                name=pod_name(workload),
+                name=name,
                 namespace=workload.namespace,
-                labels=dict(workload.pod_labels),
+                labels=dict(view.labels),
                 ip=self.addresses.allocate(),
                 container_ports=workload.ports,
                 service_account=workload.service_account,
-                proxy=proxy,
+                proxy="gateway" if workload.app.app == "gateway" else ("sidecar" if injected else "none"),
             )
-            pods.append(new_running_pod(model, workload, decision, self.run_dir, self.control_plane))
+            pods.append(new_running_pod(model, workload, admitted, self.run_dir, self.control_plane))
         return pods
 
     def running(self) -> list[RunningPod]:
@@ -311,6 +349,7 @@ class LocalMesh:
             self.supervisor.stop_all()
             self.pods.clear()
             try:
+                self.admission.stop()
                 self.control_plane.stop()
             finally:
                 self.addresses.release()

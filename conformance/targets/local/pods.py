@@ -5,13 +5,13 @@ import json
 import random
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from conformance.names import PROXY_CONTAINER
 from conformance.targets.base import PodView
+from conformance.targets.kube_views import pod_view
 from conformance.targets.local.envoy import EnvoyProxy
-from conformance.targets.local.injection import Decision
 from conformance.targets.local.model import ADMIN_PORT, CONTROL_PORT, OUTBOUND_PORT, Pod, app_port
 from conformance.targets.local.processes import Child, Supervisor
 from conformance.targets.local.workloads import Workload
@@ -31,7 +31,7 @@ def pod_name(workload: Workload) -> str:
 class RunningPod:
     model: Pod
     workload: Workload
-    injection: Decision
+    admitted: dict[str, Any]  # the Pod document as admission made it (the injector's patch applied)
     app: Child | None = None
     proxy: EnvoyProxy | None = None
 
@@ -96,34 +96,30 @@ class RunningPod:
         return port is None or _listening(self.model.ip, port)
 
     def view(self) -> PodView:
-        containers: tuple[str, ...] = (self.workload.container,)
-        init: tuple[str, ...] = ()
-        annotations = dict(self.workload.pod_annotations)
-        if self.model.injected:
-            containers += (PROXY_CONTAINER,)
-            init = ("istio-init",)
-            annotations["sidecar.istio.io/status"] = json.dumps(
-                {"initContainers": list(init), "containers": [PROXY_CONTAINER], "revision": "default"}
-            )
-        return PodView(
-            name=self.model.name,
-            namespace=self.model.namespace,
-            labels=dict(self.model.labels),
-            annotations=annotations,
-            containers=containers,
-            init_containers=init,
-            ip=self.model.ip,
-            ready=self.ready(),
-            service_account=self.model.service_account,
-        )
+        """The pod as the API server shows it: its containers are the admitted ones."""
+        admitted = pod_view(self.admitted)
+        return replace(admitted, ip=self.model.ip, ready=self.ready(), service_account=self.model.service_account)
+
+
+def pod_document(workload: Workload, name: str) -> dict[str, Any]:
+    """The Pod a Deployment's ReplicaSet asks the API server to create."""
+    spec: dict[str, Any] = {
+        "serviceAccountName": workload.service_account,
+        "containers": [{"name": workload.container, "image": workload.image}],
+    }
+    if workload.host_network:
+        spec["hostNetwork"] = True
+    metadata = {"name": name, "namespace": workload.namespace, "labels": dict(workload.pod_labels),
+                "annotations": dict(workload.pod_annotations)}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
 def new_running_pod(
-    model: Pod, workload: Workload, decision: Decision, run_dir: Path, control_plane: ControlPlane
+    model: Pod, workload: Workload, admitted: dict[str, Any], run_dir: Path, control_plane: ControlPlane
 ) -> RunningPod:
     """A pod not started yet; its proxy's resources can be set before its Envoy starts."""
     proxy = EnvoyProxy(model, run_dir, control_plane) if model.proxy != "none" else None
-    return RunningPod(model, workload, decision, proxy=proxy)
+    return RunningPod(model, workload, admitted, proxy=proxy)
 
 
 def _listening(ip: str, port: int) -> bool:

@@ -28,6 +28,7 @@ MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Ku
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
 SUPPORTED = frozenset({
+    "SidecarInjection",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",

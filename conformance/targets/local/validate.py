@@ -5,10 +5,11 @@ from typing import Any
 
 from conformance.errors import UnsupportedResource
 from conformance.targets.local import istio_subset, workloads
+from conformance.targets.local.admission.webhooks import CONFIGURATION_KINDS, webhooks_of
 
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "Gateway")
 # Manifests only cluster targets apply: e.g. the deliberately invalid object that proves
-# Istio's validation webhook is live (the local mesh has no admission webhooks), and
+# Istio's validation webhook is live (the local mesh has no validating webhook), and
 # the kind nodePort pinning.
 CLUSTER_ONLY = ("istio/readiness/", "kind/")
 
@@ -21,6 +22,8 @@ def check_document(doc: Mapping[str, Any], namespace: str) -> None:
         istio_subset.check_supported(doc)
     elif kind in workloads.ALLOWED:
         workloads.check(doc, namespace)
+    elif kind in CONFIGURATION_KINDS:
+        webhooks_of(doc)  # refuses what the local API server does not implement
     else:
         name = doc.get("metadata", {}).get("name")
         raise UnsupportedResource(f"{kind} {namespace}/{name}: kind {kind!r} is not implemented by the local mesh")

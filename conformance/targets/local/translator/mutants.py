@@ -7,6 +7,8 @@ IGNORE_WEIGHTS = "ignore-weights"
 IGNORE_HEADER_MATCH = "ignore-header-match"
 NO_FAULT_INJECTION = "no-fault-injection"
 NO_TIMEOUTS = "no-timeouts"
+NO_INJECTION = "no-injection"
+INJECT_OPTED_OUT = "inject-opted-out"
 
 KNOWN_MUTANTS: dict[str, str] = {
     SWAP_SUBSETS: "a route to a subset goes to the next subset of its DestinationRule "
@@ -18,6 +20,9 @@ KNOWN_MUTANTS: dict[str, str] = {
     NO_FAULT_INJECTION: "VirtualService faults (abort, delay) are not configured",
     NO_TIMEOUTS: "route timeouts (VirtualService timeout, HTTPRoute timeouts.request) are not "
     "configured: no timeout, as by Istio's default",
+    NO_INJECTION: "the sidecar injector never patches a pod: every pod runs without a sidecar",
+    INJECT_OPTED_OUT: "the sidecar injector ignores sidecar.istio.io/inject=false on the pods it is "
+    "asked about (the webhooks' selectors still see the label)",
 }
 
 

@@ -8,6 +8,7 @@ A certificate is rotated by pushing a new `default`.
 """
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,19 @@ class MeshCA:
         """A certificate for the workload running as `service_account` in `namespace`, as istiod
         signs one: an empty subject, the SPIFFE id as the only (critical) SAN, for server and client
         auth (istio/istio security/pkg/pki/util/generate_cert.go genCertTemplateFromCSR, san.go)."""
+        return self._sign_leaf([x509.UniformResourceIdentifier(spiffe_id(namespace, service_account))], ttl)
+
+    def issue_server(self, dns_names: Sequence[str], ttl: datetime.timedelta = ROOT_CERT_TTL) -> WorkloadCert:
+        """A serving certificate for `dns_names`, as istiod signs its own (e.g. for
+        istiod.istio-system.svc, the injection webhook's service) with its self-signed CA: the
+        workload template with DNS SANs, for as long as the root lives (istio/istio
+        pilot/pkg/bootstrap/certcontroller.go initDNSCertsIstiod, security/pkg/pki/ca/ca.go GenKeyCert)."""
+        if not dns_names:
+            raise ValueError("a server certificate needs at least one DNS name")
+        return self._sign_leaf([x509.DNSName(name) for name in dns_names], ttl)
+
+    def _sign_leaf(self, sans: list[x509.GeneralName], ttl: datetime.timedelta) -> WorkloadCert:
+        """A new key, and a certificate with an empty subject and `sans` as its only (critical) SAN."""
         key = ec.generate_private_key(_CURVE)
         now = _now()
         cert = (
@@ -100,8 +114,7 @@ class MeshCA:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             # Critical because the subject is empty (RFC 5280 4.2.1.6), as Istio's.
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(spiffe_id(namespace, service_account))]), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
             .sign(self._key, _SIGNATURE_HASH)
         )

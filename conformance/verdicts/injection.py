@@ -1,0 +1,55 @@
+"""Sidecar injection decided per case from the pod as the target shows it: a table of case,
+expected and observed, where one wrong case fails the whole."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from conformance.names import PROXY_CONTAINER
+from conformance.targets.base import PodView
+from conformance.waiting import Verdict
+
+STATUS_ANNOTATION = "sidecar.istio.io/status"  # what Istio's injector writes on every pod it injects
+
+
+@dataclass(frozen=True)
+class InjectionCase:
+    name: str  # e.g. "ns istio-injection=enabled, pod label sidecar.istio.io/inject=false"
+    injected: bool  # what Istio's policy says
+
+
+def observed(pod: PodView) -> str:
+    """How a pod carries its sidecar: "sidecar" (a container), "native sidecar" (an init
+    container, Kubernetes >= 1.29 sidecars), or "none"; and whether the injector marked it."""
+    if PROXY_CONTAINER in pod.containers:
+        how = "sidecar"
+    elif PROXY_CONTAINER in pod.init_containers:
+        how = "native sidecar"
+    else:
+        how = "none"
+    marked = STATUS_ANNOTATION in pod.annotations
+    if (how == "none") == marked:  # a proxy without the injector's mark, or the reverse
+        how += f" ({STATUS_ANNOTATION} {'present' if marked else 'absent'})"
+    return how
+
+
+def is_injected(pod: PodView) -> bool:
+    return observed(pod) in ("sidecar", "native sidecar")
+
+
+def injection_table(cases: Sequence[tuple[InjectionCase, Sequence[PodView]]]) -> Verdict:
+    """Each case's pods against Istio's policy; the message is the table."""
+    rows, wrong = [], 0
+    for case, pods in cases:
+        seen = sorted({observed(p) for p in pods}) or ["no pod"]
+        ok = bool(pods) and all(is_injected(p) == case.injected for p in pods) and all(
+            observed(p) in ("sidecar", "native sidecar", "none") for p in pods)
+        wrong += not ok
+        rows.append((case.name, "injected" if case.injected else "not injected", ", ".join(seen),
+                     "ok" if ok else "WRONG"))
+    widths = [max(len(r[i]) for r in [("case", "expected", "observed", ""), *rows]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+             for r in [("case", "expected", "observed", ""), *rows]]
+    table = "\n".join(lines)
+    if wrong:
+        return Verdict(False, f"{wrong} of {len(cases)} injection cases differ from Istio's policy:\n{table}")
+    return Verdict(True, f"all {len(cases)} injection cases as Istio's policy says:\n{table}")

@@ -1,0 +1,87 @@
+"""MESH-INJECTION: which pods get a sidecar, decided by Istio's injection policy."""
+
+from functools import partial
+
+import allure
+import pytest
+
+from conformance.checks import decide, measure
+from conformance.targets.base import Target
+from conformance.verdicts import all_status
+from conformance.verdicts.injection import InjectionCase, injection_table, is_injected
+from conformance.waiting import Verdict
+from conformance.fixtures.mesh import Apply, Evidence, MakeNamespace
+
+ENABLED = {"istio-injection": "enabled"}
+DISABLED = {"istio-injection": "disabled"}
+REVISION = {"istio.io/rev": "default"}
+PROBE = "inject-probe"  # the Deployment (and client) of manifests/injection/*.yaml
+
+# Istio's injection policy (istio.io docs/setup/additional-setup/sidecar-injection, "Controlling
+# the injection policy"; istio/istio manifests/charts/istio-control/istio-discovery/templates/
+# mutatingwebhook.yaml; pkg/kube/inject/inject.go injectRequired): namespace labels, the pod
+# manifest, and whether the pod gets a sidecar.
+CASES = (
+    (ENABLED, "pod-plain", True),
+    (ENABLED, "pod-label-false", False),
+    (ENABLED, "pod-annotation-false", False),
+    (DISABLED, "pod-label-true", False),
+    ({}, "pod-label-true", True),
+    ({}, "pod-annotation-true", False),
+    ({}, "pod-plain", False),
+    (REVISION, "pod-plain", True),
+    (REVISION, "pod-label-false", False),
+    ({}, "pod-rev-default", True),
+)
+# What each manifests/injection/<pod>.yaml puts on its pod.
+PODS = {
+    "pod-plain": "pod without injection label or annotation",
+    "pod-label-true": "pod label sidecar.istio.io/inject=true",
+    "pod-label-false": "pod label sidecar.istio.io/inject=false",
+    "pod-annotation-true": "pod annotation sidecar.istio.io/inject=true",
+    "pod-annotation-false": "pod annotation sidecar.istio.io/inject=false",
+    "pod-rev-default": "pod label istio.io/rev=default",
+}
+# A header only Envoy adds to a reply: present when the client's own sidecar carried the request.
+ENVOY_HEADER = "x-envoy-upstream-service-time"
+
+
+def case_name(labels: dict[str, str], manifest: str) -> str:
+    ns = ", ".join(f"{k}={v}" for k, v in labels.items()) or "no label"
+    return f"namespace {ns}; {PODS[manifest]}"
+
+
+def header_verdict(batch_headers: list[str | None], expect: bool, who: str) -> Verdict:
+    present = sum(h is not None for h in batch_headers)
+    ok = present == (len(batch_headers) if expect else 0)
+    return Verdict(ok, f"{who}: {present} of {len(batch_headers)} replies carry {ENVOY_HEADER}"
+                   f" ({'expected on all' if expect else 'expected on none'})")
+
+
+@pytest.mark.feature("SidecarInjection")
+def test_sidecar_injection(applied: Apply, namespace: MakeNamespace, target: Target, evidence: Evidence) -> None:
+    placed = []
+    for number, (labels, manifest, injected) in enumerate(CASES, 1):
+        ns = namespace(f"inject{number}", labels)
+        applied(f"injection/{manifest}.yaml", namespace=ns)
+        placed.append((InjectionCase(case_name(labels, manifest), injected), ns))
+    for _, ns in placed:
+        target.wait_ready(ns)
+    table = decide(injection_table([(case, target.pods(ns)) for case, ns in placed]))
+    allure.attach(table, name="injection cases", attachment_type=allure.attachment_type.TEXT)
+
+    # The traffic proof: through an injected pod's sidecar, and around an uninjected one.
+    server = namespace("inject-server")
+    applied("clients/httpbin.yaml", namespace=server)
+    target.wait_ready(server)
+    url = f"http://httpbin.{server}:8000/headers"
+    proofs = []
+    for wanted in (True, False):
+        case, ns = next((c, ns) for c, ns in placed if c.injected == wanted)
+        [pod] = [p for p in target.pods(ns) if p.name.startswith(PROBE)]
+        assert is_injected(pod) == wanted
+        batch = measure(partial(target.client(PROBE, ns).send, url, 5), f"5 x GET {url} from {case.name}")
+        decide(all_status(batch, 200))
+        proofs.append(decide(header_verdict([r.headers.get(ENVOY_HEADER) for r in batch], wanted,
+                                            f"{'injected' if wanted else 'uninjected'} pod")))
+    evidence(f"{table.splitlines()[0].rstrip(':')}; {'; '.join(proofs)}")
