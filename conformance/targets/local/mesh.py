@@ -123,7 +123,8 @@ class LocalMesh:
                 try:
                     self._reconcile()
                 except ConformanceError as restoring:
-                    raise ConformanceError(f"{refused}; restoring the previous configuration failed too: {restoring}") from refused
+                    raise ConformanceError(
+                        f"{refused}; restoring the previous configuration failed too: {restoring}") from refused
                 raise
 
     def delete(self, docs: Sequence[Mapping[str, Any]], namespace: str) -> None:
@@ -201,7 +202,8 @@ class LocalMesh:
                 admitted = self.admission.admit_pod(pod_document(workload, name), workload.namespace,
                                                     self.namespace_labels(workload.namespace), webhook_docs)
             except AdmissionRefused as refused:
-                raise AdmissionRefused(f"Deployment {workload.namespace}/{workload.name}: pod {name}: {refused}") from None
+                where = f"Deployment {workload.namespace}/{workload.name}: pod {name}"
+                raise AdmissionRefused(f"{where}: {refused}") from None
             view = pod_view(admitted)
             injected = PROXY_CONTAINER in (*view.containers, *view.init_containers)
             model = Pod(
