@@ -39,6 +39,13 @@ CATALOGUE: tuple[Feature, ...] = (
         "pod's requests go through its sidecar, an uninjected pod's do not.",
     ),
     Feature(
+        "ValidationWebhook",
+        "MESH-INJECTION",
+        Level.CORE,
+        "Six invalid Istio resources (Istio's own validation rules) are refused at apply by Istio's "
+        "webhook, naming the problem, and not stored; a valid one is accepted.",
+    ),
+    Feature(
         "IngressGateway",
         "MESH-INGRESS",
         Level.CORE,

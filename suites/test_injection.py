@@ -1,16 +1,20 @@
-"""MESH-INJECTION: which pods get a sidecar, decided by Istio's injection policy."""
+"""MESH-INJECTION: which pods get a sidecar, decided by Istio's injection policy; which
+configuration Istio's validation webhook lets in."""
 
 from functools import partial
 
 import allure
 import pytest
 
+from conformance import manifests
 from conformance.checks import decide, measure
+from conformance.errors import ConformanceError
 from conformance.targets.base import Target
 from conformance.verdicts import all_status
 from conformance.verdicts.injection import InjectionCase, injection_table, is_injected
+from conformance.verdicts.validation import Attempt, validation_table
 from conformance.waiting import Verdict
-from conformance.fixtures.mesh import Apply, Evidence, MakeNamespace
+from conformance.fixtures.mesh import Apply, Bookinfo, Evidence, MakeNamespace
 
 ENABLED = {"istio-injection": "enabled"}
 DISABLED = {"istio-injection": "disabled"}
@@ -85,3 +89,34 @@ def test_sidecar_injection(applied: Apply, namespace: MakeNamespace, target: Tar
         proofs.append(decide(header_verdict([r.headers.get(ENVOY_HEADER) for r in batch], wanted,
                                             f"{'injected' if wanted else 'uninjected'} pod")))
     evidence(f"{table.splitlines()[0].rstrip(':')}; {'; '.join(proofs)}")
+
+
+# Invalid Istio resources, each refused by Istio's own validation rules (istio/istio
+# pkg/config/validation, tag 1.26.0) and valid by the CRD's schema; then a valid control.
+VALIDATION_CASES = (
+    ("vs-route-and-redirect", "HTTP route cannot contain both route and redirect"),
+    ("vs-no-routes", "http, tcp or tls must be provided in virtual service"),
+    ("vs-zero-weights", "total destination weight = 0"),
+    ("vs-lookahead-regex", '"uri": error parsing regexp'),
+    ("dr-duplicate-subsets", "duplicate subset names: v1"),
+    ("gateway-no-servers", "gateway must have at least one server"),
+    ("vs-valid", ""),
+)
+
+
+@pytest.mark.feature("ValidationWebhook")
+def test_validation_webhook(applied: Apply, bookinfo: Bookinfo, target: Target, evidence: Evidence) -> None:
+    attempts = []
+    for name, expected in VALIDATION_CASES:
+        manifest = f"validation/{name}.yaml"
+        with allure.step(f"apply {manifest}, expecting {'refusal: ' + expected if expected else 'acceptance'}"):
+            try:
+                docs = applied(manifest)
+                error = None
+            except ConformanceError as refused:
+                docs, error = manifests.load(manifest), str(refused)
+            stored = all(target.exists(doc, bookinfo.namespace) for doc in docs)
+        attempts.append(Attempt(manifest, expected, error, stored))
+    table = decide(validation_table(attempts))
+    allure.attach(table, name="validation cases", attachment_type=allure.attachment_type.TEXT)
+    evidence(table.splitlines()[0].rstrip(":"))

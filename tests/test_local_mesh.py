@@ -13,7 +13,7 @@ from conformance import manifests
 from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.probes import envoy_stats
-from conformance.targets.local.mesh import LocalMesh
+from conformance.targets.local.mesh import VALIDATOR_MANIFEST, LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT
 from conformance.targets.local.target import GATEWAY_MANIFEST, namespace_doc
 from conformance.targets.local.translator.resources import SECRET_TYPE
@@ -142,8 +142,14 @@ def test_a_document_refused_in_translation_is_not_kept(mesh: LocalMesh, tmp_path
 # api/envoy/service/discovery/v3/discovery.proto), also counted in the subscription's
 # update_rejected (docs/root/configuration/overview/mgmt_server.rst)
 
-# RE2, Envoy's regex engine, has no lookahead: Envoy refuses the route configuration.
+# RE2, Envoy's regex engine, has no lookahead: Envoy refuses the route configuration. Istio's
+# validation webhook refuses it first, so these tests take the webhook away, as a cluster whose
+# istiod is down and whose webhook says failurePolicy Ignore would.
 LOOKAHEAD = "/(?=x)"
+
+
+def _without_validation(mesh: LocalMesh) -> None:
+    mesh.delete(manifests.load(VALIDATOR_MANIFEST), "")
 
 
 def _regex_route(name: str, host: str, regex: str) -> dict:
@@ -162,6 +168,7 @@ def test_a_configuration_envoy_refuses_fails_the_apply_and_is_not_kept(mesh: Loc
     """Envoy refuses a route with a lookahead regex: apply() names the proxy, the xDS type and
     Envoy's reason, restores the previous objects, and every proxy gets the previous
     configuration again; Envoy kept serving the old one meanwhile."""
+    _without_validation(mesh)
     mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
     mesh.apply(docs("clients/httpbin.yaml") + docs("clients/curl.yaml"), "ns")
     mesh.wait_ready("ns", 30, 0.05)
@@ -192,6 +199,7 @@ def test_a_proxy_that_refuses_its_first_configuration_fails_wait_ready_with_envo
 ) -> None:
     """No Envoy runs when the VirtualService is applied; the curl sidecar reads it as it starts,
     refuses it, and wait_ready says so at once instead of at its timeout."""
+    _without_validation(mesh)
     mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
     mesh.apply([_regex_route("lookahead", "curl", LOOKAHEAD)], "ns")
     mesh.apply(docs("clients/curl.yaml"), "ns")
@@ -235,3 +243,13 @@ def test_a_pod_the_injector_cannot_be_asked_about_is_refused_with_the_api_server
     mesh.apply(docs("clients/curl.yaml"), "ns")
     [curl] = mesh.running()
     assert curl.proxy is not None and "istio-proxy" in curl.view().containers
+
+
+def test_istios_validation_webhook_refuses_what_istio_refuses_before_anything_changes(mesh: LocalMesh) -> None:
+    mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
+    before = dict(mesh.objects)
+    refused = (r'VirtualService ns/lookahead: admission webhook "validation.istio.io" denied the request: '
+               r'configuration is invalid: "uri": error parsing regexp: invalid or unsupported Perl syntax')
+    with pytest.raises(ConformanceError, match=refused):
+        mesh.apply([_regex_route("lookahead", "curl", LOOKAHEAD)], "ns")
+    assert mesh.objects == before

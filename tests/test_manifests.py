@@ -18,7 +18,8 @@ from tests.builders import doc_params, own_docs
 
 # Kinds applied as plain Kubernetes objects, without a CRD to validate against.
 CORE_KINDS = {("v1", "Service"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment"),
-              ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")}
+              ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
+              ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")}
 
 EXPECTED_FILES = {
     "bookinfo/bookinfo.yaml",

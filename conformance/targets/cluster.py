@@ -165,6 +165,10 @@ class ClusterTarget:
     def delete(self, docs: Sequence[Doc], namespace: str) -> None:
         self.kube.delete(docs, namespace)
 
+    def exists(self, doc: Doc, namespace: str) -> bool:
+        meta = doc["metadata"]
+        return self.kube.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace") or namespace) is not None
+
     @contextmanager
     def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
         # Every namespace a run creates carries its run id: only those are ever deleted.

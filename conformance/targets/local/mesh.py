@@ -34,9 +34,10 @@ READINESS_PERIOD = 0.1
 # How long a push waits for the Envoys it changed to ACK or NACK it. Envoy applies a push within
 # milliseconds; the rest is room for a machine slowed by parallel runs.
 ACK_TIMEOUT = 10.0
-# Istio's sidecar injector webhooks, as its chart installs them with istiod: every mesh starts
-# with them, served by its own injector.
+# Istio's sidecar injector and validation webhooks, as its charts install them with istiod:
+# every mesh starts with them, served by its own istiod.
 INJECTOR_MANIFEST = "local/istio-sidecar-injector.yaml"
+VALIDATOR_MANIFEST = "local/istio-validator.yaml"
 # Kinds without a namespace.
 CLUSTER_SCOPED = frozenset({"Namespace", *CONFIGURATION_KINDS})
 # istiod's plaintext xDS port; the mesh's control plane listens on it at the mesh's own address.
@@ -92,7 +93,7 @@ class LocalMesh:
         self._watcher = threading.Thread(target=self._watch_readiness, name="meshconf-readiness", daemon=True)
         self._watcher.start()
         try:
-            self.apply(manifests.load(INJECTOR_MANIFEST), "")
+            self.apply([*manifests.load(INJECTOR_MANIFEST), *manifests.load(VALIDATOR_MANIFEST)], "")
         except BaseException:
             self.stop()
             raise
@@ -109,8 +110,9 @@ class LocalMesh:
         placed = [(dict(doc), _namespace_of(doc, namespace)) for doc in docs]
         new_namespaces = {d["metadata"]["name"] for d, _ in placed if d.get("kind") == "Namespace"}
         with self._lock:
+            webhook_docs = self._webhook_docs()
             for doc, ns in placed:
-                self._check(doc, ns, new_namespaces)
+                self._check(doc, ns, new_namespaces, webhook_docs)
             before = dict(self.objects)
             for doc, ns in placed:
                 if ns:
@@ -138,11 +140,28 @@ class LocalMesh:
                         del self.objects[key]
             self._reconcile()
 
-    def _check(self, doc: Mapping[str, Any], ns: str, new_namespaces: set[str]) -> None:
+    def _check(self, doc: Mapping[str, Any], ns: str, new_namespaces: set[str],
+               webhook_docs: Sequence[Mapping[str, Any]]) -> None:
+        """As the API server: the namespace exists, then admission (Istio's validator refuses
+        what Istio refuses, in its words), then what the local mesh implements."""
         kind = doc.get("kind")
+        where = f"{kind} {ns}/{doc['metadata']['name']}"
         if ns and ns not in new_namespaces and ("Namespace", "", ns) not in self.objects:
-            raise ConformanceError(f"{kind} {ns}/{doc['metadata']['name']}: namespace {ns!r} does not exist")
+            raise ConformanceError(f"{where}: namespace {ns!r} does not exist")
+        operation = "UPDATE" if _key(doc, ns) in self.objects else "CREATE"
+        try:
+            self.admission.admit_object(doc, operation, ns, self.namespace_labels(ns), webhook_docs)
+        except AdmissionRefused as refused:
+            raise AdmissionRefused(f"{where}: {refused}") from None
         check_document(doc, ns)
+
+    def holds(self, doc: Mapping[str, Any], namespace: str) -> bool:
+        """Whether an object of doc's kind and name is applied (in `namespace`)."""
+        with self._lock:
+            return _key(doc, _namespace_of(doc, namespace)) in self.objects
+
+    def _webhook_docs(self) -> list[dict[str, Any]]:
+        return [d for (kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         doc = self.objects.get(("Namespace", "", name))
@@ -194,7 +213,7 @@ class LocalMesh:
         return created
 
     def _new_pods(self, workload: workloads.Workload) -> list[RunningPod]:
-        webhook_docs = [d for (kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
+        webhook_docs = self._webhook_docs()
         pods = []
         for _ in range(workload.replicas):
             name = pod_name(workload)

@@ -28,7 +28,7 @@ MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Ku
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
 SUPPORTED = frozenset({
-    "SidecarInjection",
+    "SidecarInjection", "ValidationWebhook",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",
@@ -132,6 +132,9 @@ class LocalTarget:
 
     def apply(self, docs: Sequence[Doc], namespace: str) -> None:
         self._mesh.apply(docs, namespace)
+
+    def exists(self, doc: Doc, namespace: str) -> bool:
+        return self._mesh.holds(doc, namespace)
 
     def delete(self, docs: Sequence[Doc], namespace: str) -> None:
         self._mesh.delete(docs, namespace)

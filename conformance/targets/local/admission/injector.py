@@ -18,7 +18,7 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,12 @@ class Injector:
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # istiod serves its webhooks on one port: /inject, and /validate once a validator is added.
+        self.routes: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {INJECT_PATH: self.answer}
+
+    def serve(self, path: str, answer: Callable[[Mapping[str, Any]], dict[str, Any]]) -> None:
+        """Answer AdmissionReviews POSTed to `path` with `answer` too."""
+        self.routes[path] = answer
 
     @property
     def address(self) -> tuple[str, int]:
@@ -211,7 +217,8 @@ def _handler(injector: Injector) -> type[BaseHTTPRequestHandler]:
             super().setup()
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-            if self.path.split("?", 1)[0] != INJECT_PATH:
+            route = injector.routes.get(self.path.split("?", 1)[0])
+            if route is None:
                 self._reply(404, {"message": f"no handler for {self.path}"})
                 return
             # serveInject refuses anything but JSON (webhook.go).
@@ -220,7 +227,7 @@ def _handler(injector: Injector) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 review = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                answer = injector.answer(review)
+                answer = route(review)
             except ValueError as error:
                 self._reply(400, {"message": f"could not decode body: {error}"})
                 return

@@ -9,6 +9,7 @@ NO_FAULT_INJECTION = "no-fault-injection"
 NO_TIMEOUTS = "no-timeouts"
 NO_INJECTION = "no-injection"
 INJECT_OPTED_OUT = "inject-opted-out"
+VALIDATION_OFF = "validation-off"
 
 KNOWN_MUTANTS: dict[str, str] = {
     SWAP_SUBSETS: "a route to a subset goes to the next subset of its DestinationRule "
@@ -23,6 +24,7 @@ KNOWN_MUTANTS: dict[str, str] = {
     NO_INJECTION: "the sidecar injector never patches a pod: every pod runs without a sidecar",
     INJECT_OPTED_OUT: "the sidecar injector ignores sidecar.istio.io/inject=false on the pods it is "
     "asked about (the webhooks' selectors still see the label)",
+    VALIDATION_OFF: "Istio's validation webhook accepts every configuration",
 }
 
 
