@@ -26,3 +26,9 @@ MESH_GATEWAY = "mesh"
 # DestinationRule, Gateway) and the Gateway API's (HTTPRoute and the CRDs it comes with).
 ISTIO_NETWORKING_GROUP = "networking.istio.io"
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# What Istio's injector writes on every pod it injects (istio/istio pkg/kube/inject/inject.go).
+SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
+# How the API server words a denial by Istio's validation webhook (istio/istio
+# pkg/webhooks/validation/server/server.go; kubernetes/kubernetes staging/src/k8s.io/apiserver/
+# pkg/admission/plugin/webhook/errors/statuserror.go).
+ISTIO_VALIDATION_DENIED = 'admission webhook "validation.istio.io" denied the request'

@@ -7,8 +7,9 @@ import allure
 import pytest
 
 from conformance import manifests
-from conformance.checks import decide, measure
+from conformance.checks import converge, decide, measure
 from conformance.errors import ConformanceError
+from conformance.settings import RunSettings
 from conformance.targets.base import Target
 from conformance.verdicts import all_status
 from conformance.verdicts.injection import InjectionCase, injection_table, is_injected
@@ -46,7 +47,8 @@ PODS = {
     "pod-annotation-false": "pod annotation sidecar.istio.io/inject=false",
     "pod-rev-default": "pod label istio.io/rev=default",
 }
-# A header only Envoy adds to a reply: present when the client's own sidecar carried the request.
+# A header only Envoy adds to a reply: present when the client's own sidecar carried the request
+# (unless a mesh turns Envoy's debug headers off: proxyHeaders.envoyDebugHeaders.disabled).
 ENVOY_HEADER = "x-envoy-upstream-service-time"
 
 
@@ -63,7 +65,8 @@ def header_verdict(batch_headers: list[str | None], expect: bool, who: str) -> V
 
 
 @pytest.mark.feature("SidecarInjection")
-def test_sidecar_injection(applied: Apply, namespace: MakeNamespace, target: Target, evidence: Evidence) -> None:
+def test_sidecar_injection(applied: Apply, namespace: MakeNamespace, target: Target, run_settings: RunSettings,
+                           evidence: Evidence) -> None:
     placed = []
     for number, (labels, manifest, injected) in enumerate(CASES, 1):
         ns = namespace(f"inject{number}", labels)
@@ -84,7 +87,11 @@ def test_sidecar_injection(applied: Apply, namespace: MakeNamespace, target: Tar
         case, ns = next((c, ns) for c, ns in placed if c.injected == wanted)
         [pod] = [p for p in target.pods(ns) if p.name.startswith(PROBE)]
         assert is_injected(pod) == wanted
-        batch = measure(partial(target.client(PROBE, ns).send, url, 5), f"5 x GET {url} from {case.name}")
+        send = target.client(PROBE, ns).send
+        # The injected client's sidecar learns httpbin's endpoint by a push after the pod is ready.
+        converge(partial(send, url, 1), lambda b: all_status(b, 200), run_settings.timeouts,
+                 f"GET {url} answers from {case.name}")
+        batch = measure(partial(send, url, 5), f"5 x GET {url} from {case.name}")
         decide(all_status(batch, 200))
         proofs.append(decide(header_verdict([r.headers.get(ENVOY_HEADER) for r in batch], wanted,
                                             f"{'injected' if wanted else 'uninjected'} pod")))

@@ -23,9 +23,11 @@ import conformance.targets.local.xds  # noqa: F401
 
 from conformance import manifests
 from conformance.settings import Timeouts
+from conformance.targets.local.admission.control import AdmissionControl
 from conformance.targets.local.admission.injector import Injector
 from conformance.targets.local.admission.webhooks import Webhook, configurations
 from conformance.targets.local.mesh import INJECTOR_MANIFEST
+from conformance.targets.local.pods import AddressPool
 from conformance.targets.local.xds.secrets import MeshCA
 from conformance.targets.kube import Kube
 from conformance.waiting import wait_for
@@ -111,3 +113,15 @@ def injector(ca: MeshCA) -> Iterator[Injector]:
 def istio_hooks(ca: MeshCA) -> list[Webhook]:
     """The manifest's webhooks trusting the mesh root, as the mesh fills caBundle."""
     return [hook.with_ca_bundle(ca.root_pem) for hook in configurations(manifests.load(INJECTOR_MANIFEST))]
+
+
+@pytest.fixture(scope="module")
+def admission_control() -> Iterator[AdmissionControl]:
+    """The local mesh's admission (istiod's webhooks served on a claimed 127.x block, port 15017)."""
+    addresses = AddressPool()
+    control = AdmissionControl(MeshCA(), addresses.control_plane)
+    try:
+        yield control
+    finally:
+        control.stop()
+        addresses.release()

@@ -10,7 +10,7 @@ import httpx
 import jsonpatch
 import pytest
 
-from conformance.names import PROXY_CONTAINER
+from conformance.names import PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
 from conformance.targets.local.admission.injector import (
     INIT_CONTAINER,
     ISTIOD_SERVICE_DNS,
@@ -19,7 +19,6 @@ from conformance.targets.local.admission.injector import (
     injected,
 )
 from conformance.targets.local.xds.secrets import MeshCA
-from conformance.verdicts.injection import STATUS_ANNOTATION
 from tests.admission_builders import names, pod_doc, review_of
 
 
@@ -57,7 +56,7 @@ def test_injector_patches_a_pod_it_injects(injector: Injector, ca: MeshCA) -> No
     assert ops[("add", "/spec/containers/1")]["name"] == PROXY_CONTAINER
     assert ops[("add", "/spec/containers/1")]["args"][:2] == ["proxy", "sidecar"]
     assert ops[("add", "/metadata/labels/security.istio.io~1tlsMode")] == "istio"
-    status = json.loads(ops[("add", "/metadata/annotations")][STATUS_ANNOTATION])
+    status = json.loads(ops[("add", "/metadata/annotations")][SIDECAR_STATUS_ANNOTATION])
     assert status == {"initContainers": [INIT_CONTAINER], "containers": [PROXY_CONTAINER], "volumes": [],
                       "imagePullSecrets": None, "revision": "default"}
     assert len(ops) == 4, sorted(ops)
@@ -91,7 +90,7 @@ def test_injector_with_native_sidecars(ca: MeshCA) -> None:
     assert names(result["spec"]["initContainers"]) == [INIT_CONTAINER, PROXY_CONTAINER, "setup"]
     assert result["spec"]["initContainers"][1]["restartPolicy"] == "Always"
     assert names(result["spec"]["containers"]) == ["httpbin"]
-    status = json.loads(result["metadata"]["annotations"][STATUS_ANNOTATION])
+    status = json.loads(result["metadata"]["annotations"][SIDECAR_STATUS_ANNOTATION])
     assert (status["initContainers"], status["containers"], status["revision"]) == (
         [INIT_CONTAINER, PROXY_CONTAINER], None, "canary")
 

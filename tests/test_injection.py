@@ -8,8 +8,6 @@ Rules, at istio/istio 1.28.0:
 - IGNORED: the namespaces istiod never injects (pkg/kube/inject/initializer.go IgnoredNamespaces).
 """
 
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,7 +16,6 @@ from conformance import manifests
 from conformance.names import PROXY_CONTAINER
 from conformance.targets.local.admission.control import AdmissionControl
 from conformance.targets.local.mesh import INJECTOR_MANIFEST
-from conformance.targets.local.xds.secrets import MeshCA
 
 ENABLED = {"istio-injection": "enabled"}
 DISABLED = {"istio-injection": "disabled"}
@@ -74,20 +71,8 @@ TABLE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def admission(loopback: str) -> Iterator[AdmissionControl]:
-    control = AdmissionControl(MeshCA(), loopback)
-    yield control
-    control.stop()
-
-
-@pytest.fixture(scope="module")
-def loopback() -> str:
-    return f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.1"
-
-
 @pytest.mark.parametrize("row", TABLE, ids=[row.rule for row in TABLE])
-def test_injection_policy(row: Row, admission: AdmissionControl) -> None:
+def test_injection_policy(row: Row, admission_control: AdmissionControl) -> None:
     """Each row through the local mesh's admission: the API server's webhook selectors
     (manifests/local/istio-sidecar-injector.yaml), then the local injector over HTTPS."""
     pod = {"apiVersion": "v1", "kind": "Pod",
@@ -95,6 +80,6 @@ def test_injection_policy(row: Row, admission: AdmissionControl) -> None:
                         "annotations": dict(row.annotations)},
            "spec": {"containers": [{"name": "shop", "image": "shop:1"}],
                     **({"hostNetwork": True} if row.host_network else {})}}
-    admitted = admission.admit_pod(pod, row.namespace, row.ns_labels, manifests.load(INJECTOR_MANIFEST))
+    admitted = admission_control.admit_pod(pod, row.namespace, row.ns_labels, manifests.load(INJECTOR_MANIFEST))
     containers = [c["name"] for c in admitted["spec"]["containers"]]
     assert (PROXY_CONTAINER in containers) is row.inject, admitted["metadata"]

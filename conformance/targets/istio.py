@@ -26,7 +26,7 @@ import httpx
 import yaml
 
 from conformance.errors import ConformanceError, NotConverged
-from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIO_VALIDATION_DENIED
 from conformance.settings import Timeouts
 from conformance.targets.tools import run_tool
 from conformance.waiting import wait_for
@@ -35,7 +35,6 @@ from conformance.waiting import wait_for
 HELM_REPO = "https://istio-release.storage.googleapis.com/charts"
 
 # What the refusal of an invalid object contains (istio/istio pkg/webhooks/validation/server/server.go).
-WEBHOOK_DENIED = 'admission webhook "validation.istio.io" denied the request'
 # Our own known-invalid VirtualService (manifests/), applied by wait_validation_webhook's caller.
 INVALID_VIRTUALSERVICE = "istio/readiness/invalid-virtualservice.yaml"
 # A Gateway with a listener and no route, and its host: the gateway answers it with Envoy's 404.
@@ -351,7 +350,7 @@ def wait_validation_webhook(
             apply_invalid()
         except Exception as exc:  # the kube layer's error type is not ours to know
             text = " ".join(str(exc).split())
-            return None if WEBHOOK_DENIED in text else f"apply failed without the webhook's refusal: {text}"
+            return None if ISTIO_VALIDATION_DENIED in text else f"apply failed without the webhook's refusal: {text}"
         delete_invalid()  # it must not stay in the mesh
         return "the invalid VirtualService was accepted (validation not active yet)"
 

@@ -4,11 +4,10 @@ expected and observed, where one wrong case fails the whole."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from conformance.names import PROXY_CONTAINER
+from conformance.names import PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
 from conformance.targets.base import PodView
 from conformance.waiting import Verdict
 
-STATUS_ANNOTATION = "sidecar.istio.io/status"  # what Istio's injector writes on every pod it injects
 
 
 @dataclass(frozen=True)
@@ -26,9 +25,9 @@ def observed(pod: PodView) -> str:
         how = "native sidecar"
     else:
         how = "none"
-    marked = STATUS_ANNOTATION in pod.annotations
+    marked = SIDECAR_STATUS_ANNOTATION in pod.annotations
     if (how == "none") == marked:  # a proxy without the injector's mark, or the reverse
-        how += f" ({STATUS_ANNOTATION} {'present' if marked else 'absent'})"
+        how += f" ({SIDECAR_STATUS_ANNOTATION} {'present' if marked else 'absent'})"
     return how
 
 

@@ -4,12 +4,9 @@ by the CRD's schema or anything else), with Istio's words for the problem, and n
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from conformance.names import ISTIO_VALIDATION_DENIED
 from conformance.waiting import Verdict
 
-# How the API server words a webhook's denial (kubernetes/kubernetes staging/src/k8s.io/apiserver/
-# pkg/admission/plugin/webhook/errors/statuserror.go), for Istio's webhook (istio/istio
-# pkg/webhooks/validation/server/server.go).
-ISTIO_DENIAL = 'admission webhook "validation.istio.io" denied the request'
 # How it words a refusal by the CRD's OpenAPI schema (field errors: "spec.x: Required value").
 SCHEMA_MARKS = ("Required value", "Invalid value", "Unsupported value", "must be of type")
 
@@ -25,7 +22,7 @@ class Attempt:
 def refused_by(error: str | None) -> str:
     if error is None:
         return "accepted"
-    if ISTIO_DENIAL in error:
+    if ISTIO_VALIDATION_DENIED in error:
         return "webhook"
     if any(mark in error for mark in SCHEMA_MARKS):
         return "schema"

@@ -107,12 +107,11 @@ class LocalMesh:
         translator cannot build): then the previous objects are restored and pushed again,
         so a refused document never stays to break later pushes.
         """
-        placed = [(dict(doc), _namespace_of(doc, namespace)) for doc in docs]
-        new_namespaces = {d["metadata"]["name"] for d, _ in placed if d.get("kind") == "Namespace"}
+        given = [(dict(doc), _namespace_of(doc, namespace)) for doc in docs]
+        new_namespaces = {d["metadata"]["name"] for d, _ in given if d.get("kind") == "Namespace"}
         with self._lock:
             webhook_docs = self._webhook_docs()
-            for doc, ns in placed:
-                self._check(doc, ns, new_namespaces, webhook_docs)
+            placed = [(self._admit(doc, ns, new_namespaces, webhook_docs), ns) for doc, ns in given]
             before = dict(self.objects)
             for doc, ns in placed:
                 if ns:
@@ -140,20 +139,22 @@ class LocalMesh:
                         del self.objects[key]
             self._reconcile()
 
-    def _check(self, doc: Mapping[str, Any], ns: str, new_namespaces: set[str],
-               webhook_docs: Sequence[Mapping[str, Any]]) -> None:
+    def _admit(self, doc: Mapping[str, Any], ns: str, new_namespaces: set[str],
+               webhook_docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """As the API server: the namespace exists, then admission (Istio's validator refuses
-        what Istio refuses, in its words), then what the local mesh implements."""
+        what Istio refuses, in its words), then what the local mesh implements. Returns the
+        document as admitted (a mutating webhook may have patched it)."""
         kind = doc.get("kind")
         where = f"{kind} {ns}/{doc['metadata']['name']}"
         if ns and ns not in new_namespaces and ("Namespace", "", ns) not in self.objects:
             raise ConformanceError(f"{where}: namespace {ns!r} does not exist")
         operation = "UPDATE" if _key(doc, ns) in self.objects else "CREATE"
         try:
-            self.admission.admit_object(doc, operation, ns, self.namespace_labels(ns), webhook_docs)
+            admitted = self.admission.admit_object(doc, operation, ns, self.namespace_labels(ns), webhook_docs)
         except AdmissionRefused as refused:
             raise AdmissionRefused(f"{where}: {refused}") from None
-        check_document(doc, ns)
+        check_document(admitted, ns)
+        return admitted
 
     def holds(self, doc: Mapping[str, Any], namespace: str) -> bool:
         """Whether an object of doc's kind and name is applied (in `namespace`)."""
@@ -213,20 +214,14 @@ class LocalMesh:
         return created
 
     def _new_pods(self, workload: workloads.Workload) -> list[RunningPod]:
-        webhook_docs = self._webhook_docs()
+        # Every replica is admitted before any is built: a refusal leaves nothing registered.
+        admitted = [self._admitted_pod(workload, pod_name(workload)) for _ in range(workload.replicas)]
         pods = []
-        for _ in range(workload.replicas):
-            name = pod_name(workload)
-            try:
-                admitted = self.admission.admit_pod(pod_document(workload, name), workload.namespace,
-                                                    self.namespace_labels(workload.namespace), webhook_docs)
-            except AdmissionRefused as refused:
-                where = f"Deployment {workload.namespace}/{workload.name}: pod {name}"
-                raise AdmissionRefused(f"{where}: {refused}") from None
-            view = pod_view(admitted)
+        for doc in admitted:
+            view = pod_view(doc)
             injected = PROXY_CONTAINER in (*view.containers, *view.init_containers)
             model = Pod(
-                name=name,
+                name=view.name,
                 namespace=workload.namespace,
                 labels=dict(view.labels),
                 ip=self.addresses.allocate(),
@@ -234,8 +229,16 @@ class LocalMesh:
                 service_account=workload.service_account,
                 proxy="gateway" if workload.app.app == "gateway" else ("sidecar" if injected else "none"),
             )
-            pods.append(new_running_pod(model, workload, admitted, self.run_dir, self.control_plane))
+            pods.append(new_running_pod(model, workload, doc, self.run_dir, self.control_plane))
         return pods
+
+    def _admitted_pod(self, workload: workloads.Workload, name: str) -> dict[str, Any]:
+        try:
+            return self.admission.admit_pod(pod_document(workload, name), workload.namespace,
+                                            self.namespace_labels(workload.namespace), self._webhook_docs())
+        except AdmissionRefused as refused:
+            where = f"Deployment {workload.namespace}/{workload.name}: pod {name}"
+            raise AdmissionRefused(f"{where}: {refused}") from None
 
     def running(self) -> list[RunningPod]:
         return [pod for pods in self.pods.values() for pod in pods]
@@ -371,9 +374,11 @@ class LocalMesh:
             self.pods.clear()
             try:
                 self.admission.stop()
-                self.control_plane.stop()
             finally:
-                self.addresses.release()
+                try:
+                    self.control_plane.stop()
+                finally:
+                    self.addresses.release()
 
 
 def _waiting_for(pod: RunningPod) -> str:

@@ -42,15 +42,16 @@ class AdmissionControl:
                      namespace_labels=namespace_labels, resource=POD_RESOURCE, kind=POD_KIND, resolve=self._resolve)
 
     def admit_object(self, doc: Mapping[str, Any], operation: str, namespace: str,
-                     namespace_labels: Mapping[str, str], webhook_docs: Sequence[Mapping[str, Any]]) -> None:
-        """Send an object to the webhooks whose rules select it (Istio's validator for Istio's
+                     namespace_labels: Mapping[str, str], webhook_docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The object as the webhooks whose rules select it admit it (Istio's validator for Istio's
         configuration); AdmissionRefused with the API server's message if one refuses it."""
         group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
         kind = str(doc.get("kind", ""))
         # The plural the API server's resource names use for these kinds (virtualservices, ...).
         resource = (group, version, f"{kind.lower()}s")
-        admit(self._hooks(webhook_docs), doc, operation=operation, namespace=namespace,
-              namespace_labels=namespace_labels, resource=resource, kind=(group, version, kind), resolve=self._resolve)
+        return admit(self._hooks(webhook_docs), doc, operation=operation, namespace=namespace,
+                     namespace_labels=namespace_labels, resource=resource, kind=(group, version, kind),
+                     resolve=self._resolve)
 
     def _hooks(self, webhook_docs: Sequence[Mapping[str, Any]]) -> list[Webhook]:
         # istiod patches its root into its own webhooks' caBundle (istio/istio pkg/webhooks/webhookpatch.go).

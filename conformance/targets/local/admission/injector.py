@@ -25,14 +25,13 @@ from typing import Any
 
 import jsonpatch
 
-from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER
+from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
 from conformance.settings import DEFAULT_ISTIO_VERSION
 from conformance.targets.local.admission.review import JSON_PATCH, REVIEW_API_VERSION, REVIEW_KIND
 from conformance.targets.local.injection import DEFAULT_REVISION, INJECT, istiod_refuses
 from conformance.targets.local.translator.mutants import INJECT_OPTED_OUT, NO_INJECTION
 from conformance.targets.local.model import CLUSTER_DOMAIN
 from conformance.targets.local.xds.secrets import MeshCA
-from conformance.verdicts.injection import STATUS_ANNOTATION
 
 INJECT_PATH = "/inject"
 # The webhook's Service (clientConfig.service istiod/istio-system), the name its certificate must
@@ -83,7 +82,7 @@ def injected(pod: Mapping[str, Any], *, revision: str = DEFAULT_REVISION, native
         "revision": revision,
     }
     # Go's json.Marshal: no spaces.
-    metadata.setdefault("annotations", {})[STATUS_ANNOTATION] = json.dumps(status, separators=(",", ":"))
+    metadata.setdefault("annotations", {})[SIDECAR_STATUS_ANNOTATION] = json.dumps(status, separators=(",", ":"))
     # The template keeps a tlsMode the pod already has.
     metadata.setdefault("labels", {}).setdefault(TLS_MODE_LABEL, TLS_MODE_ISTIO)
     return out
@@ -139,7 +138,6 @@ class Injector:
         self.mutants = mutants
         self.native_sidecars = native_sidecars
         self.image = image
-        self.ca_bundle = base64.b64encode(ca.root_pem.encode()).decode()
         self._cert = ca.issue_server([ISTIOD_SERVICE_DNS])
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None

@@ -62,13 +62,12 @@ def admit(
     resource: GroupVersionResource,
     kind: GroupVersionKind,
     resolve: Resolver,
-    ca: str | None = None,
 ) -> dict[str, Any]:
     """The object as admitted (patched by the mutating webhooks), or AdmissionRefused.
 
     `resolve` maps a webhook with a service reference to its https URL; a webhook with a url is
-    called at that url. `ca`: PEM roots for a webhook without a caBundle (the API server then
-    trusts its system roots; None: this machine's).
+    called at that url. A webhook without caBundle is checked against this machine's roots, as
+    the API server checks it against its own.
     """
     current = copy.deepcopy(dict(obj))
     labels = {**namespace_labels, NAMESPACE_NAME_LABEL: namespace}
@@ -84,7 +83,7 @@ def admit(
                 continue
             review = _review(current, operation, namespace, resource, kind)
             try:
-                response = _call(hook, review, resolve, ca)
+                response = _call(hook, review, resolve)
                 if not response.get("allowed"):
                     # A denial stands whatever the failurePolicy.
                     raise AdmissionRefused(_denied(hook, (response.get("status") or {}).get("message")))
@@ -123,14 +122,17 @@ def _review(
     return {"apiVersion": REVIEW_API_VERSION, "kind": REVIEW_KIND, "request": request}
 
 
-def _call(hook: Webhook, review: Mapping[str, Any], resolve: Resolver, ca: str | None) -> dict[str, Any]:
+def _call(hook: Webhook, review: Mapping[str, Any], resolve: Resolver) -> dict[str, Any]:
     """The webhook's verified `response`, or _CallFailed with the API server's reason."""
-    url = hook.url if hook.url is not None else resolve(hook)
+    try:
+        url = hook.url if hook.url is not None else resolve(hook)
+    except ConformanceError as unresolved:  # the API server's service resolver failing: a call failure
+        raise _CallFailed(str(unresolved)) from None
     # A service's certificate is checked against <name>.<namespace>.svc whatever address the
     # service resolves to (staging/src/k8s.io/apiserver/pkg/util/webhook/client.go).
     server_name = hook.service.dns_name if hook.service is not None else urlsplit(url).hostname
     try:
-        with httpx.Client(verify=_trust(hook.ca_pem() or ca), timeout=hook.timeout_seconds) as client:
+        with httpx.Client(verify=_trust(hook.ca_pem()), timeout=hook.timeout_seconds) as client:
             reply = client.post(url, json=review, extensions={"sni_hostname": server_name})
             reply.raise_for_status()
             body = reply.json()
