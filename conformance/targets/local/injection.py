@@ -18,10 +18,8 @@
 
 from collections.abc import Mapping
 
-NS_LABEL = "istio-injection"
 # A pod label for the webhook's selectors; istiod also reads it as an annotation.
 INJECT = "sidecar.istio.io/inject"
-REV_LABEL = "istio.io/rev"
 DEFAULT_REVISION = "default"
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
 

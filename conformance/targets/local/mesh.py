@@ -29,6 +29,7 @@ from conformance.waiting import wait_for
 
 Key = tuple[str, str, str]  # kind, namespace, name
 PodKey = tuple[str, str]  # namespace, pod name
+WorkloadKey = tuple[str, str]  # namespace, Deployment name
 # How often pods' readiness is probed: the local stand-in for a kubelet's readiness probe period.
 READINESS_PERIOD = 0.1
 # How long a push waits for the Envoys it changed to ACK or NACK it. Envoy applies a push within
@@ -80,7 +81,7 @@ class LocalMesh:
         self._secrets: dict[str, dict[str, dict[str, Any]]] = {}
         self.registry = run_dir / "registry.json"
         self.objects: dict[Key, dict[str, Any]] = {}
-        self.pods: dict[tuple[str, str], list[RunningPod]] = {}  # (namespace, deployment) -> pods
+        self.pods: dict[WorkloadKey, list[RunningPod]] = {}
         # Readiness as last published to the proxies; a pod not in it is not ready yet.
         self._ready: dict[PodKey, bool] = {}
         # Readiness is watched from a thread of its own, which never starts a process (a
@@ -182,14 +183,12 @@ class LocalMesh:
         changed = [key for key in self.pods if key not in wanted or self.pods[key][0].workload != wanted[key]]
         # New pods are admitted before anything changes: a pod the API server refuses fails the
         # apply with nothing half-done.
-        created = self._create_pods([w for key, w in wanted.items() if key not in self.pods or key in changed])
+        created = self._create_pods({key: w for key, w in wanted.items() if key not in self.pods or key in changed})
         leaving = [pod for key in changed for pod in self.pods.pop(key)]
         for pod in leaving:
             self._ready.pop(_pod_key(pod), None)
-        new: list[RunningPod] = []
-        for pods in created:
-            self.pods[(pods[0].workload.namespace, pods[0].workload.name)] = pods
-            new += pods
+        self.pods.update(created)
+        new = [pod for pods in created.values() for pod in pods]
         try:
             # A new proxy's first configuration is set before its Envoy starts and asks for it.
             self.push()
@@ -200,14 +199,14 @@ class LocalMesh:
             for pod in new:
                 pod.start(self.supervisor, self.run_dir, self.registry)
 
-    def _create_pods(self, wanted: Sequence[workloads.Workload]) -> list[list[RunningPod]]:
+    def _create_pods(self, wanted: Mapping[WorkloadKey, workloads.Workload]) -> dict[WorkloadKey, list[RunningPod]]:
         """Each workload's pods, admitted; if one is refused, none is kept."""
-        created: list[list[RunningPod]] = []
+        created: dict[WorkloadKey, list[RunningPod]] = {}
         try:
-            for workload in wanted:
-                created.append(self._new_pods(workload))
+            for key, workload in wanted.items():
+                created[key] = self._new_pods(workload)
         except BaseException:
-            for pod in (p for pods in created for p in pods):
+            for pod in (p for pods in created.values() for p in pods):
                 if pod.proxy is not None:
                     self.control_plane.forget(pod.proxy.node_id)
             raise
@@ -215,7 +214,8 @@ class LocalMesh:
 
     def _new_pods(self, workload: workloads.Workload) -> list[RunningPod]:
         # Every replica is admitted before any is built: a refusal leaves nothing registered.
-        admitted = [self._admitted_pod(workload, pod_name(workload)) for _ in range(workload.replicas)]
+        webhook_docs = self._webhook_docs()
+        admitted = [self._admitted_pod(workload, pod_name(workload), webhook_docs) for _ in range(workload.replicas)]
         pods = []
         for doc in admitted:
             view = pod_view(doc)
@@ -232,10 +232,11 @@ class LocalMesh:
             pods.append(new_running_pod(model, workload, doc, self.run_dir, self.control_plane))
         return pods
 
-    def _admitted_pod(self, workload: workloads.Workload, name: str) -> dict[str, Any]:
+    def _admitted_pod(self, workload: workloads.Workload, name: str,
+                      webhook_docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         try:
             return self.admission.admit_pod(pod_document(workload, name), workload.namespace,
-                                            self.namespace_labels(workload.namespace), self._webhook_docs())
+                                            self.namespace_labels(workload.namespace), webhook_docs)
         except AdmissionRefused as refused:
             where = f"Deployment {workload.namespace}/{workload.name}: pod {name}"
             raise AdmissionRefused(f"{where}: {refused}") from None

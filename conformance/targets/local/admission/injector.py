@@ -27,7 +27,7 @@ import jsonpatch
 
 from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
 from conformance.settings import DEFAULT_ISTIO_VERSION
-from conformance.targets.local.admission.review import JSON_PATCH, REVIEW_API_VERSION, REVIEW_KIND
+from conformance.targets.local.admission.review import JSON_PATCH, answer, received_request
 from conformance.targets.local.injection import DEFAULT_REVISION, INJECT, istiod_refuses
 from conformance.targets.local.translator.mutants import INJECT_OPTED_OUT, NO_INJECTION
 from conformance.targets.local.model import CLUSTER_DOMAIN
@@ -101,20 +101,17 @@ def _native(annotations: Mapping[str, str], default: bool) -> bool:
 def review_response(review: Mapping[str, Any], *, revision: str = DEFAULT_REVISION, native_sidecars: bool = False,
                     image: str = PROXY_IMAGE, mutants: frozenset[str] = frozenset()) -> dict[str, Any]:
     """istiod's answer to an AdmissionReview: allowed, with a JSONPatch when it injects."""
-    request = review.get("request")
-    if not isinstance(request, Mapping) or not isinstance(request.get("object"), Mapping):
-        raise ValueError("AdmissionReview without request.object")
+    request = received_request(review)
     pod = request["object"]
     metadata = pod.get("metadata") or {}
     # A pod from a controller has no namespace yet: istiod takes the request's (webhook.go inject).
     namespace = metadata.get("namespace") or request.get("namespace") or ""
-    response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
-    if _injects(pod, namespace, mutants):
-        patch = jsonpatch.make_patch(dict(pod), injected(pod, revision=revision, native_sidecars=native_sidecars,
-                                                         image=image))
-        response["patchType"] = JSON_PATCH
-        response["patch"] = base64.b64encode(json.dumps(patch.patch).encode()).decode()
-    return {"apiVersion": REVIEW_API_VERSION, "kind": REVIEW_KIND, "response": response}
+    if not _injects(pod, namespace, mutants):
+        return answer(request, True)
+    patch = jsonpatch.make_patch(dict(pod), injected(pod, revision=revision, native_sidecars=native_sidecars,
+                                                     image=image))
+    return answer(request, True, patchType=JSON_PATCH,
+                  patch=base64.b64encode(json.dumps(patch.patch).encode()).decode())
 
 
 def _injects(pod: Mapping[str, Any], namespace: str, mutants: frozenset[str]) -> bool:

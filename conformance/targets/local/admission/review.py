@@ -98,6 +98,20 @@ def admit(
     return current
 
 
+def received_request(review: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The request of an AdmissionReview a webhook server was sent; ValueError if it holds no object."""
+    request = review.get("request")
+    if not isinstance(request, Mapping) or not isinstance(request.get("object"), Mapping):
+        raise ValueError("AdmissionReview without request.object")
+    return request
+
+
+def answer(request: Mapping[str, Any], allowed: bool, **fields: Any) -> dict[str, Any]:
+    """A webhook server's AdmissionReview answering `request` (its uid echoed, as the API server requires)."""
+    response = {"uid": request.get("uid", ""), "allowed": allowed, **fields}
+    return {"apiVersion": REVIEW_API_VERSION, "kind": REVIEW_KIND, "response": response}
+
+
 def _review(
     obj: Mapping[str, Any], operation: str, namespace: str, resource: GroupVersionResource, kind: GroupVersionKind
 ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import re2
 
-from conformance.targets.local.admission.review import REVIEW_API_VERSION, REVIEW_KIND
+from conformance.targets.local.admission.review import answer, received_request
 from conformance.targets.local.translator.mutants import VALIDATION_OFF
 
 VALIDATE_PATH = "/validate"
@@ -24,14 +24,11 @@ _RE2_OPTIONS.log_errors = False
 
 
 def review_response(review: Mapping[str, Any], mutants: frozenset[str] = frozenset()) -> dict[str, Any]:
-    request = review.get("request")
-    if not isinstance(request, Mapping) or not isinstance(request.get("object"), Mapping):
-        raise ValueError("AdmissionReview without request.object")
+    request = received_request(review)
     errors = [] if VALIDATION_OFF in mutants else validation_errors(request["object"])
-    response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": not errors}
-    if errors:
-        response["status"] = {"code": 400, "reason": "BadRequest", "message": INVALID + "\n".join(errors)}
-    return {"apiVersion": REVIEW_API_VERSION, "kind": REVIEW_KIND, "response": response}
+    if not errors:
+        return answer(request, True)
+    return answer(request, False, status={"code": 400, "reason": "BadRequest", "message": INVALID + "\n".join(errors)})
 
 
 def validation_errors(doc: Mapping[str, Any]) -> list[str]:
