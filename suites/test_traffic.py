@@ -10,6 +10,7 @@ from conformance.checks import Split, attach_split_chart, check_split, converge,
 from conformance.settings import RunSettings
 from conformance.probes import envoy_stats
 from conformance.targets.base import Batch, Client, Target
+from conformance.verdicts.replies import ENVOY_TIMER_EARLY
 from conformance.verdicts import SplitVerdict, Verdict, all_status, only_version, plan_split, run_split
 from conformance.fixtures.mesh import Apply, Bookinfo, Evidence
 
@@ -21,11 +22,6 @@ HTTPBIN = "http://httpbin:8000"
 JASON = {"end-user": "jason"}
 RATINGS_DOWN = "Ratings service is currently unavailable"
 # Without a route, reviews is spread over its three pods: the state every test starts from.
-# How much earlier than configured an Envoy timer (fault delay, route timeout) may fire as the
-# client measures it: libevent schedules a timer from the time it cached when the event-loop
-# iteration began, so the iteration's work before the request arrived is counted in. Measured
-# here 4-6 ms on a loaded machine; 20 ms still tells a 100 ms delay or a 200 ms timeout from none.
-TIMER_EARLY = 0.02
 ROUND_ROBIN = {"v1": 1 / 3, "v2": 1 / 3, "v3": 1 / 3}
 
 
@@ -166,7 +162,7 @@ def check_delay(applied: Apply, target: Target, client: Client, run_settings: Ru
     fault = doc["spec"]["http"][0]["fault"]["delay"]
     share = fault["percentage"]["value"] / 100
     delay = float(fault["fixedDelay"].removesuffix("ms")) / 1000
-    early, margin = TIMER_EARLY, 0.1
+    early, margin = ENVOY_TIMER_EARLY, 0.1
     url = f"{HTTPBIN}/get"
 
     def delays_so_far() -> int:
@@ -207,7 +203,7 @@ def test_request_timeout(applied: Apply, bookinfo: Bookinfo, run_settings: RunSe
     doc = applied("istio/traffic/virtual-service-httpbin-timeout.yaml")[0]
     timeout = float(doc["spec"]["http"][0]["timeout"].removesuffix("s"))
     upstream_delay = 4 * timeout
-    early, margin = TIMER_EARLY, 0.25
+    early, margin = ENVOY_TIMER_EARLY, 0.25
     url = f"{HTTPBIN}/delay/{upstream_delay:g}"
 
     def timed_out(batch: Batch) -> Verdict:
