@@ -226,12 +226,14 @@ def preflight(settings: RunSettings) -> None:
 
     for path in manifests.all_files():
         name = path.relative_to(manifests.manifests_dir()).as_posix()
-        if not name.startswith((*CLUSTER_ONLY, *INVALID_BY_DESIGN)):
+        # The local mesh's workload limits (Deployments only) do not bind pods only dry-run.
+        if not name.startswith((*CLUSTER_ONLY, *INVALID_BY_DESIGN, *manifests.DRY_RUN_ONLY)):
             check_documents(manifests.load_file(path), name)
 
 
 def plan(settings: RunSettings) -> int:
     """`run --plan`: the cluster config, the exact commands and the manifests; nothing runs."""
+    from conformance import manifests
     from conformance.targets.provision import KindProvisioner, manifests_to_apply
 
     if settings.target == "kind":
@@ -240,8 +242,14 @@ def plan(settings: RunSettings) -> int:
     else:
         out.print(f"# target {settings.target}: no provisioning commands")
     out.print("# manifests the suites apply (server-side apply on clusters):")
-    for name, objects in manifests_to_apply():
-        out.print(f"{name}: {', '.join(objects)}", soft_wrap=True)
+    listing = manifests_to_apply()
+    for name, objects in listing:
+        if name not in manifests.DRY_RUN_ONLY:
+            out.print(f"{name}: {', '.join(objects)}", soft_wrap=True)
+    out.print("# manifests the suites only create as a server-side dry run (dryRun=All: webhooks called, nothing stored):")
+    for name, objects in listing:
+        if name in manifests.DRY_RUN_ONLY:
+            out.print(f"{name}: {', '.join(objects)}", soft_wrap=True)
     return 0
 
 

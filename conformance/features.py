@@ -43,7 +43,24 @@ CATALOGUE: tuple[Feature, ...] = (
         "MESH-INJECTION",
         Level.CORE,
         "Six invalid Istio resources (Istio's own validation rules) are refused at apply by Istio's "
-        "webhook, naming the problem, and not stored; a valid one is accepted.",
+        "webhook, naming the problem, and not stored; one the CRD schema refuses is refused by it "
+        "first; a valid one is accepted.",
+    ),
+    Feature(
+        "RevisionInjection",
+        "MESH-INJECTION",
+        Level.EXTENDED,
+        "With a second revision (canary) installed, istio.io/rev on the namespace or the pod selects that "
+        "revision's injector, and the injected proxy reports the canary's istiod; a default-revision "
+        "namespace stays with the default.",
+    ),
+    Feature(
+        "WebhookConfiguration",
+        "MESH-INJECTION",
+        Level.EXTENDED,
+        "Istio's webhooks as installed: a CA in each caBundle, failurePolicy Fail, selectors implementing "
+        "the injection policy (11 label cases); a dry-run pod is injected in a plain namespace, not in "
+        "kube-system.",
     ),
     Feature(
         "IngressGateway",

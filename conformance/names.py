@@ -32,3 +32,26 @@ SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
 # pkg/webhooks/validation/server/server.go; kubernetes/kubernetes staging/src/k8s.io/apiserver/
 # pkg/admission/plugin/webhook/errors/statuserror.go).
 ISTIO_VALIDATION_DENIED = 'admission webhook "validation.istio.io" denied the request'
+
+# Istio's revision key: a namespace or pod label choosing the revision whose injector handles the
+# pod, and the annotation that injector writes on the pods it injects (istio/istio
+# manifests/charts/istio-control/istio-discovery/files/injection-template.yaml).
+ISTIO_REV = "istio.io/rev"
+# The revision istiod installs without one; its istiod is plain "istiod".
+DEFAULT_REVISION = "default"
+# The second revision meshconf installs for RevisionInjection (istio.io docs/setup/upgrade/canary).
+CANARY_REVISION = "canary"
+# istiod's xDS port (and the address pilot-agent connects to: ProxyConfig.discoveryAddress).
+ISTIOD_XDS_PORT = 15012
+
+
+def istiod_name(revision: str) -> str:
+    """The istiod Deployment and Service of a revision (istio/istio manifests/charts/
+    istio-control/istio-discovery: istiod, or istiod-<revision>)."""
+    return "istiod" if revision == DEFAULT_REVISION else f"istiod-{revision}"
+
+
+def discovery_address(revision: str) -> str:
+    """Where a proxy injected by `revision` gets its configuration (the chart's
+    meshConfig.defaultConfig.discoveryAddress, templates/configmap.yaml)."""
+    return f"{istiod_name(revision)}.{ISTIO_NAMESPACE}.svc:{ISTIOD_XDS_PORT}"

@@ -12,14 +12,18 @@ from conformance.errors import ConformanceError
 from conformance.settings import RunSettings
 from conformance.targets.base import Target
 from conformance.verdicts import all_status
+from conformance.names import CANARY_REVISION as CANARY, DEFAULT_REVISION, ISTIO_REV
 from conformance.verdicts.injection import InjectionCase, injection_table, is_injected
+from conformance.verdicts.revisions import Observed, RevisionCase, observe, revision_table
+from conformance.verdicts.webhooks import Row, SelectorCase, webhook_verdict
 from conformance.verdicts.validation import Attempt, validation_table
 from conformance.waiting import Verdict
 from conformance.fixtures.mesh import Apply, Bookinfo, Evidence, MakeNamespace
 
-ENABLED = {"istio-injection": "enabled"}
-DISABLED = {"istio-injection": "disabled"}
-REVISION = {"istio.io/rev": "default"}
+INJECTION = "istio-injection"
+ENABLED = {INJECTION: "enabled"}
+DISABLED = {INJECTION: "disabled"}
+REVISION = {ISTIO_REV: DEFAULT_REVISION}
 PROBE = "inject-probe"  # the Deployment (and client) of manifests/injection/*.yaml
 
 # Istio's injection policy (istio.io docs/setup/additional-setup/sidecar-injection, "Controlling
@@ -46,6 +50,7 @@ PODS = {
     "pod-annotation-true": "pod annotation sidecar.istio.io/inject=true",
     "pod-annotation-false": "pod annotation sidecar.istio.io/inject=false",
     "pod-rev-default": "pod label istio.io/rev=default",
+    "pod-rev-canary": "pod label istio.io/rev=canary",
 }
 # A header only Envoy adds to a reply: present when the client's own sidecar carried the request
 # (unless a mesh turns Envoy's debug headers off: proxyHeaders.envoyDebugHeaders.disabled).
@@ -99,14 +104,17 @@ def test_sidecar_injection(applied: Apply, namespace: MakeNamespace, target: Tar
 
 
 # Invalid Istio resources, each refused by Istio's own validation rules (istio/istio
-# pkg/config/validation, tag 1.26.0) and valid by the CRD's schema; then a valid control.
+# pkg/config/validation, tag 1.26.0) and valid by the CRD's schema; one the CRD's schema refuses
+# before the webhook sees it (the API server's 422 field error); then a valid control. Each
+# expectation names what refuses it (conformance/verdicts/validation.py expectation()).
 VALIDATION_CASES = (
-    ("vs-route-and-redirect", "HTTP route cannot contain both route and redirect"),
-    ("vs-no-routes", "http, tcp or tls must be provided in virtual service"),
-    ("vs-zero-weights", "total destination weight = 0"),
-    ("vs-lookahead-regex", '"uri": error parsing regexp'),
-    ("dr-duplicate-subsets", "duplicate subset names: v1"),
-    ("gateway-no-servers", "gateway must have at least one server"),
+    ("vs-route-and-redirect", "webhook: HTTP route cannot contain both route and redirect"),
+    ("vs-no-routes", "webhook: http, tcp or tls must be provided in virtual service"),
+    ("vs-zero-weights", "webhook: total destination weight = 0"),
+    ("vs-lookahead-regex", 'webhook: "uri": error parsing regexp'),
+    ("dr-duplicate-subsets", "webhook: duplicate subset names: v1"),
+    ("gateway-no-servers", "webhook: gateway must have at least one server"),
+    ("dr-no-host", "schema: spec.host: Required value"),
     ("vs-valid", ""),
 )
 
@@ -126,4 +134,68 @@ def test_validation_webhook(applied: Apply, bookinfo: Bookinfo, target: Target, 
         attempts.append(Attempt(manifest, expected, error, stored))
     table = decide(validation_table(attempts))
     allure.attach(table, name="validation cases", attachment_type=allure.attachment_type.TEXT)
+    evidence(table.splitlines()[0].rstrip(":"))
+
+
+# Which revision injects (istio/istio manifests/charts/istio-control/istio-discovery/templates/
+# mutatingwebhook.yaml, rendered per revision; istio.io docs/setup/upgrade/canary): a namespace's
+# istio.io/rev, else the pod's, chooses; a default-revision namespace is the control.
+REVISION_CASES = (
+    ({ISTIO_REV: CANARY}, "pod-plain", CANARY),
+    ({}, "pod-rev-canary", CANARY),
+    (REVISION, "pod-plain", DEFAULT_REVISION),
+)
+
+
+@pytest.mark.feature("RevisionInjection")
+def test_revision_injection(applied: Apply, namespace: MakeNamespace, target: Target, evidence: Evidence) -> None:
+    with target.revision(CANARY):
+        placed = []
+        for number, (labels, manifest, revision) in enumerate(REVISION_CASES, 1):
+            ns = namespace(f"revision{number}", labels)
+            applied(f"injection/{manifest}.yaml", namespace=ns)
+            placed.append((RevisionCase(case_name(labels, manifest), revision), ns))
+        seen: list[tuple[RevisionCase, Observed | None]] = []
+        for case, ns in placed:
+            target.wait_ready(ns)
+            pods = [p for p in target.pods(ns) if p.name.startswith(PROBE) and is_injected(p)]
+            seen.append((case, observe(pods[0], target.proxy_config(pods[0].name, ns)) if pods else None))
+    table = decide(revision_table(seen))
+    allure.attach(table, name="revision cases", attachment_type=allure.attachment_type.TEXT)
+    evidence(table.splitlines()[0].rstrip(":"))
+
+
+# The injection policy as the webhooks' selectors must implement it: labels only, since selectors
+# never see annotations (istio.io docs/setup/additional-setup/sidecar-injection, "Controlling the
+# injection policy"; the chart's mutatingwebhook.yaml). True: exactly one injector webhook is called.
+INJECT_TRUE = {"sidecar.istio.io/inject": "true"}
+INJECT_FALSE = {"sidecar.istio.io/inject": "false"}
+SELECTOR_CASES = (
+    SelectorCase(ENABLED, {}, True),
+    SelectorCase(ENABLED, INJECT_FALSE, False),
+    SelectorCase({**ENABLED, **REVISION}, {}, True),
+    SelectorCase(DISABLED, {}, False),
+    SelectorCase(DISABLED, INJECT_TRUE, False),
+    SelectorCase({**DISABLED, **REVISION}, {}, False),
+    SelectorCase(REVISION, {}, True),
+    SelectorCase(REVISION, INJECT_FALSE, False),
+    SelectorCase({}, INJECT_TRUE, True),
+    SelectorCase({}, REVISION, True),
+    SelectorCase({}, {}, False),
+)
+DRY_RUN_POD = "injection/dry-run-pod.yaml"
+IGNORED_NAMESPACE = "kube-system"  # istiod never injects it (istio/istio pkg/kube/inject/initializer.go)
+
+
+@pytest.mark.feature("WebhookConfiguration")
+def test_webhook_configuration(namespace: MakeNamespace, target: Target, evidence: Evidence) -> None:
+    [pod] = manifests.load(DRY_RUN_POD)
+    plain = namespace("webhook-dry-run", {})
+    rows: list[Row] = []
+    for ns, injects in ((plain, True), (IGNORED_NAMESPACE, False)):
+        admitted = target.admitted_pod(pod, ns)
+        rows.append((f"dry-run pod {DRY_RUN_POD} in {ns}", "injected" if injects else "not injected",
+                     "injected" if is_injected(admitted) else "not injected", is_injected(admitted) == injects))
+    table = decide(webhook_verdict(target.webhook_configurations(), SELECTOR_CASES, rows))
+    allure.attach(table, name="webhook checks", attachment_type=allure.attachment_type.TEXT)
     evidence(table.splitlines()[0].rstrip(":"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from conformance.targets.local.admission.control import POD_KIND, POD_RESOURCE
 from conformance.targets.local.admission.review import admit
-from conformance.targets.local.admission.webhooks import Webhook, webhooks_of
+from conformance.webhooks import Webhook, webhooks_of
 from conformance.targets.local.xds.secrets import MeshCA
 
 

@@ -23,13 +23,23 @@ import pytest
 import yaml
 
 from conformance import manifests
-from conformance.errors import ManifestError
+from conformance.errors import ConformanceError, ManifestError
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import MeshState, Pod, Service, ServicePort
 from conformance.targets.local.translator import ProxyConfig, translate
-from tests.crd_schema import upstream_file
 
 REPO = Path(__file__).resolve().parent.parent
+# The upstream samples the tests compare with (provenance and license in tests/upstream/README.md);
+# the upstream CRDs are package data (conformance.targets.crd_schema.CRD_DIR).
+UPSTREAM = REPO / "tests" / "upstream"
+
+
+def upstream_file(relative: str | Path, reference: Path = UPSTREAM) -> Path:
+    """reference/relative (e.g. "istio/curl__curl.yaml"); an error naming the path if it is missing."""
+    path = reference / relative
+    if not path.is_file():
+        raise ConformanceError(f"upstream file not found: {path} (see tests/upstream/README.md)")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,11 +18,15 @@ import pytest
 import yaml
 
 from conformance import cli, manifests
-from conformance.names import GATEWAY_API_GROUP
-from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, RunSettings
+from conformance.names import DEFAULT_REVISION, GATEWAY_API_GROUP, ISTIO_NAMESPACE, istiod_name
+from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, RunSettings, Timeouts
 from conformance.targets import gateway_api_crds, istio, kind
+from conformance.targets.cluster import ClusterAccess, ClusterTarget
+from conformance.targets.crd_schema import CRD_DIR, GATEWAY_API_CRD_DIR, ISTIO_CRD_FILE
 from conformance.targets.gateway_api_crds import BUNDLE_VERSION, CHANNEL, SAFE_UPGRADES
-from tests.crd_schema import UPSTREAM, upstream_file
+from conformance.targets.kube import Kube
+from conformance.targets.local.admission.control import SERVICE_PORT, istiod_webhooks
+from tests.builders import upstream_file
 from tests.fakeapi import Answer, FakeApi, status
 from tests.fakegateway import FakeGateway, free_port
 from tests.fakes import BIN, FakeTools
@@ -49,14 +53,16 @@ def write_kubeconfig(path: Path, port: int) -> Path:
     return path
 
 
-# The upstream CRDs (tests/upstream/): Istio's bundle, and Gateway API's standard channel.
-ISTIO_CRDS = ("istio/crd-all.gen.yaml",)
-GATEWAY_API_CRDS = tuple(f"gateway-api/{p.name}" for p in sorted((UPSTREAM / "gateway-api").glob("*.yaml")))
+# The upstream CRDs, as the package ships them (CRD_DIR): Istio's bundle, and Gateway API's
+# standard channel; each named by its path under CRD_DIR.
+ISTIO_CRDS = (ISTIO_CRD_FILE,)
+GATEWAY_API_CRDS = tuple(f"{GATEWAY_API_CRD_DIR}/{p.name}"
+                         for p in sorted((CRD_DIR / GATEWAY_API_CRD_DIR).glob("*.yaml")))
 
 
 @functools.cache
 def _upstream_crds(relative: str) -> tuple[dict[str, Any], ...]:
-    docs = yaml.load_all(upstream_file(relative).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    docs = yaml.load_all((CRD_DIR / relative).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return tuple(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
 
 
@@ -85,8 +91,8 @@ def gateway_api_release(version: str, channel: str = "standard",
     """A Gateway API release's standard-install.yaml, concatenated as kubernetes-sigs/gateway-api
     hack/build-install-yaml.sh does (config/crd/standard/gateway*.yaml in file order, each after a
     comment naming it), from the upstream standard CRDs stamped with `version` and `channel`, and
-    `extra` files (file name stem -> documents) that tests/upstream does not hold."""
-    files = {Path(relative).stem: _stamped(upstream_file(relative).read_text(), version, channel)
+    `extra` files (file name stem -> documents) that CRD_DIR does not hold."""
+    files = {Path(relative).stem: _stamped((CRD_DIR / relative).read_text(), version, channel)
              for relative in GATEWAY_API_CRDS}
     for stem, docs in (extra or {}).items():
         files[stem] = "\n---\n\n".join(yaml.safe_dump(dict(doc), sort_keys=False) for doc in docs)
@@ -103,7 +109,7 @@ def _stamped(crd_text: str, version: str, channel: str) -> str:
 
 
 # kubernetes-sigs/gateway-api at tag v1.5.1, config/crd/standard/: beside the five CRDs of
-# tests/upstream, BackendTLSPolicy, ListenerSet and TLSRoute (served as v1), and
+# CRD_DIR, BackendTLSPolicy, ListenerSet and TLSRoute (served as v1), and
 # gateway.networking.k8s.io_vap_safeupgrades.yaml, a ValidatingAdmissionPolicy and its binding
 # that still say bundle-version v1.5.0-dev (the release's version bump stamped only the CRDs).
 V1_5_1 = "v1.5.1"
@@ -114,7 +120,7 @@ V1_5_1_POLICY_BUNDLE = "v1.5.0-dev"
 
 def gateway_api_v1_5_1() -> bytes:
     """A standard-install.yaml shaped as v1.5.1's: its eight CRDs in file order (the three that
-    tests/upstream lacks with a schema that keeps every field), then the admission policy."""
+    CRD_DIR lacks with a schema that keeps every field), then the admission policy."""
     extra: dict[str, list[dict[str, Any]]] = {
         plural: [stand_in_crd(kind, plural, V1_5_1)] for kind, plural in V1_5_1_MORE_CRDS}
     extra["vap_safeupgrades"] = safe_upgrades_policy(V1_5_1_POLICY_BUNDLE)
@@ -352,3 +358,76 @@ def set_up_machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_
     project.mkdir()
     monkeypatch.chdir(project)
     return Machine(fake_tools, api, release_server, project, tmp_path / "home", capsys, gateway, free_port())
+
+
+# ---------------------------------------------------------------------------------------------
+# Istio's admission on the fake API, upstream injected pods, and a ClusterTarget on the fake API
+
+# The Service Istio's webhooks name (clientConfig.service: istiod in istio-system, port 443).
+ISTIOD_WEBHOOK_SERVICE = (ISTIO_NAMESPACE, istiod_name(DEFAULT_REVISION), SERVICE_PORT)
+ADMISSION_PATH = "/apis/admissionregistration.k8s.io/v1"
+
+
+def install_istio_admission(api: FakeApi, root_pem: str, address: tuple[str, int]) -> list[dict[str, Any]]:
+    """Istio's webhook configurations on the fake API as istiod leaves them once it runs (its CA in
+    every caBundle), their Service reaching the webhook server at `address`; the documents."""
+    docs = istiod_webhooks(root_pem)
+    for doc in docs:
+        api.objects[f"{ADMISSION_PATH}/{doc['kind'].lower()}s/{doc['metadata']['name']}"] = copy.deepcopy(doc)
+    api.webhook_services[ISTIOD_WEBHOOK_SERVICE] = address
+    return docs
+
+
+def seed_namespace(api: FakeApi, name: str, labels: Mapping[str, str] | None = None) -> None:
+    """A namespace the cluster already has (kube-system, default), as the API server lists it."""
+    api.objects[f"/api/v1/namespaces/{name}"] = {
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
+        "status": {"phase": "Active"}}
+
+
+def upstream_pod(relative: str) -> dict[str, Any]:
+    """The pod of an upstream workload file (tests/upstream/): a Pod as it is, or a Deployment's pod
+    template as a Pod named after the Deployment."""
+    docs = [d for d in yaml.safe_load_all(upstream_file(relative).read_text()) if d]
+    [doc] = [d for d in docs if d.get("kind") in ("Pod", "Deployment")]
+    if doc["kind"] == "Pod":
+        return doc
+    template = doc["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {**template.get("metadata", {}), "name": f"{doc['metadata']['name']}-0"},
+            "spec": template["spec"]}
+
+
+class StaticProvisioner:
+    """Hands on the ClusterAccess it was given: a ClusterTarget on the fake API, nothing provisioned."""
+
+    def __init__(self, access: ClusterAccess, name: str = "kind") -> None:
+        self.access, self.name = access, name
+
+    def up(self) -> ClusterAccess:
+        return self.access
+
+    def down(self) -> None:
+        pass
+
+    def collect_debug(self, directory: Path, namespaces: Sequence[str] = (),
+                      applied: Sequence[Mapping[str, Any]] | None = None) -> None:
+        pass
+
+    def phases(self) -> Mapping[str, float]:
+        return {}
+
+
+# Budgets for a fake API that answers at once: a wait that fails does so in a second or two.
+FAST = Timeouts(request=5, rollout=1.5, first_deploy=1.5, install=10, mesh_ready=2)
+
+
+def cluster_target(api: FakeApi, directory: Path, istio_install: istio.IstioInstall | None = None,
+                   unsupported: Mapping[str, str] | None = None) -> ClusterTarget:
+    """A ClusterTarget (not up yet) on the fake API, with what a provisioner would hand on."""
+    access = ClusterAccess(write_kubeconfig(directory / "kubeconfig", api.port), None, "http://127.0.0.1:9",
+                           "1.33.1", ISTIO_VERSION, unsupported=dict(unsupported or {}), istio=istio_install)
+    return ClusterTarget(RunSettings(target="kind", run_id="r1", timeouts=FAST), StaticProvisioner(access),
+                         kube_factory=lambda path, context, timeouts: Kube(path, context, timeouts=timeouts,
+                                                                            poll_interval=0.02))

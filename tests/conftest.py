@@ -25,8 +25,8 @@ from conformance import manifests
 from conformance.settings import Timeouts
 from conformance.targets.local.admission.control import AdmissionControl
 from conformance.targets.local.admission.injector import Injector
-from conformance.targets.local.admission.webhooks import Webhook, configurations
-from conformance.targets.local.mesh import INJECTOR_MANIFEST
+from conformance.webhooks import Webhook, configurations
+from conformance.targets.local.admission.control import INJECTOR_MANIFEST
 from conformance.targets.local.pods import AddressPool
 from conformance.targets.local.xds.secrets import MeshCA
 from conformance.targets.kube import Kube

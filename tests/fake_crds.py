@@ -2,7 +2,7 @@
 
 A kind of a CRD-backed group is served (discovery, and its resource paths) only while its CRD
 is applied; objects of it are validated against the CRD's openAPIV3Schema with the code of
-tests/crd_schema.py, and answered as the API server answers (kubernetes/kubernetes: staging/
+conformance/targets/crd_schema.py, and answered as the API server answers (kubernetes/kubernetes: staging/
 src/k8s.io/apiextensions-apiserver/pkg/registry/customresource/validator.go for the checks,
 staging/src/k8s.io/apimachinery/pkg/api/errors/errors.go NewInvalid for the Status):
 - a schema error is 422 Invalid, `<Kind>.<group> "<name>" is invalid: <field>: <detail>` (a list
@@ -16,14 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tests import crd_schema
+from conformance.targets import crd_schema
+from conformance.targets.crd_schema import Checked
+from conformance.targets.field_errors import INVALID, REQUIRED, FieldError, invalid_message
 
 CRD_GV = "apiextensions.k8s.io/v1"
-# The crd_schema messages that the API server prunes rather than refuses.
-_UNKNOWN = re.compile(r"^(?P<path>.+): unknown field$")
-_NULL = re.compile(r"^(?P<path>.+): expected .+, got null$")
-_REQUIRED = re.compile(r"^(?P<path>.+): required field missing$")
-_ENUM = re.compile(r"^(?P<path>.+): (?P<value>.+) is not one of: (?P<allowed>.+)$")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -56,23 +53,6 @@ class Resource:
         return {**entry, "shortNames": list(self.short_names)} if self.short_names else entry
 
 
-@dataclass(frozen=True)
-class Cause:
-    reason: str  # FieldValueRequired, FieldValueInvalid, FieldValueNotSupported
-    field: str
-    message: str
-
-    def line(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-@dataclass
-class Checked:
-    causes: list[Cause]  # refusals: 422 Invalid
-    undeclared: list[str]  # field paths the schema does not declare
-    pruned: list[str]  # every field path the server drops (undeclared ones and nulls)
-
-
 class Crds:
     """The applied CRDs, their served resources, and validation of their objects."""
 
@@ -80,22 +60,22 @@ class Crds:
         self.by_name: dict[str, dict[str, Any]] = {}
         self._validators: dict[tuple[str, str, str], Any] = {}
 
-    def problems(self, crd: dict[str, Any]) -> list[Cause]:
+    def problems(self, crd: dict[str, Any]) -> list[FieldError]:
         """What apiextensions' validation refuses in a v1 CRD that meshconf could meet."""
         spec = crd.get("spec") or {}
         causes = []
         for field in ("group", "names", "scope", "versions"):
             if not spec.get(field):
-                causes.append(Cause("FieldValueRequired", f"spec.{field}", "Required value"))
+                causes.append(FieldError(REQUIRED, f"spec.{field}", "Required value"))
         for index, version in enumerate(spec.get("versions") or []):
             if not (version.get("schema") or {}).get("openAPIV3Schema"):
-                causes.append(Cause("FieldValueRequired", f"spec.versions[{index}].schema.openAPIV3Schema",
-                                    "Required value: schemas are required"))
+                causes.append(FieldError(REQUIRED, f"spec.versions[{index}].schema.openAPIV3Schema",
+                                         "Required value: schemas are required"))
         expected = f"{(spec.get('names') or {}).get('plural')}.{spec.get('group')}"
         name = (crd.get("metadata") or {}).get("name")
         if not causes and name != expected:
-            causes.append(Cause("FieldValueInvalid", "metadata.name",
-                                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group'))
+            causes.append(FieldError(INVALID, "metadata.name",
+                                     f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group'))
         return causes
 
     def store(self, crd: dict[str, Any]) -> dict[str, Any]:
@@ -132,16 +112,7 @@ class Crds:
 
     def check(self, resource: Resource, obj: dict[str, Any]) -> Checked:
         """The object against its version's schema: what is refused, and what is pruned."""
-        causes, undeclared, pruned = [], [], []
-        for problem in crd_schema.problems(self._validator(resource), obj):
-            if match := _UNKNOWN.match(problem):
-                undeclared.append(match["path"])
-                pruned.append(match["path"])
-            elif match := _NULL.match(problem):
-                pruned.append(match["path"])
-            else:
-                causes.append(_cause(problem))
-        return Checked(causes, undeclared, pruned)
+        return crd_schema.check(self._validator(resource), obj)
 
     def _validator(self, resource: Resource) -> Any:
         key = (resource.group, resource.version, resource.kind)
@@ -152,24 +123,11 @@ class Crds:
         return self._validators[key]
 
 
-def _cause(problem: str) -> Cause:
-    if match := _REQUIRED.match(problem):
-        return Cause("FieldValueRequired", match["path"], "Required value")
-    if match := _ENUM.match(problem):
-        return Cause("FieldValueNotSupported", match["path"],
-                     f"Unsupported value: {match['value']}: supported values: {match['allowed']}")
-    field, _, detail = problem.partition(": ")
-    return Cause("FieldValueInvalid", field, f"Invalid value: {detail}")
-
-
-def invalid(resource: Resource, name: str, causes: list[Cause]) -> dict[str, Any]:
+def invalid(resource: Resource, name: str, causes: list[FieldError]) -> dict[str, Any]:
     """The 422 Status of an object that fails validation, as the API server words it."""
-    lines = [c.line() for c in causes]
-    joined = lines[0] if len(lines) == 1 else f"[{', '.join(lines)}]"
-    kind = f"{resource.kind}.{resource.group}" if resource.group else resource.kind
     return {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": f'{kind} "{name}" is invalid: {joined}', "reason": "Invalid",
+        "message": invalid_message(resource.kind, resource.group, name, causes), "reason": "Invalid",
         "details": {"name": name, "group": resource.group, "kind": resource.kind,
                     "causes": [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes]},
         "code": 422,

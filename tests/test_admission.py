@@ -15,7 +15,7 @@ import pytest
 from conformance.names import PROXY_CONTAINER
 from conformance.targets.local.admission.injector import Injector
 from conformance.targets.local.admission.review import AdmissionRefused
-from conformance.targets.local.admission.webhooks import IGNORE, Webhook, webhooks_of
+from conformance.webhooks import IGNORE, Webhook, webhooks_of
 from conformance.targets.local.xds.secrets import MeshCA
 from tests.admission_builders import (
     WebhookServer,

@@ -10,10 +10,10 @@ import httpx
 import jsonpatch
 import pytest
 
-from conformance.names import PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
+from conformance.names import DEFAULT_REVISION, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
 from conformance.targets.local.admission.injector import (
     INIT_CONTAINER,
-    ISTIOD_SERVICE_DNS,
+    webhook_dns_name,
     TLS_MODE_LABEL,
     Injector,
     injected,
@@ -21,11 +21,13 @@ from conformance.targets.local.admission.injector import (
 from conformance.targets.local.xds.secrets import MeshCA
 from tests.admission_builders import names, pod_doc, review_of
 
+WEBHOOK_DNS = webhook_dns_name(DEFAULT_REVISION)  # the default istiod's webhook Service
+
 
 # --- (2) the injector, called directly over HTTPS --------------------------------------------
 
 
-def _post(url: str, body: Any, root_pem: str, server_name: str = ISTIOD_SERVICE_DNS,
+def _post(url: str, body: Any, root_pem: str, server_name: str = WEBHOOK_DNS,
           content_type: str = "application/json") -> httpx.Response:
     context = ssl.create_default_context(cadata=root_pem)
     with httpx.Client(verify=context, timeout=5) as client:
@@ -82,7 +84,10 @@ def test_injector_with_native_sidecars(ca: MeshCA) -> None:
     native.start()
     try:
         pod = pod_doc(initContainers=[{"name": "setup", "image": "busybox"}])
-        patch = _patch_of(_post(native.url, review_of(pod), ca.root_pem))
+        # A revision's webhook is its own Service, istiod-canary, and its certificate names that.
+        with pytest.raises(httpx.ConnectError, match="Hostname mismatch"):
+            _post(native.url, review_of(pod), ca.root_pem)
+        patch = _patch_of(_post(native.url, review_of(pod), ca.root_pem, server_name=webhook_dns_name("canary")))
     finally:
         native.stop()
     assert patch is not None
@@ -93,6 +98,17 @@ def test_injector_with_native_sidecars(ca: MeshCA) -> None:
     status = json.loads(result["metadata"]["annotations"][SIDECAR_STATUS_ANNOTATION])
     assert (status["initContainers"], status["containers"], status["revision"]) == (
         [INIT_CONTAINER, PROXY_CONTAINER], None, "canary")
+    assert result["metadata"]["annotations"]["istio.io/rev"] == "canary"
+    # pilot-agent learns its istiod from the injected ProxyConfig: the canary's, by name.
+    env = {e["name"]: e["value"] for e in result["spec"]["initContainers"][1]["env"]}
+    assert json.loads(env["PROXY_CONFIG"]) == {"discoveryAddress": "istiod-canary.istio-system.svc:15012"}
+
+
+def test_default_revision_leaves_the_default_discovery_address_out() -> None:
+    pod = injected(pod_doc())
+    assert pod["metadata"]["annotations"]["istio.io/rev"] == "default"
+    proxy = next(c for c in pod["spec"]["containers"] if c["name"] == PROXY_CONTAINER)
+    assert proxy["env"] == [{"name": "PROXY_CONFIG", "value": "{}"}]
 
 
 def test_native_sidecar_annotation_overrides_the_injector() -> None:

@@ -5,11 +5,9 @@ called over HTTPS through the mesh's admission as the API server calls it."""
 
 import pytest
 
-from conformance import manifests
 from conformance.targets.local.admission.control import AdmissionControl
 from conformance.targets.local.admission.review import AdmissionRefused
 from conformance.targets.local.admission.validator import review_response, validation_errors
-from conformance.targets.local.mesh import VALIDATOR_MANIFEST
 from conformance.targets.local.translator.mutants import VALIDATION_OFF
 
 ROUTE = [{"destination": {"host": "httpbin"}}]
@@ -70,7 +68,7 @@ def test_the_answer_is_an_admission_review_with_istios_words_or_allowed() -> Non
 
 
 def test_the_api_server_gets_the_denial_over_https_and_words_it(admission_control: AdmissionControl) -> None:
-    webhooks = manifests.load(VALIDATOR_MANIFEST)
+    webhooks = admission_control.istiod_webhooks()
     with pytest.raises(AdmissionRefused) as refused:
         admission_control.admit_object(vs(), "CREATE", "shop", {}, webhooks)
     assert str(refused.value) == ('admission webhook "validation.istio.io" denied the request: '

@@ -7,12 +7,15 @@ from typing import Any
 import pytest
 
 from conformance import manifests
+from conformance.names import DEFAULT_REVISION
 from conformance.errors import ManifestError, UnsupportedResource
-from conformance.targets.local.admission.injector import ISTIOD_SERVICE_DNS
-from conformance.targets.local.admission.webhooks import configurations, webhooks_of
-from conformance.targets.local.mesh import INJECTOR_MANIFEST
+from conformance.targets.local.admission.injector import webhook_dns_name
+from conformance.webhooks import configurations, webhooks_of
+from conformance.targets.local.admission.control import INJECTOR_MANIFEST
 from conformance.targets.local.xds.secrets import MeshCA
 from tests.admission_builders import configuration_doc, hook_doc, one_webhook
+
+WEBHOOK_DNS = webhook_dns_name(DEFAULT_REVISION)  # the default istiod's webhook Service
 
 
 # --- (1) the webhooks a configuration holds, and what they select ---------------------------
@@ -29,7 +32,7 @@ def test_manifest_holds_istios_four_webhooks() -> None:
         assert hook.service is not None and hook.url is None and hook.ca_bundle is None
         assert (hook.service.namespace, hook.service.name, hook.service.path, hook.service.port) == (
             "istio-system", "istiod", "/inject", 443)
-        assert hook.service.dns_name == ISTIOD_SERVICE_DNS
+        assert hook.service.dns_name == WEBHOOK_DNS
         assert (hook.failure_policy, hook.timeout_seconds) == ("Fail", 10)
         assert hook.matches("CREATE", "", "v1", "pods", {"istio-injection": "enabled"}, {}) == (
             hook.name == "namespace.sidecar-injector.istio.io")

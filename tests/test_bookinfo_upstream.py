@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conformance import manifests
-from tests.crd_schema import upstream_file
+from tests.builders import upstream_file
 
 # Fields dropped from our workloads because the local mesh refuses what it does not implement.
 DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "securityContext"}

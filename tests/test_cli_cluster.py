@@ -45,6 +45,16 @@ def test_plan_prints_and_runs_nothing(tmp_path: Path, fake_tools: FakeTools) -> 
     assert "kind create cluster --name meshconf" in text and "--retain" in text and "--kubeconfig" in text
     assert "istioctl install --kubeconfig" in text and "--set profile=demo" in text
     assert "bookinfo/bookinfo.yaml: Service/details" in text
+    # RevisionInjection's second control plane: installed and removed by revision, istiod only.
+    revision = text.split("# RevisionInjection: a second control plane, revision canary, istiod only")[1]
+    install, uninstall = revision.splitlines()[1:3]
+    assert install.endswith("install --kubeconfig " + str(tmp_path / ".meshconf" / "kind-meshconf" / "kubeconfig")
+                            + " --set profile=minimal --revision canary --readiness-timeout 240s -y")
+    assert uninstall.endswith(" uninstall --kubeconfig " + str(tmp_path / ".meshconf" / "kind-meshconf" / "kubeconfig")
+                              + " --revision canary -y")
+    # The suites' injection and validation manifests are listed with the objects they apply.
+    assert "injection/pod-plain.yaml: Deployment/inject-probe" in listed
+    assert "validation/vs-route-and-redirect.yaml: VirtualService/" in listed
     assert fake_tools.all_calls() == []  # nothing ran, not even docker info
     assert not (tmp_path / ".meshconf").exists()
 

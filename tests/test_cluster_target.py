@@ -12,7 +12,8 @@ import pytest
 from conformance.errors import ConformanceError, NotConverged
 from conformance.settings import RunSettings, Timeouts
 from conformance.targets.base import PodView
-from conformance.targets.cluster import ClusterAccess, ClusterTarget
+from conformance.targets.cluster import NOT_OURS, ClusterAccess, ClusterTarget
+from conformance.targets.istio import REVISION_FEATURE
 from conformance.targets.kube import ExecResult, Kube
 from tests.cluster_builders import write_kubeconfig
 from tests.fakeapi import FakeApi, items
@@ -154,3 +155,15 @@ def test_the_first_workloads_get_the_first_deploy_budget_later_ones_the_rollout_
             t.wait_ready("bookinfo-r1")
     finally:
         t.down()
+
+
+def test_no_second_revision_without_the_installation_meshconf_made() -> None:
+    # A provisioner that hands on no Istio installation cannot have a revision installed beside it,
+    # even if it forgot to say so in `unsupported`.
+    t = target(FakeProvisioner())
+    t.up()
+    assert not t.supports(REVISION_FEATURE) and t.unsupported_reason(REVISION_FEATURE) == NOT_OURS
+    assert t.supports("SidecarInjection")
+    with pytest.raises(ConformanceError, match=f"cannot install Istio revision canary: {NOT_OURS}"):
+        with t.revision("canary"):
+            pass

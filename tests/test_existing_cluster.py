@@ -14,8 +14,10 @@ from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.names import INGRESS_GATEWAY
 from conformance.settings import RunSettings
 from conformance.targets.cluster import ClusterTarget
+from conformance.targets.crd_schema import CRD_DIR, ISTIO_CRD_FILE
 from conformance.targets.existing import ExistingClusterProvisioner, istiod_version
 from conformance.targets.ingress import GatewayBinding
+from conformance.targets.istio import REVISION_FEATURE
 from conformance.targets.kube import Kube
 from conformance.targets.provision import wait_mesh_ready
 from tests.cluster_builders import (
@@ -28,7 +30,6 @@ from tests.cluster_builders import (
     publish_gateway_api,
     write_kubeconfig,
 )
-from tests.crd_schema import upstream_file
 from tests.fakeapi import FakeApi, items
 from tests.fakeforward import fake_port_forward
 from tests.fakegateway import FakeGateway
@@ -96,8 +97,32 @@ def test_assumes_the_installed_istio_and_changes_nothing(api: FakeApi, tmp_path:
     provisioner.down()
     assert (access.mesh_version, access.kubernetes_version, access.ingress_url) == \
         ("1.28.0", "1.33.1", "http://203.0.113.10:80")
+    # Not meshconf's mesh: no second revision beside it, and the report says how to get one.
+    assert access.istio is None
+    assert access.unsupported[REVISION_FEATURE] == (
+        "meshconf did not install Istio on context 'fake', and installs a second control plane revision only "
+        "beside a mesh it installed; pass --install-mesh --yes on a cluster without Istio to let meshconf "
+        "install (and later remove) both")
     assert [r.method for r in api.requests if r.method != "GET"] == []  # nothing written, nothing deleted
     assert hashlib.sha256(config.read_bytes()).hexdigest() == before  # the user's kubeconfig untouched
+
+
+def test_revision_injection_is_not_supported_beside_a_mesh_meshconf_did_not_install(
+        api: FakeApi, tmp_path: Path, fake_tools: FakeTools) -> None:
+    api.objects[ISTIOD_PATH] = ISTIOD
+    api.objects["/api/v1/namespaces/istio-system/services/istio-ingressgateway"] = GATEWAY
+    target = ClusterTarget(settings(), ExistingClusterProvisioner(
+        settings(), kubeconfig=write_kubeconfig(tmp_path / "kc", api.port)))
+    target.up()
+    try:
+        assert not target.supports(REVISION_FEATURE)
+        assert "pass --install-mesh --yes" in (target.unsupported_reason(REVISION_FEATURE) or "")
+        with pytest.raises(ConformanceError, match="cannot install Istio revision canary: meshconf did not install"):
+            with target.revision("canary"):
+                pass
+    finally:
+        target.down()
+    assert fake_tools.all_calls() == []  # no istioctl, no helm: nothing installed or removed
 
 
 def test_no_istio_is_a_clear_error(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
@@ -178,6 +203,8 @@ def test_install_on_consent_waits_for_the_mesh_then_removes_all_it_added(  # noq
         kubeconfig=config)
     access = provisioner.up()
     assert access.mesh_version == ISTIO_VERSION and access.ingress_url.startswith("http://127.0.0.1:")
+    # meshconf's mesh (consent given): a second revision goes beside it, installed the same way.
+    assert access.istio is provisioner.installed and REVISION_FEATURE not in access.unsupported
     assert set(gateway.hosts) == {"readiness.meshconf.test"}  # answered through the forward
     assert {(pod, port) for pod, _, port in forwards} == {("istio-ingressgateway-5f7", 8080)}
     applied = {r.path for r in api.requests if r.method == "PATCH"}
@@ -255,7 +282,7 @@ BOOKINFO_GATEWAY = "/apis/networking.istio.io/v1/namespaces/bookinfo/gateways/bo
 def install_istio_crds(api: FakeApi) -> None:
     """What an Istio install leaves on a cluster before meshconf comes: Istio's CRDs for the kinds
     the tests apply (Gateway, VirtualService), established, from Istio's own bundle."""
-    for crd in yaml.safe_load_all(upstream_file("istio/crd-all.gen.yaml").read_text()):
+    for crd in yaml.safe_load_all((CRD_DIR / ISTIO_CRD_FILE).read_text()):
         if crd and crd["metadata"]["name"] in ISTIO_CRDS:
             api.install_crd(crd)
 

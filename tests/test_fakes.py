@@ -8,11 +8,14 @@ serves a CRD-backed kind only while its CRD is applied, validates against the CR
 answers conflicts and Services as a kind cluster's API server; the fake helm waits as Helm does.
 """
 
+import base64
 import json
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ from conformance.settings import Timeouts
 from conformance.targets import istio, kind
 from conformance.targets.istio import IstioInstall
 from conformance.targets.kube import Kube
+from conformance.targets.local.xds.secrets import MeshCA
 from conformance.targets.preflight import docker_check
+from tests.admission_builders import WebhookServer, answer_of, configuration_doc, hook_doc
 from tests.cluster_builders import ISTIO_CRDS, install_crds, upstream_crd, write_kubeconfig
 from tests.fakeapi import FakeApi
 from tests.fakes import FakeTools
@@ -63,6 +68,7 @@ def run(fake: FakeTools, *argv: str) -> subprocess.CompletedProcess[str]:
      "Error: unknown command \"frobnicate\" for \"istioctl\"\nRun 'istioctl --help' for usage.\n"),
     (["istioctl", "uninstall", "-y"], 1, "Error: at least one of the --revision (or --set revision=<revision>), "
                                          "--filename or --purge flags must be set\n"),
+    (["istioctl", "uninstall", "--revison", "canary", "-y"], 64, "Error: unknown flag: --revison\n"),
     # docker: FlagErrorFunc's status 125, the root's own unknown command (docker/cli cli/cobra.go, cmd/docker).
     (["docker", "info", "--output", "json"], 125,
      "unknown flag: --output\n\nUsage:  docker info [OPTIONS]\n\nRun 'docker info --help' for more information\n"),
@@ -113,6 +119,28 @@ def test_istio_install_and_uninstall_lines_pass(method: str, revision: str | Non
     for argv in install.install_argvs() + install.uninstall_argvs():
         parsed = accepted(argv)
         assert parsed.value("kubeconfig") == "/run/kc"
+
+
+@pytest.mark.parametrize("context", [None, "kind-x"])
+def test_revision_lines_pass(context: str | None) -> None:
+    """RevisionInjection's second control plane: istioctl's minimal profile with --revision, or the
+    istiod chart alone; removed by revision (istioctl) or release (Helm)."""
+    istioctl = IstioInstall(version="1.28.2", kubeconfig=Path("/run/kc"), context=context,
+                            release_dir=Path("/cache/istio-1.28.2"))
+    [install] = [accepted(argv) for argv in istioctl.revision_install_argvs("canary")]
+    assert (install.path, install.value("revision"), install.flags["set"][0]) == (("install",), "canary",
+                                                                                  "profile=minimal")
+    [uninstall] = [accepted(argv) for argv in istioctl.revision_uninstall_argvs("canary")]
+    assert (uninstall.path, uninstall.value("revision"), uninstall.has("purge")) == (("uninstall",), "canary", False)
+    helm = IstioInstall(version="1.28.2", kubeconfig=Path("/run/kc"), method="helm", context=context)
+    [upgrade] = [accepted(argv) for argv in helm.revision_install_argvs("canary")]
+    assert (upgrade.path, upgrade.args, upgrade.flags["set"]) == (("upgrade",), ["istiod-canary", "istiod"],
+                                                                  ["revision=canary"])
+    [removal] = [accepted(argv) for argv in helm.revision_uninstall_argvs("canary")]
+    assert (removal.path, removal.args) == (("uninstall",), ["istiod-canary"])
+    for parsed in (install, uninstall, upgrade, removal):
+        assert parsed.value("kubeconfig") == "/run/kc"
+        assert parsed.value("context" if parsed.tool == "istioctl" else "kube-context") == context
 
 
 def test_debug_bundle_lines_pass() -> None:
@@ -281,3 +309,125 @@ def test_helm_wait_on_a_node_port_is_done_at_once(fake_tools: FakeTools, api: Fa
 def test_helm_needs_a_cluster_it_can_reach(fake_tools: FakeTools, tmp_path: Path) -> None:
     done = helm_gateway(fake_tools, write_kubeconfig(tmp_path / "kc", 1))
     assert done.returncode == 1 and done.stderr.startswith("Error: Kubernetes cluster unreachable: Get ")
+
+
+# --- the API server: dry runs, typed lists, admission webhooks, a Deployment's pods -------------
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "labels": {"app": "web"}},
+       "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}
+PODS = "/api/v1/namespaces/apps/pods"
+
+
+def test_a_dry_run_create_answers_the_object_and_stores_nothing(api: FakeApi) -> None:
+    code, body, _ = raw(api, "POST", PODS, POD, dryRun="All")
+    assert code == 201 and body["metadata"]["name"].startswith("web-") and len(body["metadata"]["name"]) == 9
+    assert body["metadata"]["uid"] and body["metadata"]["namespace"] == "apps"
+    assert "resourceVersion" not in body["metadata"]
+    assert api.objects == {}
+    code, body, _ = raw(api, "POST", PODS, POD, dryRun="Yes")  # only All exists (metav1.DryRunAll)
+    assert (code, body["reason"], body["message"]) == (422, "Invalid", 'CreateOptions.meta.k8s.io "" is invalid: '
+                                                       'dryRun: Unsupported value: []string{"Yes"}: supported values: "All"')
+    assert body["details"]["causes"] == [{"reason": "FieldValueNotSupported", "field": "dryRun",
+                                          "message": 'Unsupported value: []string{"Yes"}: supported values: "All"'}]
+    code, body, _ = apply(api, f"{PODS}/web", {**POD, "metadata": {"name": "web"}}, dryRun="All")
+    assert code == 405 and "not modelled" in body["message"]  # loudly: a dry-run apply is not modelled
+    assert api.objects == {}
+
+
+def test_a_built_in_kinds_list_items_carry_no_kind_a_crds_do(api: FakeApi) -> None:
+    install_crds(api, *ISTIO_CRDS)
+    assert raw(api, "POST", PODS, {**POD, "metadata": {"name": "web"}})[0] == 201
+    assert apply(api, VS_PATH, VS)[0] == 201
+    [pod] = raw(api, "GET", PODS)[1]["items"]
+    assert "kind" not in pod and "apiVersion" not in pod and pod["metadata"]["name"] == "web"
+    [vs] = raw(api, "GET", VS_PATH.rsplit("/", 1)[0])[1]["items"]
+    assert (vs["apiVersion"], vs["kind"]) == ("networking.istio.io/v1", "VirtualService")
+    assert raw(api, "GET", f"{PODS}/web")[1]["kind"] == "Pod"  # a single object carries its kind
+
+
+@dataclass
+class Hooks:
+    """A webhook server of the tests' own: its response fields (`replies`) and the reviews it got."""
+
+    replies: dict[str, Any]
+    seen: list[dict[str, Any]]
+
+
+@pytest.fixture
+def hooks(api: FakeApi, ca: MeshCA, tmp_path: Path) -> Iterator[Hooks]:
+    """The webhook server behind Service tests/hooks, which the fake API resolves; allowing until a
+    test changes its replies."""
+    replies: dict[str, Any] = {"allowed": True}
+    server = WebhookServer(ca, "hooks.tests.svc", lambda review: (200, answer_of(review, **replies)), tmp_path)
+    api.webhook_services[("tests", "hooks", 443)] = server.address
+    yield Hooks(replies, server.seen)
+    server.close()
+
+
+def store_configuration(api: FakeApi, kind: str, ca: MeshCA, **fields: Any) -> None:
+    trusted = {"service": {"namespace": "tests", "name": "hooks", "path": "/hook"},
+               "caBundle": base64.b64encode(ca.root_pem.encode()).decode()}
+    doc = configuration_doc(kind, hook_doc(clientConfig=trusted, **fields))
+    code, body, _ = raw(api, "POST", f"/apis/admissionregistration.k8s.io/v1/{kind.lower()}s", doc)
+    assert code == 201, body
+
+
+def test_a_webhooks_denial_is_the_api_servers_400_and_nothing_is_stored(api: FakeApi, ca: MeshCA, hooks: Hooks) -> None:
+    store_configuration(api, "ValidatingWebhookConfiguration", ca)
+    hooks.replies.update(allowed=False, status={"message": "no pods today"})
+    code, body, _ = raw(api, "POST", PODS, POD)
+    # ToStatusErr: the webhook set no code, so 400; its message after the API server's words.
+    assert (code, body) == (400, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                  "message": 'admission webhook "hook.tests.example.com" denied the request: '
+                                             "no pods today", "code": 400})
+    assert hooks.seen[0]["request"]["operation"] == "CREATE" and not any("/pods/" in p for p in api.objects)
+    assert raw(api, "POST", PODS, POD, dryRun="All")[0] == 400  # a dry run is admitted too
+
+
+def test_a_webhook_that_cannot_be_called_fails_the_request_under_failure_policy_fail(
+        api: FakeApi, ca: MeshCA, hooks: Hooks) -> None:
+    everything = [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"]}]
+    store_configuration(api, "MutatingWebhookConfiguration", ca, rules=everything)
+    api.webhook_services.clear()
+    code, body, _ = raw(api, "POST", PODS, POD)
+    assert (code, body["reason"]) == (500, "InternalError")
+    assert body["message"] == ('Internal error occurred: failed calling webhook "hook.tests.example.com": '
+                               'service "hooks" not found')
+    # Webhook configurations themselves are never admitted by webhooks: this one goes in.
+    store_configuration(api, "ValidatingWebhookConfiguration", ca)
+    assert hooks.seen == []
+
+
+def test_webhooks_mutate_before_the_schema_and_validate_after_it(api: FakeApi, ca: MeshCA, hooks: Hooks) -> None:
+    install_crds(api, *ISTIO_CRDS)
+    rules = [{"operations": ["CREATE"], "apiGroups": ["networking.istio.io"], "apiVersions": ["*"],
+              "resources": ["*"]}]
+    store_configuration(api, "MutatingWebhookConfiguration", ca, rules=rules)
+    store_configuration(api, "ValidatingWebhookConfiguration", ca, rules=rules)
+    invalid = {**VS, "spec": {"hosts": "reviews", "http": [{"route": [{"destination": {"host": "reviews"}}]}]}}
+    code, body, _ = apply(api, VS_PATH, invalid)
+    assert (code, body["reason"]) == (422, "Invalid")
+    assert len(hooks.seen) == 1  # the mutating webhook only: validating webhooks never see a schema refusal
+    assert apply(api, VS_PATH, VS)[0] == 201 and len(hooks.seen) == 3
+
+
+def test_a_deployment_runs_its_pods_through_admission(api: FakeApi, ca: MeshCA, hooks: Hooks) -> None:
+    api.deployments_roll_out = True
+    template = {"metadata": {"labels": {"app": "web"}}, "spec": POD["spec"]}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template}}
+    path = "/apis/apps/v1/namespaces/apps/deployments/web"
+    code, body, _ = apply(api, path, deployment)
+    assert code == 201 and body["status"]["availableReplicas"] == 2
+    pods = raw(api, "GET", PODS)[1]["items"]
+    assert len(pods) == 2 and all(p["metadata"]["name"].startswith("web-") for p in pods)
+    assert all(p["status"]["conditions"][0] == {"type": "Ready", "status": "True"} for p in pods)
+    assert raw(api, "DELETE", path)[0] == 200 and raw(api, "GET", PODS)[1]["items"] == []  # garbage-collected
+
+    store_configuration(api, "ValidatingWebhookConfiguration", ca)
+    hooks.replies.update(allowed=False, status={"message": "no pods today"})
+    code, body, _ = apply(api, path, deployment)
+    assert code == 201 and body["status"]["availableReplicas"] == 0  # applied, but its pods are refused
+    [condition] = body["status"]["conditions"]
+    assert (condition["type"], condition["reason"]) == ("ReplicaFailure", "FailedCreate")
+    assert "no pods today" in condition["message"] and raw(api, "GET", PODS)[1]["items"] == []

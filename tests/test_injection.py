@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conformance import manifests
 from conformance.names import PROXY_CONTAINER
 from conformance.targets.local.admission.control import AdmissionControl
-from conformance.targets.local.mesh import INJECTOR_MANIFEST
 
 ENABLED = {"istio-injection": "enabled"}
 DISABLED = {"istio-injection": "disabled"}
@@ -80,6 +78,6 @@ def test_injection_policy(row: Row, admission_control: AdmissionControl) -> None
                         "annotations": dict(row.annotations)},
            "spec": {"containers": [{"name": "shop", "image": "shop:1"}],
                     **({"hostNetwork": True} if row.host_network else {})}}
-    admitted = admission_control.admit_pod(pod, row.namespace, row.ns_labels, manifests.load(INJECTOR_MANIFEST))
+    admitted = admission_control.admit_pod(pod, row.namespace, row.ns_labels, admission_control.istiod_webhooks())
     containers = [c["name"] for c in admitted["spec"]["containers"]]
     assert (PROXY_CONTAINER in containers) is row.inject, admitted["metadata"]

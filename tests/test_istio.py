@@ -16,7 +16,7 @@ from conformance import manifests
 from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
 from conformance.targets import istio
 from conformance.targets.istio import IstioInstall
-from tests import crd_schema
+from conformance.targets import crd_schema
 from tests.cluster_builders import write_kubeconfig
 from tests.fakeapi import FakeApi
 from tests.fakes import FakeTools
@@ -126,6 +126,29 @@ def test_helm_gateway_service_type_is_set_on_the_gateway_chart_only() -> None:
     assert "service.type=NodePort" not in base + istiod
     assert not any(a.startswith("service.type") for a in sum(_install(method="helm").helm_argvs(), []))
     assert _install(gateway_service_type="NodePort").install_argvs() == [_install().install_argv()]
+
+
+def test_a_revision_by_istioctl_is_the_minimal_profile_and_removed_by_revision() -> None:
+    inst = _install(context="c", values={"meshConfig.accessLogFile": "/dev/stdout"})
+    cluster = ["--kubeconfig", str(KUBECONFIG), "--context", "c"]
+    assert inst.revision_install_argvs("canary") == [[
+        "istioctl", "install", *cluster, "--set", "profile=minimal", "--revision", "canary",
+        "--set", "meshConfig.accessLogFile=/dev/stdout", "--readiness-timeout", "240s", "-y"]]
+    assert inst.revision_uninstall_argvs("canary") == [["istioctl", "uninstall", *cluster, "--revision", "canary", "-y"]]
+    assert inst.install_argv() == _install(context="c", values=inst.values).install_argv()  # the mesh's own: unchanged
+
+
+def test_a_revision_by_helm_is_the_istiod_chart_alone() -> None:
+    inst = _install(method="helm", context="c")
+    cluster = ["--namespace", "istio-system", "--create-namespace", "--kubeconfig", str(KUBECONFIG),
+               "--kube-context", "c"]
+    # No base chart: its defaultRevision would point the default validator at the new revision.
+    assert inst.revision_install_argvs("canary") == [[
+        "helm", "upgrade", "--install", "istiod-canary", "istiod", "--repo", REPO, "--version", "1.28.2", *cluster,
+        "--set", "revision=canary", "--wait", "--timeout", "240s"]]
+    assert inst.revision_uninstall_argvs("canary") == [
+        ["helm", "uninstall", "istiod-canary", "--namespace", "istio-system", "--kubeconfig", str(KUBECONFIG),
+         "--kube-context", "c"]]
 
 
 def test_helm_uninstall_argvs_reverse_order() -> None:
@@ -324,7 +347,7 @@ def test_invalid_virtualservice_passes_the_schema_but_is_invalid_for_istio() -> 
     assert len(docs) == 1
     doc = docs[0]
     assert doc["kind"] == "VirtualService"
-    assert crd_schema.SchemaSet().validate(doc) == []
+    assert crd_schema.schema_set().validate(doc) == []
     # What Istio's webhook refuses: one HTTP route with both route and redirect.
     assert len(doc["spec"]["http"]) == 1
     assert {"route", "redirect"} <= set(doc["spec"]["http"][0])

@@ -8,7 +8,7 @@ import yaml
 
 from conformance.errors import ConformanceError
 from conformance.targets import istio_support
-from tests.crd_schema import upstream_file
+from tests.builders import upstream_file
 
 # The Istio minors meshconf supports.
 MINORS = ("1.26", "1.27", "1.28", "1.29", "1.30")

@@ -18,7 +18,8 @@ from conformance.errors import ManifestError
 from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT, ServicePort
-from conformance.targets.local.target import GATEWAY_MANIFEST, namespace_doc
+from conformance.targets.local.objects import namespace_doc
+from conformance.targets.local.target import GATEWAY_MANIFEST
 from conformance.targets.local.translator import translate
 from tests.builders import (
     BOOKINFO_SERVICES,

@@ -13,6 +13,7 @@ from conformance.errors import ConformanceError
 from conformance.settings import ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, RunSettings
 from conformance.targets import kind
 from conformance.targets.cluster import ClusterTarget
+from conformance.targets.istio import REVISION_FEATURE
 from conformance.targets.kube import Kube
 from conformance.targets.provision import KindProvisioner, wait_mesh_ready
 from tests.cluster_builders import (
@@ -275,7 +276,10 @@ def test_reused_cluster_is_not_created_or_deleted_by_a_run(machine: Machine) -> 
     target = ClusterTarget(settings, KindProvisioner(settings))
     try:
         target.up()  # a run's setup ...
-        assert target.kube.pods("istio-system") == []
+        # The addons' Deployments run their pods (the fake API acts as the controllers and kubelet).
+        pods = target.kube.pods("istio-system")
+        assert sorted(p.labels["app.kubernetes.io/name"] for p in pods) == ["kiali", "prometheus"]
+        assert all(p.ready for p in pods)
         # The report's Kubernetes is the API server's (the fake's /version: v1.33.1), not the image table's.
         assert target.facts().kubernetes_version == "1.33.1"
     finally:
@@ -313,6 +317,9 @@ def test_a_reused_cluster_is_checked_against_the_kubernetes_it_runs(machine: Mac
         else:
             access = provisioner.up()
             assert access.kubernetes_version == server.lstrip("v")
+            # meshconf's own mesh on kind: a second revision goes beside it, by the same istioctl.
+            assert access.istio is not None and access.istio.istioctl == provisioner.istioctl
+            assert REVISION_FEATURE not in access.unsupported
             assert (provisioner.warning or "").startswith(mismatch) if force else provisioner.warning is None
     finally:
         provisioner.down()

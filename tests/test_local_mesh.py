@@ -13,9 +13,14 @@ from conformance import manifests
 from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.probes import envoy_stats
-from conformance.targets.local.mesh import VALIDATOR_MANIFEST, LocalMesh
+from conformance.targets.local.admission import validator
+from conformance.targets.local.admission.control import VALIDATOR_MANIFEST
+from conformance.targets.local.admission.review import AdmissionRefused
+from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT
-from conformance.targets.local.target import GATEWAY_MANIFEST, namespace_doc
+from conformance.targets.local.objects import namespace_doc
+from conformance.targets.local.target import GATEWAY_MANIFEST
+from conformance.targets.local.translator.mutants import VALIDATION_OFF
 from conformance.targets.local.translator.resources import SECRET_TYPE
 from tests.builders import deployment_doc, http_get, manifest_docs as docs, mesh_processes, running_local_mesh
 
@@ -253,3 +258,47 @@ def test_istios_validation_webhook_refuses_what_istio_refuses_before_anything_ch
     with pytest.raises(ConformanceError, match=refused):
         mesh.apply([_regex_route("lookahead", "curl", LOOKAHEAD)], "ns")
     assert mesh.objects == before
+
+
+def test_an_object_its_crd_schema_refuses_is_refused_as_the_api_server_words_it_before_any_webhook(
+        mesh: LocalMesh) -> None:
+    """The API server checks a custom resource against its CRD's schema before validating admission:
+    a 422 Invalid in its words, Istio's webhook never asked, and nothing of the apply stored."""
+    mesh.apply([namespace_doc("ns", {})], "ns")
+    before = dict(mesh.objects)
+    asked: list[str] = []  # the objects Istio's validating webhook was sent
+    istiod = mesh.admission.injector
+    answer = istiod.routes[validator.VALIDATE_PATH]
+    istiod.routes[validator.VALIDATE_PATH] = lambda review: asked.append(review["request"]["name"]) or answer(review)
+    no_host = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "no-host"},
+               "spec": {"subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}
+    refused = 'DestinationRule ns/no-host: DestinationRule.networking.istio.io "no-host" is invalid: spec.host: Required value'
+    with pytest.raises(AdmissionRefused, match=f"^{re.escape(refused)}$"):
+        mesh.apply([_regex_route("valid", "curl", "/v1"), no_host], "ns")
+    assert asked == ["valid"]  # the valid VirtualService before it was; the DestinationRule never
+    assert mesh.objects == before
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "unnamed-parent"},
+             "spec": {"parentRefs": [{"group": "", "kind": "Service"}],
+                      "rules": [{"backendRefs": [{"name": "curl", "port": 80, "weight": -1}]}]}}
+    several = ('HTTPRoute ns/unnamed-parent: HTTPRoute.gateway.networking.k8s.io "unnamed-parent" is invalid: '
+               "[spec.parentRefs[0].name: Required value, spec.rules[0].backendRefs[0].weight: Invalid value: ")
+    with pytest.raises(AdmissionRefused, match=f"^{re.escape(several)}"):
+        mesh.apply([route], "ns")
+    assert asked == ["valid"] and mesh.objects == before
+
+
+def test_the_crd_schema_refuses_what_a_mesh_without_istios_validation_lets_in(tmp_path: Path) -> None:
+    """With the validation-off mutant Istio's webhook allows everything; the schema still refuses."""
+    mesh = LocalMesh(tmp_path / "run", frozenset({VALIDATION_OFF}))
+    try:
+        mesh.apply([namespace_doc("ns", {})], "ns")
+        lookahead = _regex_route("lookahead", "curl", LOOKAHEAD)  # Istio's webhook refuses it
+        mesh.apply([lookahead], "ns")
+        assert mesh.holds(lookahead, "ns")  # the mutant is live
+        no_host = manifests.load("validation/dr-no-host.yaml")
+        with pytest.raises(AdmissionRefused, match=re.escape('"invalid-no-host" is invalid: spec.host: Required value')):
+            mesh.apply(no_host, "ns")
+        assert not mesh.holds(no_host[0], "ns")
+    finally:
+        mesh.stop()
+    assert mesh_processes(str(tmp_path)) == []

@@ -13,7 +13,7 @@ from conformance.targets.local import mesh as mesh_module
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import OUTBOUND_PORT
 from conformance.targets.local.pods import RunningPod
-from conformance.targets.local.target import namespace_doc
+from conformance.targets.local.objects import namespace_doc
 from tests.builders import eventually, http_get, manifest_docs as docs, running_local_mesh
 
 # A sitecustomize that holds an app before it listens (see its docstring).
@@ -191,7 +191,7 @@ def test_a_readiness_round_whose_probes_predate_another_publish_changes_nothing(
     """The watcher and wait_ready both probe, outside the lock. A round that probed a pod not
     ready yet, while another round saw it ready and published that, must not publish its older
     view: the pod would leave every Service's endpoints again until the next round."""
-    real_probe = mesh_module._probe_readiness
+    real_probe = mesh_module.probe_readiness
     entered, go = threading.Event(), threading.Event()
 
     def probe(pods, ready):  # type: ignore[no-untyped-def]
@@ -201,7 +201,7 @@ def test_a_readiness_round_whose_probes_predate_another_publish_changes_nothing(
         go.wait(30)
         return [(pod, False) for pod in pods]  # what it saw before the pod was ready
 
-    monkeypatch.setattr(mesh_module, "_probe_readiness", probe)
+    monkeypatch.setattr(mesh_module, "probe_readiness", probe)
     mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
     mesh.apply(docs("clients/curl.yaml"), "ns")
     published: list[bool] = []

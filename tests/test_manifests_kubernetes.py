@@ -31,8 +31,7 @@ import pytest
 
 from conformance import manifests
 from conformance.settings import RunSettings
-from conformance.targets import kind
-from tests import crd_schema
+from conformance.targets import crd_schema, kind
 from tests.builders import own_docs
 
 KUBERNETES_VERSION = RunSettings().kubernetes_version
@@ -54,7 +53,7 @@ def k8s_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> list[s
     except kubernetes_validate.ValidationError as e:
         return [f"{_path(e.path)}: {e.message}"]
     except kubernetes_validate.SchemaNotFoundError as e:
-        # An unknown kind or apiVersion (a typo, or a CRD kind not in tests/upstream/).
+        # An unknown kind or apiVersion (a typo, or a CRD kind not shipped in crd_schema.CRD_DIR).
         return [f"apiVersion/kind: {e.message}"]
     # Guard against the silent fallback to an older schema set.
     assert used == version, f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for {version} (used {used})"
@@ -62,14 +61,14 @@ def k8s_errors(doc: dict[str, Any], version: str = KUBERNETES_VERSION) -> list[s
 
 
 def _core_doc_params() -> list[Any]:
-    """One param per document that no CRD in tests/upstream/ covers (the params of
+    """One param per document that no shipped CRD covers (the params of
     tests/builders.py's own_docs(), as tests/test_manifests.py uses them, id
     `file#N:Kind/name`; a file that does not load stays one failing param).
 
     Everything tests/test_manifests.py does not validate against a CRD lands
     here, so no document goes unvalidated.
     """
-    crds = crd_schema.SchemaSet()
+    crds = crd_schema.schema_set()
     return [p for p in own_docs() if p.values[0] is None or not crds.covers(p.values[0])]
 
 

@@ -36,12 +36,21 @@ BREAKS: dict[str, dict[str, str]] = {
     },
     "no-fault-injection": {"FaultInjection": "with status 500 and body containing 'fault filter abort'"},
     "no-timeouts": {"RequestTimeout": "expected 504 within 0.18-0.45s for a 0.8s upstream delay"},
-    # The four cases Istio injects, each seen without a sidecar.
-    "no-injection": {"SidecarInjection": "4 of 10 injection cases differ from Istio's policy"},
+    # Every case Istio injects is seen without a sidecar: the four policy cases, the three revision
+    # cases, and the dry-run pod in a plain namespace.
+    "no-injection": {
+        "SidecarInjection": "4 of 10 injection cases differ from Istio's policy",
+        "RevisionInjection": "3 of 3 revision cases differ from Istio's revision selection",
+        "WebhookConfiguration": "1 of 28 webhook checks differ from what Istio installs",
+    },
     # Only the annotation reaches the injector: the webhooks' selectors exclude a pod labelled false.
     "inject-opted-out": {"SidecarInjection": "1 of 10 injection cases differ from Istio's policy"},
+    # The four injector webhooks fail open.
+    "webhook-fail-open": {"WebhookConfiguration": "4 of 28 webhook checks differ from what Istio installs"},
+    # Both canary cases injected by the default istiod; the default-revision control stays right.
+    "revision-ignored": {"RevisionInjection": "2 of 3 revision cases differ from Istio's revision selection"},
     # Five invalid resources stored, and one refused by the local mesh's own limits, not by Istio.
-    "validation-off": {"ValidationWebhook": "6 of 7 validation cases differ from Istio's webhook"},
+    "validation-off": {"ValidationWebhook": "6 of 8 validation cases differ from Istio's validation"},
 }
 
 

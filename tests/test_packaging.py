@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conformance.targets.crd_schema import CRD_DIR, crd_files
 from tests.builders import REPO, WHOLE_MESH
 
 pytestmark = WHOLE_MESH
@@ -60,6 +61,15 @@ def test_wheel_holds_every_module_and_manifest_under_conformance(wheel: Path) ->
     assert shipped == expected_files()
     assert "conformance/manifests_data/bookinfo/bookinfo.yaml" in shipped
     assert "conformance/probes/curl_batch.sh" in shipped
+
+
+def test_wheel_holds_the_crds_the_local_mesh_validates_against_with_their_provenance(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    in_wheel = f"conformance/{CRD_DIR.relative_to(REPO / 'conformance').as_posix()}"
+    crds = {f"{in_wheel}/{path.relative_to(CRD_DIR).as_posix()}" for path in crd_files()}
+    assert f"{in_wheel}/istio/crd-all.gen.yaml" in crds and len(crds) == 6
+    assert crds <= names, sorted(crds - names)
+    assert {f"{in_wheel}/README.md", f"{in_wheel}/LICENSE"} <= names
 
 
 def test_installed_wheel_runs_from_an_empty_directory(wheel: Path, tmp_path: Path) -> None:

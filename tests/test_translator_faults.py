@@ -196,7 +196,7 @@ def test_reference_fault_samples_are_accepted() -> None:
 def test_known_mutants_are_described_on_one_line() -> None:
     assert set(KNOWN_MUTANTS) == {
         "swap-subsets", "ignore-weights", "ignore-header-match", "no-fault-injection", "no-timeouts",
-        "no-injection", "inject-opted-out", "validation-off",
+        "no-injection", "inject-opted-out", "validation-off", "webhook-fail-open", "revision-ignored",
     }
     assert all(text and "\n" not in text for text in KNOWN_MUTANTS.values())
 

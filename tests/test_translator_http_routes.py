@@ -9,7 +9,7 @@ from conformance.errors import ManifestError, UnsupportedResource
 from conformance.targets.local.istio_subset import check_supported
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.model import Pod, ServicePort
-from conformance.targets.local.target import namespace_doc
+from conformance.targets.local.objects import namespace_doc
 from conformance.targets.local.translator import translate
 from conformance.targets.local.validate import check_document
 from tests.builders import (

@@ -20,7 +20,7 @@ from tests.builders import (
     to,
     virtual_service,
 )
-from tests.crd_schema import UPSTREAM
+from tests.builders import UPSTREAM
 
 # ---------------------------------------------------------------------------------------------
 # check_supported

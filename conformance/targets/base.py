@@ -117,6 +117,22 @@ class Target(Protocol):
         """Whether the API server holds an object of doc's kind and name (in `namespace`)."""
         ...
 
+    # admission
+    def webhook_configurations(self) -> list[dict[str, Any]]:
+        """The MutatingWebhookConfigurations and ValidatingWebhookConfigurations in force, as the
+        API server stores them (istiod has patched its caBundle in)."""
+        ...
+
+    def admitted_pod(self, doc: Doc, namespace: str) -> PodView:
+        """The Pod `doc` as admission makes it in `namespace`: a server-side dry run, so the
+        webhooks are called and nothing is stored (they declare sideEffects None)."""
+        ...
+
+    def revision(self, name: str) -> AbstractContextManager[None]:
+        """A second Istio control plane, revision `name`, installed for the block and removed
+        after it; only where meshconf owns the mesh (supports("RevisionInjection"))."""
+        ...
+
     # observation
     def pods(self, namespace: str) -> list[PodView]: ...
     def proxy_stats(self, pod: str, namespace: str) -> str: ...

@@ -5,22 +5,30 @@ exists); everything after it is the same Kubernetes and Istio operations.
 """
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from conformance.errors import ConformanceError
-from conformance.names import PROXY_CONTAINER, RUN_ID_LABEL
+from conformance.names import DEFAULT_REVISION, ISTIO_NAMESPACE, PROXY_CONTAINER, RUN_ID_LABEL, istiod_name
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
+from conformance.targets import istio
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
 from conformance.targets.ingress import GatewayBinding
+from conformance.targets.istio import IstioInstall
 from conformance.targets.kube import Kube
+from conformance.targets.kube_views import pod_view
 from conformance.targets.telemetry import Telemetry
+from conformance.waiting import wait_for
+from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION
 
+
+# Why a cluster whose provisioner handed on no Istio installation has no second revision.
+NOT_OURS = "meshconf did not install this mesh, and installs a second revision only beside one it installed"
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,9 @@ class ClusterAccess:
     gateway_port: int = GatewayBinding().port
     # Features this cluster cannot run, each with why and how to change that (e.g. no Gateway API CRDs).
     unsupported: Mapping[str, str] = field(default_factory=dict)
+    # The Istio installation meshconf made, which a second revision is installed like; None when the
+    # mesh is not meshconf's (then istio.REVISION_FEATURE is in `unsupported`).
+    istio: IstioInstall | None = None
 
     @property
     def gateway(self) -> GatewayBinding:
@@ -169,6 +180,46 @@ class ClusterTarget:
         meta = doc["metadata"]
         return self.kube.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace") or namespace) is not None
 
+    # -- admission ---------------------------------------------------------------------
+
+    def webhook_configurations(self) -> list[dict[str, Any]]:
+        return self.kube.webhook_configurations()
+
+    def admitted_pod(self, doc: Doc, namespace: str) -> PodView:
+        if doc.get("kind") != "Pod" or doc.get("apiVersion") != "v1":
+            raise ConformanceError(f"admitted_pod takes a v1 Pod, not {doc.get('apiVersion')} {doc.get('kind')}")
+        return pod_view(self.kube.dry_run_create(doc, namespace))
+
+    @contextmanager
+    def revision(self, name: str) -> Iterator[None]:
+        install = self._revision_installer(name)
+        try:
+            install.install_revision(name)  # uninstalled below whatever happens from here
+            self._wait_revision(name)
+            yield
+        except BaseException as failure:
+            _cleanup_after(failure, f"uninstall Istio revision {name}", lambda: install.uninstall_revision(name))
+            raise
+        install.uninstall_revision(name)
+
+    def _revision_installer(self, name: str) -> IstioInstall:
+        install, reason = self._access.istio, self.unsupported_reason(istio.REVISION_FEATURE)
+        if install is None or reason is not None:
+            raise ConformanceError(f"cannot install Istio revision {name}: {reason}")
+        if name == DEFAULT_REVISION or install.revision == name:
+            raise ConformanceError(f"revision {name!r} is the installed mesh's own: name another")
+        return install
+
+    def _wait_revision(self, name: str) -> None:
+        def pending() -> str | None:
+            return istio.revision_gap(
+                name,
+                self.kube.get("apps/v1", "Deployment", istiod_name(name), ISTIO_NAMESPACE),
+                self.kube.get(ADMISSION_API_VERSION, "MutatingWebhookConfiguration", istio.injector_configuration(name)),
+            )
+
+        wait_for(pending, self.timeouts.rollout, self.kube.poll_interval, f"Istio revision {name} ready")
+
     @contextmanager
     def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
         # Every namespace a run creates carries its run id: only those are ever deleted.
@@ -244,9 +295,18 @@ class ClusterTarget:
 
     def supports(self, feature: str) -> bool:
         # Istio implements every feature in the catalogue; the cluster may lack what one needs.
-        return feature not in self._access.unsupported
+        return self.unsupported_reason(feature) is None
 
     def unsupported_reason(self, feature: str) -> str | None:
-        return self._access.unsupported.get(feature)
+        access = self._access
+        if feature == istio.REVISION_FEATURE and access.istio is None:  # nothing to install a revision with
+            return access.unsupported.get(feature, NOT_OURS)
+        return access.unsupported.get(feature)
 
 
+def _cleanup_after(failure: BaseException, what: str, cleanup: Callable[[], object]) -> None:
+    """Run cleanup after `failure`; its own failure is noted on `failure`, which stays the error."""
+    try:
+        cleanup()
+    except ConformanceError as exc:
+        failure.add_note(f"and {what} failed too: {exc}")

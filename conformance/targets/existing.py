@@ -77,7 +77,17 @@ class ExistingClusterProvisioner:
         self.gateway_api = ensure_gateway_api(self._kube, s, version, may_install=s.yes)
         return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version,
                              gateway_selector=dict(binding.selector), gateway_port=binding.port,
-                             unsupported=self.gateway_api.unsupported)
+                             unsupported={**self.gateway_api.unsupported, **self._revision_unsupported()},
+                             istio=self.installed)
+
+    def _revision_unsupported(self) -> dict[str, str]:
+        """A second revision goes only beside a mesh meshconf installed (consent given with --yes)."""
+        if self.installed is not None:
+            return {}
+        return {istio.REVISION_FEATURE: (
+            f"meshconf did not install Istio on context {self.settings.context!r}, and installs a second "
+            "control plane revision only beside a mesh it installed; pass --install-mesh --yes on a cluster "
+            "without Istio to let meshconf install (and later remove) both")}
 
     def _install(self, kubernetes: str) -> None:
         s = self.settings

@@ -17,8 +17,8 @@ Upstream sources of what it relies on (more are named where used):
 import os
 import shlex
 import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -26,8 +26,9 @@ import httpx
 import yaml
 
 from conformance.errors import ConformanceError, NotConverged
-from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIO_VALIDATION_DENIED
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIO_VALIDATION_DENIED, istiod_name
 from conformance.settings import Timeouts
+from conformance.targets.kube_views import rollout_gap
 from conformance.targets.tools import run_tool
 from conformance.waiting import wait_for
 
@@ -40,6 +41,14 @@ INVALID_VIRTUALSERVICE = "istio/readiness/invalid-virtualservice.yaml"
 # A Gateway with a listener and no route, and its host: the gateway answers it with Envoy's 404.
 READINESS_GATEWAY = "istio/readiness/gateway.yaml"
 READINESS_HOST = "readiness.meshconf.test"
+
+# The feature that needs a second control plane revision, which only a mesh meshconf installed gets.
+REVISION_FEATURE = "RevisionInjection"
+# The istioctl profile of that revision: the default profile without its ingress gateway, i.e. base
+# and istiod (istio/istio manifests/profiles/minimal.yaml). A revision installed beside an existing
+# default one leaves the default's injector and validator alone (operator/pkg/webhook/webhook.go
+# detectIfTagWebhookIsNeeded; istio.io docs/setup/upgrade/canary).
+REVISION_PROFILE = "minimal"
 
 # Istio's integration tests lower the addon's 15s scrape interval to 5s for faster
 # telemetry checks, and its 10s scrape timeout to 5s with it
@@ -178,6 +187,30 @@ class IstioInstall:
         """The install commands as shell lines, for `--plan`."""
         return [shlex.join(argv) for argv in self.install_argvs()]
 
+    def revision_install_argvs(self, name: str) -> list[list[str]]:
+        """A second control plane, revision `name`, beside this installation: istiod only.
+
+        istioctl: the minimal profile with --revision. Helm: only the istiod chart as release
+        istiod-<name> with revision=<name>; never the base chart, whose defaultRevision would move
+        the default validator to the new revision (manifests/charts/base/templates/
+        defaultrevision-validatingwebhookconfiguration.yaml). Without a profile the istiod chart's
+        values are its defaults, as the minimal profile's are."""
+        if self.method == "istioctl":
+            return [self._as_revision(name).install_argv()]
+        sets = ["--set", f"revision={name}"]
+        for key, value in self.values.items():
+            sets += ["--set", f"{key}={value}"]
+        return [self._helm_upgrade(istiod_name(name), "istiod", sets)]
+
+    def revision_uninstall_argvs(self, name: str) -> list[list[str]]:
+        """Removes revision `name` only: `istioctl uninstall --revision`, or its Helm release."""
+        if self.method == "istioctl":
+            return [self._as_revision(name).uninstall_argv()]
+        return [[self.helm, "uninstall", istiod_name(name), "--namespace", ISTIO_NAMESPACE, *self._helm_cluster()]]
+
+    def _as_revision(self, name: str) -> "IstioInstall":
+        return replace(self, revision=name, profile=REVISION_PROFILE)
+
     # istioctl
 
     def install_argv(self) -> list[str]:
@@ -259,17 +292,30 @@ class IstioInstall:
 
         The caller owns cleanup: call uninstall() in a finally, whatever happened here.
         """
+        return self._run_in_order(self.install_argvs(), runner)
+
+    def uninstall(self, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
+        """Run every uninstall command even if one fails (a half install is the usual case)."""
+        return self._run_every(self.uninstall_argvs(), runner)
+
+    def install_revision(self, name: str, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
+        """Install revision `name` (revision_install_argvs); the caller uninstalls it in a finally."""
+        return self._run_in_order(self.revision_install_argvs(name), runner)
+
+    def uninstall_revision(self, name: str, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
+        return self._run_every(self.revision_uninstall_argvs(name), runner)
+
+    def _run_in_order(self, argvs: list[list[str]], runner: Runner) -> list[subprocess.CompletedProcess[str]]:
         results = []
-        for argv in self.install_argvs():
+        for argv in argvs:
             result = runner(argv, self.timeout)
             _check(result)
             results.append(result)
         return results
 
-    def uninstall(self, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
-        """Run every uninstall command even if one fails (a half install is the usual case)."""
+    def _run_every(self, argvs: list[list[str]], runner: Runner) -> list[subprocess.CompletedProcess[str]]:
         results, first_error = [], None
-        for argv in self.uninstall_argvs():
+        for argv in argvs:
             try:
                 result = runner(argv, self.timeout)
                 if not _helm_release_missing(result):
@@ -359,6 +405,31 @@ def wait_validation_webhook(
     except NotConverged as exc:
         hint = f"is istiod running? check `kubectl -n {ISTIO_NAMESPACE} logs deploy/istiod`"
         raise NotConverged(f"{exc}; {hint}") from None
+
+
+def injector_configuration(revision: str) -> str:
+    """The MutatingWebhookConfiguration of a revision's injector, installed in istio-system (istio/istio
+    manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml)."""
+    return f"istio-sidecar-injector-{revision}"
+
+
+def revision_gap(revision: str, istiod: Mapping[str, Any] | None, injector: Mapping[str, Any] | None) -> str | None:
+    """What revision `revision` still lacks to inject, or None: its istiod Deployment rolled out, and
+    its injector webhooks trusting istiod's CA, which istiod patches in once it runs (istio/istio
+    pkg/webhooks/webhookpatch.go); until then the API server cannot call them."""
+    if istiod is None:
+        return f"Deployment {istiod_name(revision)} does not exist in {ISTIO_NAMESPACE}"
+    gap = rollout_gap(istiod)
+    if gap:
+        return f"Deployment {gap}"
+    if injector is None:
+        return f"MutatingWebhookConfiguration {injector_configuration(revision)} does not exist"
+    unpatched = [w.get("name", "?") for w in injector.get("webhooks") or []
+                 if not (w.get("clientConfig") or {}).get("caBundle")]
+    if unpatched or not injector.get("webhooks"):
+        return (f"MutatingWebhookConfiguration {injector_configuration(revision)}: no caBundle in "
+                f"{', '.join(unpatched) or 'any webhook'} yet ({istiod_name(revision)} patches it in)")
+    return None
 
 
 def wait_ingress_answering(url: str, timeout: float, interval: float = 2.0) -> None:

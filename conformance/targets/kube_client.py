@@ -35,6 +35,7 @@ from conformance.targets.kube_views import (
     webhook_summary,
 )
 from conformance.waiting import wait_for
+from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION, CONFIGURATION_KINDS
 
 
 class KubeClient:
@@ -153,14 +154,28 @@ class KubeClient:
 
         Keyed by kind first: a Mutating and a Validating configuration may share a name.
         """
-        summary: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for key, kind in (("mutating", "MutatingWebhookConfiguration"),
-                          ("validating", "ValidatingWebhookConfiguration")):
-            summary[key] = {
-                cfg["metadata"]["name"]: [webhook_summary(w) for w in cfg.get("webhooks") or []]
-                for cfg in self._list("admissionregistration.k8s.io/v1", kind, None)
-            }
+        summary: dict[str, dict[str, list[dict[str, Any]]]] = {key: {} for key in CONFIGURATION_KINDS.values()}
+        for cfg in self.webhook_configurations():
+            summary[CONFIGURATION_KINDS[cfg["kind"]]][cfg["metadata"]["name"]] = [
+                webhook_summary(w) for w in cfg.get("webhooks") or []]
         return summary
+
+    def webhook_configurations(self) -> list[dict[str, Any]]:
+        """Every Mutating- and ValidatingWebhookConfiguration as stored, each with its apiVersion and
+        kind: the items of a built-in kind's list carry neither (the API server leaves them out)."""
+        return [{"apiVersion": ADMISSION_API_VERSION, "kind": kind, **item}
+                for kind in CONFIGURATION_KINDS
+                for item in self._list(ADMISSION_API_VERSION, kind, None)]
+
+    def dry_run_create(self, doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        """The object as the API server would create it (namespaced in `namespace` unless the doc
+        names one): a server-side dry run, so admission webhooks are called and nothing is stored."""
+        resource = self._resource(doc["apiVersion"], doc["kind"])
+        meta = doc.get("metadata") or {}
+        ns = str(meta.get("namespace") or namespace) if resource.namespaced else None
+        name = meta.get("name") or f"{meta.get('generateName', '')}<generated>"
+        with self._api_call(f"dry-run create {doc['kind']} {qualified_name(name, ns)}"):
+            return _json(self.dynamic.create(resource, body=dict(doc), namespace=ns, dry_run="All", serialize=False))
 
     def events(self, namespace: str) -> list[str]:
         """The namespace's events, oldest first, one line each."""
@@ -261,8 +276,6 @@ class KubeClient:
             text = text.replace(secret, REDACTED)
         return text
 
-
-# ---- plain-data helpers -----------------------------------------------------
 
 # ---- plain-data helpers -----------------------------------------------------
 

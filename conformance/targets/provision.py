@@ -16,7 +16,7 @@ import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError
-from conformance.names import ISTIO_NAMESPACE
+from conformance.names import CANARY_REVISION, ISTIO_NAMESPACE, istiod_name
 from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, RunSettings
 from conformance.targets import gateway_api_crds, istio, istio_release, istio_support, kind, preflight
 from conformance.targets.base import Doc
@@ -28,6 +28,7 @@ from conformance.targets.kube import Kube
 log = logging.getLogger(__name__)
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
+# The revision `--plan` shows RevisionInjection's commands for: the one the suite installs.
 
 
 class Phases:
@@ -172,6 +173,7 @@ class KindProvisioner:
             kubernetes_version=self._kube.server_version().lstrip("v"),
             mesh_version=s.istio_version,
             unsupported=self.gateway_api.unsupported,
+            istio=install,  # meshconf's own mesh: a second revision may go beside it
         )
 
     def _warn(self, warning: str | None) -> None:
@@ -259,9 +261,20 @@ class KindProvisioner:
             f"# readiness: rollouts in {ISTIO_NAMESPACE}; the validation webhook refuses "
             f"{istio.INVALID_VIRTUALSERVICE}; with {istio.READINESS_GATEWAY} applied, the ingress gateway answers "
             f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port} (host {istio.READINESS_HOST}) with its 404",
+            *self._revision_plan(install),
             "# teardown: " + (shlex.join(self.cluster.delete_argv()) if not s.keep else "none (--keep)"),
         ]
 
+
+    def _revision_plan(self, install: istio.IstioInstall) -> list[str]:
+        name = CANARY_REVISION
+        return [
+            f"# {istio.REVISION_FEATURE}: a second control plane, revision {name}, istiod only, installed for "
+            f"the test and removed after it (ready: Deployment {istiod_name(name)} rolled out, "
+            f"MutatingWebhookConfiguration {istio.injector_configuration(name)} patched with istiod's CA):",
+            *(shlex.join(argv) for argv in install.revision_install_argvs(name)),
+            *(shlex.join(argv) for argv in install.revision_uninstall_argvs(name)),
+        ]
 
     def _gateway_api_plan(self) -> str:
         s = self.settings

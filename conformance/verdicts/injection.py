@@ -5,9 +5,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from conformance.names import PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
+from conformance.tables import render_table
 from conformance.targets.base import PodView
 from conformance.waiting import Verdict
-
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,7 @@ def injection_table(cases: Sequence[tuple[InjectionCase, Sequence[PodView]]]) ->
         wrong += not ok
         rows.append((case.name, "injected" if case.injected else "not injected", ", ".join(seen),
                      "ok" if ok else "WRONG"))
-    widths = [max(len(r[i]) for r in [("case", "expected", "observed", ""), *rows]) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-             for r in [("case", "expected", "observed", ""), *rows]]
-    table = "\n".join(lines)
+    table = render_table(("case", "expected", "observed", ""), rows)
     if wrong:
         return Verdict(False, f"{wrong} of {len(cases)} injection cases differ from Istio's policy:\n{table}")
     return Verdict(True, f"all {len(cases)} injection cases as Istio's policy says:\n{table}")

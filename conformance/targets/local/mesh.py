@@ -1,23 +1,24 @@
 """The local reference mesh: a store of applied objects, running pods, and config pushes."""
 
+import copy
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from conformance import manifests
 from conformance.errors import ConformanceError
-from conformance.names import PROXY_CONTAINER
-from conformance.targets.kube_views import pod_view
 from conformance.targets.local import workloads
 from conformance.targets.local.admission.control import AdmissionControl
 from conformance.targets.local.admission.review import AdmissionRefused
-from conformance.targets.local.admission.webhooks import CONFIGURATION_KINDS
+from conformance.webhooks import CONFIGURATION_KINDS
 from conformance.targets.local.model import MeshState, Pod, Service
-from conformance.targets.local.pods import AddressPool, RunningPod, new_running_pod, pod_document, pod_name
+from conformance.targets.local.objects import SYSTEM_NAMESPACES, Key, namespace_doc, namespace_of, object_key
+from conformance.targets.local.pods import (AddressPool, PodKey, RunningPod, new_running_pod, pod_document, pod_key,
+                                            pod_model, pod_name, probe_readiness, waiting_for)
 from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.translator import Translation
 from conformance.targets.local.validate import check_document
@@ -27,35 +28,17 @@ from conformance.targets.local.xds.server import ControlPlane
 from conformance.targets.local.xds.snapshot import Snapshots
 from conformance.waiting import wait_for
 
-Key = tuple[str, str, str]  # kind, namespace, name
-PodKey = tuple[str, str]  # namespace, pod name
 WorkloadKey = tuple[str, str]  # namespace, Deployment name
 # How often pods' readiness is probed: the local stand-in for a kubelet's readiness probe period.
 READINESS_PERIOD = 0.1
 # How long a push waits for the Envoys it changed to ACK or NACK it. Envoy applies a push within
 # milliseconds; the rest is room for a machine slowed by parallel runs.
 ACK_TIMEOUT = 10.0
-# Istio's sidecar injector and validation webhooks, as its charts install them with istiod:
-# every mesh starts with them, served by its own istiod.
-INJECTOR_MANIFEST = "local/istio-sidecar-injector.yaml"
-VALIDATOR_MANIFEST = "local/istio-validator.yaml"
-# Kinds without a namespace.
-CLUSTER_SCOPED = frozenset({"Namespace", *CONFIGURATION_KINDS})
 # istiod's plaintext xDS port; the mesh's control plane listens on it at the mesh's own address.
 XDS_PORT = 15010
 # How long stop() waits for the readiness watcher to finish its round: its probes time out
 # after a second each, and teardown must not hang on one that hangs.
 WATCHER_JOIN_TIMEOUT = 5.0
-
-
-def _key(doc: Mapping[str, Any], namespace: str) -> Key:
-    return (doc["kind"], namespace, doc["metadata"]["name"])
-
-
-def _namespace_of(doc: Mapping[str, Any], default: str) -> str:
-    if doc.get("kind") in CLUSTER_SCOPED:
-        return ""
-    return doc.get("metadata", {}).get("namespace") or default
 
 
 class LocalMesh:
@@ -94,7 +77,9 @@ class LocalMesh:
         self._watcher = threading.Thread(target=self._watch_readiness, name="meshconf-readiness", daemon=True)
         self._watcher.start()
         try:
-            self.apply([*manifests.load(INJECTOR_MANIFEST), *manifests.load(VALIDATOR_MANIFEST)], "")
+            # Every mesh starts with Istio's webhooks, served by its own istiod.
+            self.apply([*(namespace_doc(name, {}) for name in SYSTEM_NAMESPACES),
+                        *self.admission.istiod_webhooks()], "")
         except BaseException:
             self.stop()
             raise
@@ -108,7 +93,7 @@ class LocalMesh:
         translator cannot build): then the previous objects are restored and pushed again,
         so a refused document never stays to break later pushes.
         """
-        given = [(dict(doc), _namespace_of(doc, namespace)) for doc in docs]
+        given = [(dict(doc), namespace_of(doc, namespace)) for doc in docs]
         new_namespaces = {d["metadata"]["name"] for d, _ in given if d.get("kind") == "Namespace"}
         with self._lock:
             webhook_docs = self._webhook_docs()
@@ -117,7 +102,7 @@ class LocalMesh:
             for doc, ns in placed:
                 if ns:
                     doc.setdefault("metadata", {})["namespace"] = ns
-                self.objects[_key(doc, ns)] = doc
+                self.objects[object_key(doc, ns)] = doc
             try:
                 self._reconcile()
             except ConformanceError as refused:
@@ -132,8 +117,8 @@ class LocalMesh:
     def delete(self, docs: Sequence[Mapping[str, Any]], namespace: str) -> None:
         with self._lock:
             for doc in docs:
-                ns = _namespace_of(doc, namespace)
-                self.objects.pop(_key(doc, ns), None)
+                ns = namespace_of(doc, namespace)
+                self.objects.pop(object_key(doc, ns), None)
                 if doc.get("kind") == "Namespace":
                     name = doc["metadata"]["name"]
                     for key in [k for k in self.objects if k[1] == name]:
@@ -149,7 +134,7 @@ class LocalMesh:
         where = f"{kind} {ns}/{doc['metadata']['name']}"
         if ns and ns not in new_namespaces and ("Namespace", "", ns) not in self.objects:
             raise ConformanceError(f"{where}: namespace {ns!r} does not exist")
-        operation = "UPDATE" if _key(doc, ns) in self.objects else "CREATE"
+        operation = "UPDATE" if object_key(doc, ns) in self.objects else "CREATE"
         try:
             admitted = self.admission.admit_object(doc, operation, ns, self.namespace_labels(ns), webhook_docs)
         except AdmissionRefused as refused:
@@ -160,7 +145,34 @@ class LocalMesh:
     def holds(self, doc: Mapping[str, Any], namespace: str) -> bool:
         """Whether an object of doc's kind and name is applied (in `namespace`)."""
         with self._lock:
-            return _key(doc, _namespace_of(doc, namespace)) in self.objects
+            return object_key(doc, namespace_of(doc, namespace)) in self.objects
+
+    def webhook_configurations(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._webhook_docs())
+
+    def dry_run_pod(self, doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+        """The Pod as admission makes it in `namespace`; nothing is created (dryRun=All)."""
+        with self._lock:
+            if ("Namespace", "", namespace) not in self.objects:
+                raise ConformanceError(f"Pod {namespace}/{doc['metadata']['name']}: namespace {namespace!r} does not exist")
+            pod = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+            return self.admission.admit_pod(pod, namespace, self.namespace_labels(namespace), self._webhook_docs(),
+                                            dry_run=True)
+
+    @contextmanager
+    def revision(self, name: str) -> Iterator[None]:
+        """A second istiod, revision `name`, and its injector webhooks, for the block."""
+        docs = self.admission.revision_webhooks(name)
+        self.admission.add_revision(name)
+        try:
+            self.apply(docs, "")
+            yield
+        finally:
+            try:
+                self.delete(docs, "")
+            finally:
+                self.admission.remove_revision(name)
 
     def _webhook_docs(self) -> list[dict[str, Any]]:
         return [d for (kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
@@ -186,7 +198,7 @@ class LocalMesh:
         created = self._create_pods({key: w for key, w in wanted.items() if key not in self.pods or key in changed})
         leaving = [pod for key in changed for pod in self.pods.pop(key)]
         for pod in leaving:
-            self._ready.pop(_pod_key(pod), None)
+            self._ready.pop(pod_key(pod), None)
         self.pods.update(created)
         new = [pod for pods in created.values() for pod in pods]
         try:
@@ -216,21 +228,8 @@ class LocalMesh:
         # Every replica is admitted before any is built: a refusal leaves nothing registered.
         webhook_docs = self._webhook_docs()
         admitted = [self._admitted_pod(workload, pod_name(workload), webhook_docs) for _ in range(workload.replicas)]
-        pods = []
-        for doc in admitted:
-            view = pod_view(doc)
-            injected = PROXY_CONTAINER in (*view.containers, *view.init_containers)
-            model = Pod(
-                name=view.name,
-                namespace=workload.namespace,
-                labels=dict(view.labels),
-                ip=self.addresses.allocate(),
-                container_ports=workload.ports,
-                service_account=workload.service_account,
-                proxy="gateway" if workload.app.app == "gateway" else ("sidecar" if injected else "none"),
-            )
-            pods.append(new_running_pod(model, workload, doc, self.run_dir, self.control_plane))
-        return pods
+        return [new_running_pod(pod_model(doc, workload, self.addresses.allocate()), workload, doc, self.run_dir,
+                                self.control_plane) for doc in admitted]
 
     def _admitted_pod(self, workload: workloads.Workload, name: str,
                       webhook_docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -255,7 +254,7 @@ class LocalMesh:
         ]
         return MeshState(
             services=tuple(services),
-            pods=tuple(replace(p.model, ready=self._ready.get(_pod_key(p), False)) for p in self.running()),
+            pods=tuple(replace(p.model, ready=self._ready.get(pod_key(p), False)) for p in self.running()),
             virtual_services=docs("VirtualService"),
             destination_rules=docs("DestinationRule"),
             gateways=docs("Gateway"),
@@ -319,15 +318,15 @@ class LocalMesh:
             pods = self.running()
             ready = dict(self._ready)
         # Probed outside the lock: a probe may take up to its timeout, apply() need not wait for it.
-        probed = _probe_readiness(pods, ready)
+        probed = probe_readiness(pods, ready)
         with self._lock:
             if self._ready != ready:
                 # Another round published meanwhile, from probes perhaps newer than these: a
                 # pod it saw ready must not flap back to not ready. The next round probes again.
                 return False
-            current = {_pod_key(pod): pod for pod in self.running()}
+            current = {pod_key(pod): pod for pod in self.running()}
             # A pod stopped meanwhile is gone; one started meanwhile is probed next time.
-            observed = {_pod_key(pod): up for pod, up in probed if current.get(_pod_key(pod)) is pod}
+            observed = {pod_key(pod): up for pod, up in probed if current.get(pod_key(pod)) is pod}
             if observed == self._ready:
                 return False
             before, self._ready = self._ready, observed
@@ -352,17 +351,17 @@ class LocalMesh:
         def pending() -> str | None:
             self.sync_readiness()
             pods = [p for p in self.running() if namespace is None or p.model.namespace == namespace]
-            waiting = [p for p in pods if not self._ready.get(_pod_key(p))]
+            waiting = [p for p in pods if not self._ready.get(pod_key(p))]
             for pod in pods:
                 # A dead process will not come back, nor will Envoy take a configuration it
                 # refused: fail now, not at the timeout. (A ready pod's Envoy keeps serving.)
-                failure = pod.failure() or (pod.refusal() if not self._ready.get(_pod_key(pod)) else None)
+                failure = pod.failure() or (pod.refusal() if not self._ready.get(pod_key(pod)) else None)
                 if failure:
                     raise ConformanceError(failure)
             if not waiting:
                 return None
             watcher = f" (readiness watcher: {self.watch_error})" if self.watch_error else ""
-            return f"not ready: {', '.join(_waiting_for(p) for p in waiting)}{watcher}"
+            return f"not ready: {', '.join(waiting_for(p) for p in waiting)}{watcher}"
 
         wait_for(pending, timeout, poll, f"pods in {namespace or 'all namespaces'}")
 
@@ -380,22 +379,3 @@ class LocalMesh:
                     self.control_plane.stop()
                 finally:
                     self.addresses.release()
-
-
-def _waiting_for(pod: RunningPod) -> str:
-    """A pod not ready, and what its proxy holds of what was pushed to it."""
-    if pod.proxy is None:
-        return pod.model.name
-    status = pod.proxy.sync_status()
-    behind = [f"{kind} {state}" for kind, state in status.items() if state != "SYNCED"]
-    return f"{pod.model.name} (xDS: {', '.join(behind)})" if behind else pod.model.name
-
-
-def _pod_key(pod: RunningPod) -> PodKey:
-    return (pod.model.namespace, pod.model.name)
-
-
-def _probe_readiness(pods: Sequence[RunningPod], ready: Mapping[PodKey, bool]) -> list[tuple[RunningPod, bool]]:
-    """Each pod's readiness now. A pod once ready stays so while its processes live: only the
-    others are probed, which keeps the watch cheap."""
-    return [(pod, pod.failure() is None if ready.get(_pod_key(pod)) else pod.ready()) for pod in pods]

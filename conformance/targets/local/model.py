@@ -5,7 +5,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from conformance.names import DEFAULT_REVISION, discovery_address
+
 CLUSTER_DOMAIN = "cluster.local"
+# pilot-agent's default (istio/istio pkg/config/mesh/mesh.go DefaultProxyConfig).
+DEFAULT_DISCOVERY_ADDRESS = discovery_address(DEFAULT_REVISION)
 
 # Ports every proxy owns on its pod address, as in Istio.
 ADMIN_PORT = 15000
@@ -56,6 +60,10 @@ class Pod:
     # Kubernetes' Ready condition: only a ready pod is a Service endpoint. A pod that is
     # not ready still gets its own proxy's configuration (it needs it to become ready).
     ready: bool = True
+    # The istiod its proxy connects to, as pilot-agent reads it from the injected ProxyConfig;
+    # reported in the proxy's node metadata. The local mesh serves every revision from one
+    # control plane.
+    discovery_address: str = DEFAULT_DISCOVERY_ADDRESS
 
     @property
     def injected(self) -> bool:

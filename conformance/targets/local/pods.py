@@ -5,19 +5,25 @@ import json
 import random
 import socket
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from conformance.names import PROXY_CONTAINER
 from conformance.targets.base import PodView
 from conformance.targets.kube_views import pod_view
 from conformance.targets.local.envoy import EnvoyProxy
-from conformance.targets.local.model import ADMIN_PORT, CONTROL_PORT, OUTBOUND_PORT, Pod, app_port
+from conformance.targets.local.admission.injector import PROXY_CONFIG_ENV
+from conformance.targets.local.model import (ADMIN_PORT, CONTROL_PORT, DEFAULT_DISCOVERY_ADDRESS, OUTBOUND_PORT, Pod,
+                                            app_port)
 from conformance.targets.local.processes import Child, Supervisor
 from conformance.targets.local.workloads import Workload
 from conformance.targets.local.xds.server import ControlPlane
 
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
+
+PodKey = tuple[str, str]  # namespace, pod name
 
 
 def pod_name(workload: Workload) -> str:
@@ -114,6 +120,32 @@ def pod_document(workload: Workload, name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
+def pod_model(admitted: Mapping[str, Any], workload: Workload, ip: str) -> Pod:
+    """The pod the local mesh runs for an admitted Pod: with a sidecar when the injector added
+    istio-proxy, connecting where the injected ProxyConfig says (as pilot-agent reads it)."""
+    view = pod_view(admitted)
+    injected = PROXY_CONTAINER in (*view.containers, *view.init_containers)
+    return Pod(
+        name=view.name,
+        namespace=workload.namespace,
+        labels=dict(view.labels),
+        ip=ip,
+        container_ports=workload.ports,
+        service_account=workload.service_account,
+        proxy="gateway" if workload.app.app == "gateway" else ("sidecar" if injected else "none"),
+        discovery_address=_injected_proxy_config(admitted).get("discoveryAddress", DEFAULT_DISCOVERY_ADDRESS),
+    )
+
+
+def _injected_proxy_config(admitted: Mapping[str, Any]) -> dict[str, Any]:
+    spec = admitted.get("spec") or {}
+    for container in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ())):
+        if container.get("name") == PROXY_CONTAINER:
+            env = {e.get("name"): e.get("value") for e in container.get("env") or ()}
+            return dict(json.loads(env.get(PROXY_CONFIG_ENV) or "{}"))
+    return {}
+
+
 def new_running_pod(
     model: Pod, workload: Workload, admitted: dict[str, Any], run_dir: Path, control_plane: ControlPlane
 ) -> RunningPod:
@@ -169,3 +201,22 @@ def _claim_block() -> tuple[int, socket.socket]:
             return block, claim
         claim.close()
     raise RuntimeError("no free 127.x/16 block for the local mesh")
+
+
+def waiting_for(pod: RunningPod) -> str:
+    """A pod not ready, and what its proxy holds of what was pushed to it."""
+    if pod.proxy is None:
+        return pod.model.name
+    status = pod.proxy.sync_status()
+    behind = [f"{kind} {state}" for kind, state in status.items() if state != "SYNCED"]
+    return f"{pod.model.name} (xDS: {', '.join(behind)})" if behind else pod.model.name
+
+
+def pod_key(pod: RunningPod) -> PodKey:
+    return (pod.model.namespace, pod.model.name)
+
+
+def probe_readiness(pods: Sequence[RunningPod], ready: Mapping[PodKey, bool]) -> list[tuple[RunningPod, bool]]:
+    """Each pod's readiness now. A pod once ready stays so while its processes live: only the
+    others are probed, which keeps the watch cheap."""
+    return [(pod, pod.failure() is None if ready.get(pod_key(pod)) else pod.ready()) for pod in pods]

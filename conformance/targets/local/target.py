@@ -4,7 +4,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,10 @@ from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY, ISTIO_NAMESPAC
 from conformance.probes.batches import HostClient, reply_from_dict
 from conformance.settings import RunSettings
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
+from conformance.targets.kube_views import pod_view
 from conformance.targets.local.envoy import envoy_version
 from conformance.targets.local.mesh import LocalMesh
+from conformance.targets.local.objects import namespace_doc
 from conformance.targets.local.model import CONTROL_PORT
 from conformance.targets.local import rundirs
 from conformance.targets.local.pods import RunningPod
@@ -28,15 +30,11 @@ MODE = "local reference mesh: real Envoy sidecars and gateway on loopback, no Ku
 GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
 SUPPORTED = frozenset({
-    "SidecarInjection", "ValidationWebhook",
+    "SidecarInjection", "ValidationWebhook", "RevisionInjection", "WebhookConfiguration",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",
 })
-
-
-def namespace_doc(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
 
 
 class LocalClient:
@@ -151,6 +149,17 @@ class LocalTarget:
 
     def wait_ready(self, namespace: str) -> None:
         self._mesh.wait_ready(namespace, self.timeouts.rollout, self.timeouts.poll)
+
+    # -- admission -----------------------------------------------------------
+
+    def webhook_configurations(self) -> list[dict[str, Any]]:
+        return self._mesh.webhook_configurations()
+
+    def admitted_pod(self, doc: Doc, namespace: str) -> PodView:
+        return pod_view(self._mesh.dry_run_pod(doc, namespace))
+
+    def revision(self, name: str) -> AbstractContextManager[None]:
+        return self._mesh.revision(name)
 
     # -- observation ---------------------------------------------------------
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from conformance.errors import UnsupportedResource
 from conformance.targets.local import istio_subset, workloads
-from conformance.targets.local.admission.webhooks import CONFIGURATION_KINDS, webhooks_of
+from conformance.webhooks import CONFIGURATION_KINDS, webhooks_of
 
 ISTIO_KINDS = ("VirtualService", "DestinationRule", "Gateway")
 # Manifests only cluster targets apply: the deliberately invalid object that proves Istio's

@@ -25,18 +25,25 @@ from typing import Any
 
 import jsonpatch
 
-from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
+from conformance.names import (DEFAULT_REVISION, ISTIO_NAMESPACE, ISTIO_REV, PROXY_CONTAINER,
+                               SIDECAR_STATUS_ANNOTATION, discovery_address, istiod_name)
 from conformance.settings import DEFAULT_ISTIO_VERSION
 from conformance.targets.local.admission.review import JSON_PATCH, answer, received_request
-from conformance.targets.local.injection import DEFAULT_REVISION, INJECT, istiod_refuses
+from conformance.targets.local.injection import INJECT, istiod_refuses
 from conformance.targets.local.translator.mutants import INJECT_OPTED_OUT, NO_INJECTION
 from conformance.targets.local.model import CLUSTER_DOMAIN
 from conformance.targets.local.xds.secrets import MeshCA
 
 INJECT_PATH = "/inject"
-# The webhook's Service (clientConfig.service istiod/istio-system), the name its certificate must
-# carry; istiod's DNS certificate holds it (istio/istio pilot/pkg/bootstrap/server.go dnsNames).
-ISTIOD_SERVICE_DNS = f"istiod.{ISTIO_NAMESPACE}.svc"
+# The environment variable through which the injector hands pilot-agent its ProxyConfig, with
+# the mesh's defaults left out (istio/istio pkg/kube/inject/template.go, injection-template.yaml).
+PROXY_CONFIG_ENV = "PROXY_CONFIG"
+
+
+def webhook_dns_name(revision: str) -> str:
+    """The name the webhook's Service (clientConfig.service istiod[-rev]/istio-system) gives its
+    certificate; istiod's DNS certificate holds it (istio/istio pilot/pkg/bootstrap/server.go dnsNames)."""
+    return f"{istiod_name(revision)}.{ISTIO_NAMESPACE}.svc"
 # istio/istio pkg/kube/inject/inject.go InitContainerName (ProxyContainerName is PROXY_CONTAINER).
 INIT_CONTAINER = "istio-init"
 # Set by the injection template (istio/istio manifests/charts/istio-control/istio-discovery/
@@ -66,7 +73,8 @@ def injected(pod: Mapping[str, Any], *, revision: str = DEFAULT_REVISION, native
     spec = out.setdefault("spec", {})
     native = _native(metadata.get("annotations") or {}, native_sidecars)
     init = {"name": INIT_CONTAINER, "image": image, "args": list(_INIT_ARGS)}
-    proxy: dict[str, Any] = {"name": PROXY_CONTAINER, "image": image, "args": list(_PROXY_ARGS)}
+    proxy: dict[str, Any] = {"name": PROXY_CONTAINER, "image": image, "args": list(_PROXY_ARGS),
+                             "env": [{"name": PROXY_CONFIG_ENV, "value": _proxy_config(revision)}]}
     app_init = list(spec.get("initContainers") or [])
     if native:
         proxy["restartPolicy"] = "Always"
@@ -82,10 +90,19 @@ def injected(pod: Mapping[str, Any], *, revision: str = DEFAULT_REVISION, native
         "revision": revision,
     }
     # Go's json.Marshal: no spaces.
-    metadata.setdefault("annotations", {})[SIDECAR_STATUS_ANNOTATION] = json.dumps(status, separators=(",", ":"))
+    annotations = metadata.setdefault("annotations", {})
+    annotations[SIDECAR_STATUS_ANNOTATION] = json.dumps(status, separators=(",", ":"))
+    annotations[ISTIO_REV] = revision
     # The template keeps a tlsMode the pod already has.
     metadata.setdefault("labels", {}).setdefault(TLS_MODE_LABEL, TLS_MODE_ISTIO)
     return out
+
+
+def _proxy_config(revision: str) -> str:
+    """ProxyConfig as JSON, the mesh's defaults left out: the default revision's discovery address
+    is the default one (template.go), any other revision's istiod is named."""
+    differs = {} if revision == DEFAULT_REVISION else {"discoveryAddress": discovery_address(revision)}
+    return json.dumps(differs)
 
 
 def _native(annotations: Mapping[str, str], default: bool) -> bool:
@@ -127,7 +144,7 @@ def _injects(pod: Mapping[str, Any], namespace: str, mutants: frozenset[str]) ->
 
 class Injector:
     """istiod's injection webhook on `host:port` (0: any free port), serving a certificate for
-    istiod.istio-system.svc from the mesh's CA."""
+    istiod[-revision].istio-system.svc from the mesh's CA."""
 
     def __init__(self, ca: MeshCA, host: str, port: int = 0, *, revision: str = DEFAULT_REVISION,
                  native_sidecars: bool = False, image: str = PROXY_IMAGE, mutants: frozenset[str] = frozenset()) -> None:
@@ -135,7 +152,7 @@ class Injector:
         self.mutants = mutants
         self.native_sidecars = native_sidecars
         self.image = image
-        self._cert = ca.issue_server([ISTIOD_SERVICE_DNS])
+        self._cert = ca.issue_server([webhook_dns_name(revision)])
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -27,7 +27,7 @@ import httpx
 import jsonpatch
 
 from conformance.errors import ConformanceError
-from conformance.targets.local.admission.webhooks import MUTATING, VALIDATING, IGNORE, Webhook
+from conformance.webhooks import MUTATING, VALIDATING, IGNORE, Webhook
 
 REVIEW_API_VERSION = "admission.k8s.io/v1"
 REVIEW_KIND = "AdmissionReview"
@@ -45,7 +45,7 @@ Resolver = Callable[[Webhook], str]
 
 class AdmissionRefused(ConformanceError):
     """The API server refused the object: a webhook denied it, or could not be called under
-    failurePolicy Fail. The message is the API server's."""
+    failurePolicy Fail, or the object failed its CRD's schema. The message is the API server's."""
 
 
 class _CallFailed(Exception):
@@ -62,8 +62,10 @@ def admit(
     resource: GroupVersionResource,
     kind: GroupVersionKind,
     resolve: Resolver,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """The object as admitted (patched by the mutating webhooks), or AdmissionRefused.
+    """The object as admitted (patched by the mutating webhooks), or AdmissionRefused. With
+    `dry_run` the webhooks are told the request is a dry run (request.dryRun).
 
     `resolve` maps a webhook with a service reference to its https URL; a webhook with a url is
     called at that url. A webhook without caBundle is checked against this machine's roots, as
@@ -81,7 +83,7 @@ def admit(
             object_labels = current.get("metadata", {}).get("labels") or {}
             if not hook.matches(operation, resource[0], resource[1], resource[2], labels, object_labels):
                 continue
-            review = _review(current, operation, namespace, resource, kind)
+            review = _review(current, operation, namespace, resource, kind, dry_run)
             try:
                 response = _call(hook, review, resolve)
                 if not response.get("allowed"):
@@ -113,7 +115,8 @@ def answer(request: Mapping[str, Any], allowed: bool, **fields: Any) -> dict[str
 
 
 def _review(
-    obj: Mapping[str, Any], operation: str, namespace: str, resource: GroupVersionResource, kind: GroupVersionKind
+    obj: Mapping[str, Any], operation: str, namespace: str, resource: GroupVersionResource, kind: GroupVersionKind,
+    dry_run: bool,
 ) -> dict[str, Any]:
     group_version_kind = {"group": kind[0], "version": kind[1], "kind": kind[2]}
     group_version_resource = {"group": resource[0], "version": resource[1], "resource": resource[2]}
@@ -128,7 +131,7 @@ def _review(
         "userInfo": {"username": "meshconf"},
         "object": obj,
         "oldObject": None,
-        "dryRun": False,
+        "dryRun": dry_run,
     }
     name = obj.get("metadata", {}).get("name")
     if name:

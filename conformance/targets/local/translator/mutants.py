@@ -10,6 +10,8 @@ NO_TIMEOUTS = "no-timeouts"
 NO_INJECTION = "no-injection"
 INJECT_OPTED_OUT = "inject-opted-out"
 VALIDATION_OFF = "validation-off"
+WEBHOOK_FAIL_OPEN = "webhook-fail-open"
+REVISION_IGNORED = "revision-ignored"
 
 KNOWN_MUTANTS: dict[str, str] = {
     SWAP_SUBSETS: "a route to a subset goes to the next subset of its DestinationRule "
@@ -25,6 +27,9 @@ KNOWN_MUTANTS: dict[str, str] = {
     INJECT_OPTED_OUT: "the sidecar injector ignores sidecar.istio.io/inject=false on the pods it is "
     "asked about (the webhooks' selectors still see the label)",
     VALIDATION_OFF: "Istio's validation webhook accepts every configuration",
+    WEBHOOK_FAIL_OPEN: "the sidecar injector's webhooks have failurePolicy Ignore: a pod is created "
+    "without its sidecar whenever the injector is down",
+    REVISION_IGNORED: "a second revision's injector webhooks call the default revision's istiod",
 }
 
 

@@ -27,6 +27,8 @@ def node_metadata(pod: Pod) -> dict[str, Any]:
         "SERVICE_ACCOUNT": pod.service_account,
         "INSTANCE_IPS": pod.ip,
         "CLUSTER_ID": "Kubernetes",
+        # The whole ProxyConfig in Istio; here the one field the local mesh models.
+        "PROXY_CONFIG": {"discoveryAddress": pod.discovery_address},
     }
 
 

@@ -4,6 +4,7 @@ VERSION): one row per proxy, SYNCED, STALE, NACK or NOT SENT per xDS type."""
 
 from collections.abc import Mapping, Sequence
 
+from conformance.tables import render_table
 from conformance.targets.local.xds.protos import PUSH_ORDER, SHORT_NAMES
 
 COLUMNS = ("NAME", *(SHORT_NAMES[t] for t in PUSH_ORDER), "STREAM")
@@ -11,9 +12,7 @@ COLUMNS = ("NAME", *(SHORT_NAMES[t] for t in PUSH_ORDER), "STREAM")
 
 def proxy_status(rows: Sequence[tuple[str, bool, Mapping[str, str]]]) -> str:
     """rows: (proxy name, connected, status by type), as ControlPlane.snapshot() gives them."""
-    table = [COLUMNS] + [
+    return render_table(COLUMNS, [
         (name, *(status.get(kind, "") for kind in COLUMNS[1:-1]), "connected" if connected else "not connected")
         for name, connected, status in sorted(rows)
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table) + "\n"
+    ]) + "\n"

@@ -1,25 +1,26 @@
-"""Validating Istio and Gateway API documents against the upstream CRD schemas.
+"""Validating Istio and Gateway API objects against their CRDs' schemas, as the API server does.
 
-A helper of the harness's own tests. The CRDs and the upstream samples the
-tests compare with are copies in tests/upstream/ (UPSTREAM; provenance and
-license in tests/upstream/README.md).
+The API server of a real cluster validates custom resources against the openAPIV3Schema of
+their CRD (kubernetes/kubernetes staging/src/k8s.io/apiextensions-apiserver/pkg/registry/
+customresource/validator.go) after mutating admission and before validating admission; the local
+reference mesh has no API server, so it runs the same schemas through `jsonschema`, after
+translating the Kubernetes extensions the API server understands (see _structural). The
+harness's own tests use it too: for their manifests, and in the fake Kubernetes API.
 
-The API server of a real cluster validates custom resources against the
-openAPIV3Schema of their CRD; the local reference mesh has no API server, so
-without this check a typo in a manifest would be accepted there and refused
-on kind. We run the same schemas through `jsonschema`, after translating the
-Kubernetes extensions the API server understands (see _structural).
+The CRDs are package data, unmodified upstream copies: data/crds/ (provenance and license in
+its README.md). They are read once per process (schema_set()).
 
-What is not checked, so a document passing here can still be refused by a
-cluster:
-- x-kubernetes-validations (CEL rules): there is no CEL evaluator here. Istio
-  and Gateway API express many cross-field rules this way.
+What is not checked, so an object passing here can still be refused by a cluster:
+- x-kubernetes-validations (CEL rules): there is no CEL evaluator here. Istio and Gateway API
+  express many cross-field rules this way.
 - `format` (int32, date-time, ...): the API server checks few of them either.
-- Istio's validating webhook, which checks much more than the schema (e.g. a
-  Gateway without servers, or a route with both `route` and `redirect`).
+- Istio's validating webhook, which checks much more than the schema (e.g. a Gateway without
+  servers, or a route with both `route` and `redirect`).
 """
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ import yaml
 from jsonschema.exceptions import ValidationError
 
 from conformance.errors import ConformanceError
+from conformance.targets.data_files import DATA_DIR
+from conformance.targets.field_errors import INVALID, NOT_SUPPORTED, REQUIRED, FieldError
 
-# The upstream files the tests read, next to this module: never outside the repository.
-UPSTREAM = Path(__file__).resolve().parent / "upstream"
+CRD_DIR = DATA_DIR / "crds"
+ISTIO_CRD_FILE = "istio/crd-all.gen.yaml"
+GATEWAY_API_CRD_DIR = "gateway-api"
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -66,20 +70,37 @@ _OBJECT_META: dict[str, Any] = {
 }
 
 
-def upstream_file(relative: str | Path, reference: Path = UPSTREAM) -> Path:
-    """reference/relative (e.g. "istio/curl__curl.yaml"); an error naming the path if it is missing."""
-    path = reference / relative
-    if not path.is_file():
-        raise ConformanceError(f"upstream file not found: {path} (see tests/upstream/README.md)")
-    return path
+@dataclass(frozen=True)
+class Problem:
+    """One way an object differs from its schema, and what the API server does about it."""
+
+    field: str  # the JSON path, as kubectl prints it: spec.http[0].route
+    detail: str  # in our words: "required field missing", "unknown field", ...
+    # The API server's refusal (422 Invalid); None where it prunes the field instead.
+    error: FieldError | None
+    undeclared: bool = False  # a field the schema does not declare (fieldValidation=Strict refuses it)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
 
 
-def crd_files(reference: Path = UPSTREAM) -> list[Path]:
+@dataclass(frozen=True)
+class Checked:
+    """An object against its schema: what the API server refuses, and what it prunes."""
+
+    causes: list[FieldError]  # refusals: 422 Invalid (the Status's details.causes)
+    undeclared: list[str]  # paths of fields the schema does not declare
+    pruned: list[str]  # paths of every field the server drops (undeclared ones and nulls)
+
+
+def crd_files(crd_dir: Path = CRD_DIR) -> list[Path]:
     """The CRD files SchemaSet reads: Istio's bundle and the Gateway API standard channel."""
-    istio = upstream_file("istio/crd-all.gen.yaml", reference)
-    gateway_api = sorted((reference / "gateway-api").glob("*.yaml"))
+    istio = crd_dir / ISTIO_CRD_FILE
+    if not istio.is_file():
+        raise ConformanceError(f"CRD file not found: {istio} (see {CRD_DIR / 'README.md'})")
+    gateway_api = sorted((crd_dir / GATEWAY_API_CRD_DIR).glob("*.yaml"))
     if not gateway_api:
-        raise ConformanceError(f"Gateway API CRDs not found: {reference / 'gateway-api'}/*.yaml")
+        raise ConformanceError(f"Gateway API CRDs not found: {crd_dir / GATEWAY_API_CRD_DIR}/*.yaml")
     return [istio, *gateway_api]
 
 
@@ -89,16 +110,22 @@ def split_api_version(api_version: str) -> tuple[str, str]:
     return group, version
 
 
-class SchemaSet:
-    """The openAPIV3Schema of every CRD version in the upstream files, by (group, version, kind)."""
+@functools.cache
+def schema_set() -> "SchemaSet":
+    """The shipped CRDs' schemas, read on first use and kept for the process (they are large)."""
+    return SchemaSet()
 
-    def __init__(self, reference: Path = UPSTREAM) -> None:
-        self.reference = reference
+
+class SchemaSet:
+    """The openAPIV3Schema of every CRD version in the CRD files, by (group, version, kind)."""
+
+    def __init__(self, crd_dir: Path = CRD_DIR) -> None:
+        self.crd_dir = crd_dir
         self.schemas: dict[GVK, dict[str, Any]] = {}
         # (group, kind) -> every version the CRD lists, and whether it is served.
         self.versions: dict[tuple[str, str], dict[str, bool]] = {}
         self._validators: dict[GVK, jsonschema.protocols.Validator] = {}
-        for path in crd_files(self.reference):
+        for path in crd_files(self.crd_dir):
             self._load(path)
 
     def _load(self, path: Path) -> None:
@@ -115,7 +142,7 @@ class SchemaSet:
                         raise ConformanceError(f"{path}: {kind} {version['name']} has no openAPIV3Schema")
                     self.schemas[(group, version["name"], kind)] = schema
 
-    def covers(self, doc: dict[str, Any]) -> bool:
+    def covers(self, doc: Mapping[str, Any]) -> bool:
         """Whether a CRD defines this document's kind, in any version.
 
         Keyed without the version so that validate() can report a version the
@@ -124,18 +151,27 @@ class SchemaSet:
         group, _ = split_api_version(str(doc.get("apiVersion", "")))
         return (group, str(doc.get("kind", ""))) in self.versions
 
-    def validate(self, doc: dict[str, Any]) -> list[str]:
+    def validate(self, doc: Mapping[str, Any]) -> list[str]:
         """Human-readable problems, each starting with the JSON path; [] when valid."""
         api_version = str(doc.get("apiVersion", ""))
         kind = str(doc.get("kind", ""))
         group, version = split_api_version(api_version)
         versions = self.versions.get((group, kind))
         if versions is None:
-            return [f"apiVersion: no CRD in {self.reference} defines kind {kind} in group {group or '(core)'}"]
+            return [f"apiVersion: no CRD in {self.crd_dir} defines kind {kind} in group {group or '(core)'}"]
         if not versions.get(version, False):
             served = ", ".join(sorted(v for v, on in versions.items() if on))
             return [f"apiVersion: {api_version} is not served for {kind} (served versions: {served})"]
         return problems(self._validator((group, version, kind)), doc)
+
+    def check(self, doc: Mapping[str, Any]) -> Checked | None:
+        """The object as the API server checks it; None if no CRD here serves its apiVersion and kind
+        (the API server would not find the resource: not a schema question)."""
+        group, version = split_api_version(str(doc.get("apiVersion", "")))
+        kind = str(doc.get("kind", ""))
+        if not self.versions.get((group, kind), {}).get(version, False):
+            return None
+        return check(self._validator((group, version, kind)), doc)
 
     def _validator(self, gvk: GVK) -> jsonschema.protocols.Validator:
         # Built on first use: most runs touch only a handful of kinds.
@@ -149,9 +185,23 @@ def schema_validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     return _KubeValidator(_root(schema))
 
 
-def problems(validator: jsonschema.protocols.Validator, doc: dict[str, Any]) -> list[str]:
+def problems(validator: jsonschema.protocols.Validator, doc: Mapping[str, Any]) -> list[str]:
     """Human-readable problems, each starting with the JSON path; [] when valid."""
-    return sorted({message for error in validator.iter_errors(doc) for message in _messages(error)})
+    return [str(p) for p in _problems(validator, doc)]
+
+
+def check(validator: jsonschema.protocols.Validator, doc: Mapping[str, Any]) -> Checked:
+    """What the API server refuses in `doc`, and what it prunes (undeclared fields, and nulls
+    where the schema does not allow them)."""
+    found = _problems(validator, doc)
+    return Checked(causes=[p.error for p in found if p.error is not None],
+                   undeclared=[p.field for p in found if p.undeclared],
+                   pruned=[p.field for p in found if p.error is None])
+
+
+def _problems(validator: jsonschema.protocols.Validator, doc: Mapping[str, Any]) -> list[Problem]:
+    found = {p for error in validator.iter_errors(doc) for p in _messages(error)}
+    return sorted(found, key=str)
 
 
 def _root(schema: dict[str, Any]) -> dict[str, Any]:
@@ -236,29 +286,38 @@ _KubeValidator = jsonschema.validators.extend(
 )
 
 
-def _messages(error: ValidationError) -> list[str]:
+def _messages(error: ValidationError) -> list[Problem]:
     path = _path(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties" and error.validator_value is False and isinstance(error.instance, dict):
         known = set(error.schema.get("properties", {}))
-        return [f"{_join(path, key)}: unknown field" for key in sorted(map(str, error.instance)) if key not in known]
+        return [Problem(_join(path, key), "unknown field", None, undeclared=True)
+                for key in sorted(map(str, error.instance)) if key not in known]
     if kind == "required" and isinstance(error.instance, dict):
-        return [f"{_join(path, key)}: required field missing" for key in error.validator_value if key not in error.instance]
+        return [Problem(_join(path, key), "required field missing",
+                        FieldError(REQUIRED, _join(path, key), "Required value"))
+                for key in error.validator_value if key not in error.instance]
+    if kind == "type" and error.instance is None:
+        # A null where the schema does not allow one: pruned, not refused.
+        return [Problem(path, f"expected {_types(error.validator_value)}, got null", None)]
     if kind == "type":
-        got = _json_type(error.instance)
-        shown = "" if error.instance is None else f" {_short(error.instance)}"
-        return [f"{path}: expected {_types(error.validator_value)}, got {got}{shown}"]
+        detail = f"expected {_types(error.validator_value)}, got {_json_type(error.instance)} {_short(error.instance)}"
+        return [_invalid(path, detail)]
     if kind == "enum":
+        value = _short(error.instance)
         allowed = ", ".join(_short(v) for v in error.validator_value)
-        return [f"{path}: {_short(error.instance)} is not one of: {allowed}"]
-    if kind == "oneOf":
+        return [Problem(path, f"{value} is not one of: {allowed}",
+                        FieldError(NOT_SUPPORTED, path, f"Unsupported value: {value}: supported values: {allowed}"))]
+    if kind == "oneOf" and "is valid under each of" in error.message:
         # Istio writes "at most one of these fields" as a oneOf over `required` clauses.
-        if "is valid under each of" in error.message:
-            return [f"{path}: sets fields that exclude each other"]
-        return [f"{path}: matches none of the allowed alternatives{_best_cause(error)}"]
-    if kind == "anyOf":
-        return [f"{path}: matches none of the allowed alternatives{_best_cause(error)}"]
-    return [f"{path}: {_short_message(error.message)}"]
+        return [_invalid(path, "sets fields that exclude each other")]
+    if kind in ("oneOf", "anyOf"):
+        return [_invalid(path, f"matches none of the allowed alternatives{_best_cause(error)}")]
+    return [_invalid(path, _short_message(error.message))]
+
+
+def _invalid(path: str, detail: str) -> Problem:
+    return Problem(path, detail, FieldError(INVALID, path, f"Invalid value: {detail}"))
 
 
 def _best_cause(error: ValidationError) -> str:
