@@ -35,7 +35,7 @@ CATALOGUE: tuple[Feature, ...] = (
         "SidecarInjection",
         "MESH-INJECTION",
         Level.CORE,
-        "Istio's injection policy: namespace labels x pod labels and annotations, 10 cases; an injected "
+        "Istio's injection policy: namespace labels x pod labels and annotations, 14 cases; an injected "
         "pod's requests go through its sidecar, an uninjected pod's do not.",
     ),
     Feature(
@@ -51,8 +51,8 @@ CATALOGUE: tuple[Feature, ...] = (
         "MESH-INJECTION",
         Level.EXTENDED,
         "With a second revision (canary) installed, istio.io/rev on the namespace or the pod selects that "
-        "revision's injector, and the injected proxy reports the canary's istiod; a default-revision "
-        "namespace stays with the default.",
+        "revision's injector (the namespace's before the pod's, istio-injection=enabled before both), and the "
+        "injected proxy reports the canary's istiod; a default-revision namespace stays with the default.",
     ),
     Feature(
         "WebhookConfiguration",
@@ -61,6 +61,48 @@ CATALOGUE: tuple[Feature, ...] = (
         "Istio's webhooks as installed: a CA in each caBundle, failurePolicy Fail, selectors implementing "
         "the injection policy (11 label cases); a dry-run pod is injected in a plain namespace, not in "
         "kube-system.",
+    ),
+    Feature(
+        "MutualTLSStrict",
+        "MESH-SECURITY",
+        Level.CORE,
+        "PeerAuthentication STRICT, namespace-wide and then mesh-wide: the legacy client (no sidecar) gets no "
+        "answer from httpbin, the injected curl gets 200 and httpbin sees its SPIFFE identity in "
+        "X-Forwarded-Client-Cert (URI=.../sa/curl, By=.../sa/httpbin); httpbin's proxy counted the refusals.",
+    ),
+    Feature(
+        "MutualTLSPermissive",
+        "MESH-SECURITY",
+        Level.CORE,
+        "PeerAuthentication PERMISSIVE: both clients get 200; only the injected one's identity reaches httpbin.",
+    ),
+    Feature(
+        "MutualTLSMigration",
+        "MESH-SECURITY",
+        Level.EXTENDED,
+        "PERMISSIVE to STRICT under continuous traffic from the injected client: none of its requests fails; "
+        "the legacy client is refused once STRICT holds.",
+    ),
+    Feature(
+        "PortLevelMTLS",
+        "MESH-SECURITY",
+        Level.EXTENDED,
+        "A port-level DISABLE under a STRICT namespace answers plaintext; a port-level STRICT under a "
+        "PERMISSIVE namespace refuses it.",
+    ),
+    Feature(
+        "DestinationRuleTLS",
+        "MESH-SECURITY",
+        Level.EXTENDED,
+        "Toward a STRICT httpbin, a DestinationRule with tls mode DISABLE fails every request; ISTIO_MUTUAL "
+        "succeeds with the client's identity.",
+    ),
+    Feature(
+        "AuthorizationPolicy",
+        "MESH-SECURITY",
+        Level.EXTENDED,
+        "ALLOW by principal (only curl may GET /headers), DENY by path, namespace-wide deny-all and "
+        "allow-nothing: denied requests get 403 'RBAC: access denied', allowed ones 200, every request decided.",
     ),
     Feature(
         "IngressGateway",

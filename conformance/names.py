@@ -33,6 +33,11 @@ SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
 # pkg/admission/plugin/webhook/errors/statuserror.go).
 ISTIO_VALIDATION_DENIED = 'admission webhook "validation.istio.io" denied the request'
 
+# The namespace label that turns the default revision's injection on or off ("enabled",
+# "disabled"), and the pod label (or annotation) that opts a pod in or out (istio.io docs
+# setup/additional-setup/sidecar-injection).
+INJECTION_LABEL = "istio-injection"
+INJECT = "sidecar.istio.io/inject"
 # Istio's revision key: a namespace or pod label choosing the revision whose injector handles the
 # pod, and the annotation that injector writes on the pods it injects (istio/istio
 # manifests/charts/istio-control/istio-discovery/files/injection-template.yaml).
@@ -55,3 +60,19 @@ def discovery_address(revision: str) -> str:
     """Where a proxy injected by `revision` gets its configuration (the chart's
     meshConfig.defaultConfig.discoveryAddress, templates/configmap.yaml)."""
     return f"{istiod_name(revision)}.{ISTIO_NAMESPACE}.svc:{ISTIOD_XDS_PORT}"
+
+
+# Istio's trust domain defaults to the cluster's DNS domain (istio/istio pilot/cmd/pilot-agent/
+# options/options.go TRUST_DOMAIN).
+TRUST_DOMAIN = "cluster.local"
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    """A workload's identity, as Istio writes it (istio/istio pkg/spiffe/spiffe.go)."""
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+# The label the injector gives a pod whose sidecar takes Istio's mutual TLS (the injection
+# template); istiod reads it to mark the pod's endpoints (istio/api label security.istio.io/tlsMode;
+# istio/istio pilot/pkg/model/service.go IstioMutualTLSModeLabel).
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+TLS_MODE_ISTIO = "istio"

@@ -12,7 +12,7 @@ from conformance.errors import ConformanceError
 from conformance.settings import RunSettings
 from conformance.targets.base import Target
 from conformance.verdicts import all_status
-from conformance.names import CANARY_REVISION as CANARY, DEFAULT_REVISION, ISTIO_REV
+from conformance.names import CANARY_REVISION as CANARY, DEFAULT_REVISION, INJECT, INJECTION_LABEL, ISTIO_REV
 from conformance.verdicts.injection import InjectionCase, injection_table, is_injected
 from conformance.verdicts.revisions import Observed, RevisionCase, observe, revision_table
 from conformance.verdicts.webhooks import Row, SelectorCase, webhook_verdict
@@ -20,9 +20,8 @@ from conformance.verdicts.validation import Attempt, validation_table
 from conformance.waiting import Verdict
 from conformance.fixtures.mesh import Apply, Bookinfo, Evidence, MakeNamespace
 
-INJECTION = "istio-injection"
-ENABLED = {INJECTION: "enabled"}
-DISABLED = {INJECTION: "disabled"}
+ENABLED = {INJECTION_LABEL: "enabled"}
+DISABLED = {INJECTION_LABEL: "disabled"}
 REVISION = {ISTIO_REV: DEFAULT_REVISION}
 PROBE = "inject-probe"  # the Deployment (and client) of manifests/injection/*.yaml
 
@@ -32,13 +31,17 @@ PROBE = "inject-probe"  # the Deployment (and client) of manifests/injection/*.y
 # manifest, and whether the pod gets a sidecar.
 CASES = (
     (ENABLED, "pod-plain", True),
+    (ENABLED, "pod-label-true", True),
     (ENABLED, "pod-label-false", False),
     (ENABLED, "pod-annotation-false", False),
+    (DISABLED, "pod-plain", False),
     (DISABLED, "pod-label-true", False),
     ({}, "pod-label-true", True),
+    ({}, "pod-label-false", False),
     ({}, "pod-annotation-true", False),
     ({}, "pod-plain", False),
     (REVISION, "pod-plain", True),
+    (REVISION, "pod-label-true", True),
     (REVISION, "pod-label-false", False),
     ({}, "pod-rev-default", True),
 )
@@ -143,6 +146,9 @@ def test_validation_webhook(applied: Apply, bookinfo: Bookinfo, target: Target, 
 REVISION_CASES = (
     ({ISTIO_REV: CANARY}, "pod-plain", CANARY),
     ({}, "pod-rev-canary", CANARY),
+    # The namespace's revision wins over the pod's; istio-injection=enabled wins over both.
+    ({ISTIO_REV: CANARY}, "pod-rev-default", CANARY),
+    ({**ENABLED, ISTIO_REV: CANARY}, "pod-plain", DEFAULT_REVISION),
     (REVISION, "pod-plain", DEFAULT_REVISION),
 )
 
@@ -168,8 +174,8 @@ def test_revision_injection(applied: Apply, namespace: MakeNamespace, target: Ta
 # The injection policy as the webhooks' selectors must implement it: labels only, since selectors
 # never see annotations (istio.io docs/setup/additional-setup/sidecar-injection, "Controlling the
 # injection policy"; the chart's mutatingwebhook.yaml). True: exactly one injector webhook is called.
-INJECT_TRUE = {"sidecar.istio.io/inject": "true"}
-INJECT_FALSE = {"sidecar.istio.io/inject": "false"}
+INJECT_TRUE = {INJECT: "true"}
+INJECT_FALSE = {INJECT: "false"}
 SELECTOR_CASES = (
     SelectorCase(ENABLED, {}, True),
     SelectorCase(ENABLED, INJECT_FALSE, False),
@@ -183,8 +189,8 @@ SELECTOR_CASES = (
     SelectorCase({}, REVISION, True),
     SelectorCase({}, {}, False),
 )
-DRY_RUN_POD = "injection/dry-run-pod.yaml"
-IGNORED_NAMESPACE = "kube-system"  # istiod never injects it (istio/istio pkg/kube/inject/initializer.go)
+[DRY_RUN_POD] = manifests.DRY_RUN_ONLY
+IGNORED_NAMESPACE = "kube-system"  # a namespace istiod never injects (istio/istio pkg/kube/inject/initializer.go)
 
 
 @pytest.mark.feature("WebhookConfiguration")

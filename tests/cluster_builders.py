@@ -343,7 +343,11 @@ def set_up_machine(tmp_path: Path, fake_tools: FakeTools, api: FakeApi, release_
                    gateway: FakeGateway) -> Machine:
     fake_tools.set_scenario({**HEALTHY, "state": {"server": api.url}})
     fake_tools.remove("istioctl")  # only the release's bin/istioctl may answer
-    install_crds(api, *ISTIO_CRDS)  # what istioctl install applies first
+    # What the cluster has (default, where the readiness check's invalid VirtualService goes), and what
+    # istioctl install creates first: its namespace and CRDs.
+    seed_namespace(api, "default")
+    seed_namespace(api, ISTIO_NAMESPACE)
+    install_crds(api, *ISTIO_CRDS)
     api.deployments_roll_out = True
     accept_once_then_deny(api)
     api.after_apply[READINESS_GATEWAY] = gateway.start

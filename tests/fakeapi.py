@@ -19,18 +19,12 @@ What it serves and how (kubernetes/kubernetes, apiserver and apiextensions-apise
 - create with ?dryRun=All answers the object as it would be stored (name from generateName, uid,
   creationTimestamp; no resourceVersion) and stores nothing; any other dryRun value is 422 Invalid
   CreateOptions (apiserver pkg/endpoints/handlers/create.go, ValidateDryRun);
-- admission webhooks: every write (a dry run too) goes through the Mutating- and
-  ValidatingWebhookConfigurations it holds, called over HTTPS with AdmissionReview v1 by the local
-  mesh's client (conformance/targets/local/admission/review.py admit: selectors, order, JSONPatch,
-  caBundle): mutating first, then the schema, then validating, as the API server orders them; the
-  admissionregistration kinds themselves are exempt (apiserver pkg/admission/plugin/webhook/generic/
-  webhook.go). A webhook's Service is found in `webhook_services`. A denial is the Status
-  ToStatusErr makes (400 unless the webhook set a code; plugin/webhook/errors/statuserror.go), a
-  failed call under failurePolicy Fail an InternalError (500);
-- with `deployments_roll_out`, the Deployment and ReplicaSet controllers and the kubelet in one: a
-  written Deployment's pods are created through admission (generateName <name>-<hash>-) and run
-  ready, and the Deployment is rolled out; a pod admission refuses leaves it unavailable with a
-  ReplicaFailure condition, as the ReplicaSet controller reports FailedCreate.
+- admission (tests/fake_admission.py): a namespaced object is created only in a namespace that
+  exists (404 otherwise); every write (a dry run too) goes through the admission webhooks it holds:
+  mutating first, then the schema, then validating, as the API server orders them. A webhook's
+  Service is found in `webhook_services`;
+- with `deployments_roll_out`, the Deployment and ReplicaSet controllers and the kubelet
+  (tests/fake_admission.py): a written Deployment's pods are created through admission and run ready.
 A test may script the answers of one method and path, and reads every request afterwards.
 
 Tests ask for the `api` fixture by name (tests/conftest.py loads this module with pytest_plugins);
@@ -39,10 +33,8 @@ tests/cluster_builders.py's install_crds applies upstream CRDs. A kubeconfig poi
 """
 
 import copy
-import hashlib
 import itertools
 import json
-import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,11 +44,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conformance.errors import ConformanceError
 from conformance.targets.field_errors import NOT_SUPPORTED, FieldError, invalid_message
-from conformance.targets.local.admission.review import AdmissionRefused, admit
-from conformance.webhooks import CONFIGURATION_KINDS, MUTATING, VALIDATING, Webhook, configurations
+from conformance.webhooks import MUTATING, VALIDATING
 from tests import fake_discovery
+from tests.fake_admission import CONTROLLER_MANAGER, DeploymentController, Webhooks, generated_name, missing_namespace
 from tests.fake_apply import Owners, conflict_status
 from tests.fake_crds import CRD_GV, Crds, Resource, invalid, prune, strict_decoding
 from tests.fake_discovery import BUILTIN, Route
@@ -66,12 +57,7 @@ MERGE_PATCH = "application/merge-patch+json"
 NOT_FOUND = "the server could not find the requested resource"
 CREATED_AT = "2026-01-01T00:00:00Z"
 NODE_PORTS = range(30000, 32768)  # the API server's default --service-node-port-range
-ADMISSION_GROUP = "admissionregistration.k8s.io"
 DRY_RUN_ALL = "All"  # the one dryRun value the API server accepts (metav1.DryRunAll)
-INTERNAL_ERROR = "Internal error occurred: "
-# The characters of a generated name's five-character suffix (k8s.io/apimachinery pkg/util/rand String).
-NAME_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
-CONTROLLER_MANAGER = "kube-controller-manager"
 
 
 @dataclass
@@ -108,9 +94,10 @@ class FakeApi:
         # Admission webhooks' Services as the API server's resolver finds them: (namespace, name,
         # port) -> the address where a test's webhook server listens.
         self.webhook_services: dict[tuple[str, str, int], tuple[str, int]] = {}
-        self._pods_of: dict[str, list[str]] = {}  # a Deployment's path -> its pods' paths
         self.crds = Crds()
         self.owners = Owners()
+        self._webhooks = Webhooks(self.objects, self.webhook_services)
+        self._deployments = DeploymentController(self.objects, self.owners, self._create_pod)
         self.lock = threading.RLock()
         self._versions = itertools.count(1)
         self.port = 0  # set by the `api` fixture
@@ -260,6 +247,9 @@ class FakeApi:
     def _create(self, route: Route, obj: dict[str, Any], manager: str, operation: str | None,
                 validation: str = "Warn", code: int = 201, dry_run: bool = False) -> Reply:
         """Store a new object (operation None: ownership already recorded by an apply)."""
+        refused = missing_namespace(self.objects, route)
+        if refused is not None:
+            return Reply(*refused)
         meta = obj.setdefault("metadata", {})
         meta.update({"uid": f"uid-{next(self._versions)}", "creationTimestamp": CREATED_AT, "generation": 1})
         if route.namespace:
@@ -274,17 +264,18 @@ class FakeApi:
 
         operation None: an apply, whose ownership the caller recorded already. A dry run stops
         short of keeping anything."""
-        obj, problem = self._call_webhooks(MUTATING, route, obj, before)
-        if problem is not None:
-            return problem
+        obj, refused = self._webhooks.admit(MUTATING, route, obj, before)
+        if refused is not None:
+            return Reply(*refused)
         warnings, problem = self._validate(route, obj, validation)
         requested = copy.deepcopy(obj)  # what the writer set: the server's allocations are nobody's
         if problem is None and route.resource.kind == "Service":
             problem = self._allocate(route, obj)
-        if problem is None:
-            obj, problem = self._call_webhooks(VALIDATING, route, obj, before)
         if problem is not None:
             return problem
+        obj, refused = self._webhooks.admit(VALIDATING, route, obj, before)
+        if refused is not None:
+            return Reply(*refused)
         if dry_run:
             return Reply(code, obj, warnings)
         meta = obj["metadata"]
@@ -303,7 +294,7 @@ class FakeApi:
             obj["status"] = {"phase": "Active"}
         self.objects[route.object_path] = obj
         if route.resource.kind == "Deployment" and self.deployments_roll_out:
-            obj["status"] = self._run_deployment(route, obj, before)
+            obj["status"] = self._deployments.run(route, obj, before)
         return Reply(code, obj, warnings)
 
     def _validate(self, route: Route, obj: dict[str, Any], validation: str) -> tuple[list[str], Reply | None]:
@@ -323,77 +314,12 @@ class FakeApi:
             prune(obj, path)
         return ([] if validation == "Ignore" else [f'unknown field "{path}"' for path in checked.undeclared]), None
 
-    # -- admission webhooks ---------------------------------------------------------------------
+    # -- what the controllers and the API server add ------------------------------------------
 
-    def _call_webhooks(self, phase: str, route: Route, obj: dict[str, Any],
-                       before: dict[str, Any] | None) -> tuple[dict[str, Any], Reply | None]:
-        """The object as the `phase` webhooks admit it, or the API server's refusal."""
-        if route.resource.group == ADMISSION_GROUP:  # webhooks are never called for their own kinds
-            return obj, None
-        try:
-            hooks = [hook for hook in configurations(self._webhook_configurations()) if hook.kind == phase]
-        except ConformanceError as exc:
-            return obj, Reply(500, status(500, "InternalError", f"fake API: webhook configuration not modelled: {exc}"))
-        if not hooks:
-            return obj, None
-        resource = route.resource
-        try:
-            admitted = admit(hooks, obj, operation="CREATE" if before is None else "UPDATE",
-                             namespace=route.namespace or "", namespace_labels=self._namespace_labels(route.namespace),
-                             resource=(resource.group, resource.version, resource.plural),
-                             kind=(resource.group, resource.version, resource.kind), resolve=self._resolve_webhook)
-        except AdmissionRefused as refused:
-            return obj, Reply(*_refusal(str(refused)))
-        return admitted, None
-
-    def _webhook_configurations(self) -> list[dict[str, Any]]:
-        prefix = f"/apis/{ADMISSION_GROUP}/v1/"
-        return [obj for path, obj in self.objects.items()
-                if path.startswith(prefix) and obj.get("kind") in CONFIGURATION_KINDS]
-
-    def _namespace_labels(self, namespace: str | None) -> dict[str, str]:
-        found = self.objects.get(f"/api/v1/namespaces/{namespace}") if namespace else None
-        return dict(((found or {}).get("metadata") or {}).get("labels") or {})
-
-    def _resolve_webhook(self, hook: Webhook) -> str:
-        """The URL of a webhook's Service, as the API server's service resolver finds it."""
-        service = hook.service
-        address = self.webhook_services.get((service.namespace, service.name, service.port)) if service else None
-        if service is None or address is None:
-            raise ConformanceError(f'service "{service.name if service else "?"}" not found')
-        return f"https://{address[0]}:{address[1]}{service.path or ''}"
-
-    # -- the Deployment and ReplicaSet controllers, and the kubelet ------------------------------
-
-    def _run_deployment(self, route: Route, deployment: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
-        """Pods for a new or changed pod template, created through admission; the Deployment's status."""
-        template = (deployment.get("spec") or {}).get("template") or {}
-        unchanged = before is not None and ((before.get("spec") or {}).get("template") or {}) == template
-        if unchanged and route.object_path in self._pods_of:
-            return before.get("status") or _rolled_out(deployment)
-        for path in self._pods_of.pop(route.object_path, []):  # the old ReplicaSet scaled down
-            self.objects.pop(path, None)
-            self.owners.forget(path)
-        template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
-        name = deployment["metadata"]["name"]
-        pods: list[str] = []
-        self._pods_of[route.object_path] = pods
-        for _ in range((deployment.get("spec") or {}).get("replicas", 1)):
-            meta = copy.deepcopy(template.get("metadata") or {})
-            meta["labels"] = {**(meta.get("labels") or {}), "pod-template-hash": template_hash}
-            meta["generateName"] = f"{name}-{template_hash}-"  # the ReplicaSet's name and "-"
-            meta["name"] = generated_name(meta["generateName"])
-            meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-{template_hash}",
-                                        "controller": True, "blockOwnerDeletion": True}]
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-                   "spec": copy.deepcopy(template.get("spec") or {})}
-            pod_route = Route(fake_discovery.builtin_resource("v1", "pods"), route.namespace, meta["name"])
-            reply = self._create(pod_route, pod, CONTROLLER_MANAGER, "Update")
-            if reply.code >= 300:
-                return _replica_failure(deployment, reply.payload.get("message", ""))
-            self.objects[pod_route.object_path]["status"] = _running(len(self.objects))
-            pods.append(pod_route.object_path)
-        return _rolled_out(deployment)
+    def _create_pod(self, route: Route, pod: dict[str, Any]) -> tuple[int, Any]:
+        """A pod the Deployment controller creates, through admission like any other."""
+        reply = self._create(route, pod, CONTROLLER_MANAGER, "Update")
+        return reply.code, reply.payload
 
     def _allocate(self, route: Route, service: dict[str, Any]) -> Reply | None:
         """What the API server fills in a Service: a cluster IP and node ports; nobody sets an ingress."""
@@ -434,9 +360,7 @@ class FakeApi:
                                                       f"UID in object meta: {uid}"))
         del self.objects[route.object_path]
         self.owners.forget(route.object_path)
-        for path in self._pods_of.pop(route.object_path, []):  # the garbage collector's part
-            self.objects.pop(path, None)
-            self.owners.forget(path)
+        self._deployments.remove_pods(route.object_path)  # the garbage collector's part
         if route.resource.kind == "Namespace":  # the namespace controller empties it
             inside = f"/namespaces/{route.name}/"
             for path in [p for p in self.objects if inside in p]:
@@ -502,31 +426,6 @@ def _not_found(route: Route) -> Reply:
                                       "kind": route.resource.plural}))
 
 
-def _rolled_out(deployment: dict[str, Any]) -> dict[str, Any]:
-    want = (deployment.get("spec") or {}).get("replicas", 1)
-    return {"observedGeneration": (deployment.get("metadata") or {}).get("generation", 1),
-            "replicas": want, "updatedReplicas": want, "readyReplicas": want, "availableReplicas": want}
-
-
-def _replica_failure(deployment: dict[str, Any], message: str) -> dict[str, Any]:
-    """A Deployment whose ReplicaSet could not create its pods (the controller's FailedCreate)."""
-    want = (deployment.get("spec") or {}).get("replicas", 1)
-    return {"observedGeneration": (deployment.get("metadata") or {}).get("generation", 1), "replicas": 0,
-            "updatedReplicas": 0, "availableReplicas": 0, "unavailableReplicas": want,
-            "conditions": [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}]}
-
-
-def _running(number: int) -> dict[str, Any]:
-    """A pod's status once the kubelet runs it and its probes pass."""
-    return {"phase": "Running", "podIP": f"10.244.{number // 250}.{number % 250 + 2}",
-            "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}
-
-
-def generated_name(prefix: str) -> str:
-    """A name from generateName: the prefix and five random characters (apiserver names.SimpleNameGenerator)."""
-    return prefix + "".join(random.choices(NAME_SUFFIX, k=5))
-
-
 def _invalid_dry_run(values: list[str]) -> dict[str, Any]:
     """422 for a dryRun other than All: ValidateDryRun's field.NotSupported (the value printed with
     Go's %#v), in NewInvalid's words for CreateOptions."""
@@ -535,19 +434,6 @@ def _invalid_dry_run(values: list[str]) -> dict[str, Any]:
     return status(422, "Invalid", invalid_message("CreateOptions", "meta.k8s.io", "", [error]),
                   details={"group": "meta.k8s.io", "kind": "CreateOptions",
                            "causes": [{"reason": error.reason, "message": error.message, "field": error.field}]})
-
-
-def _refusal(message: str) -> tuple[int, dict[str, Any]]:
-    """The Status of an admission refusal. A webhook's call that failed under failurePolicy Fail is
-    an InternalError (500, apierrors.NewInternalError). A denial is ToStatusErr's: the webhook's own
-    code if at least 400, else 400, with the webhook's reason if any; Istio's validator sets neither
-    (istio/istio pkg/webhooks/validation/server/server.go toAdmissionResponse), and review.admit
-    hands on only the message, so every denial here is 400 without a reason."""
-    if message.startswith(INTERNAL_ERROR):
-        return 500, status(500, "InternalError", message,
-                           details={"causes": [{"message": message.removeprefix(INTERNAL_ERROR)}]})
-    return 400, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-                 "code": 400}
 
 
 def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -10,11 +10,10 @@ import httpx
 import jsonpatch
 import pytest
 
-from conformance.names import DEFAULT_REVISION, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
+from conformance.names import DEFAULT_REVISION, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION, TLS_MODE_LABEL
 from conformance.targets.local.admission.injector import (
     INIT_CONTAINER,
     webhook_dns_name,
-    TLS_MODE_LABEL,
     Injector,
     injected,
 )

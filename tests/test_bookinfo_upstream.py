@@ -19,9 +19,11 @@ from tests.builders import upstream_file
 
 # Fields dropped from our workloads because the local mesh refuses what it does not implement.
 DROPPED_FIELDS = {"volumes", "volumeMounts", "env", "imagePullPolicy", "securityContext"}
-# Our only annotation: the curl pod's proxy exposes its fault-injection counters
-# (Istio's proxies leave them out by default; FaultInjection reads them).
+# Our annotations: the curl pod's proxy exposes its fault-injection counters, httpbin's its TLS
+# listener counters (Istio's proxies leave them out by default; FaultInjection and MESH-SECURITY
+# read them).
 OUR_ANNOTATIONS = {("clients/curl.yaml", "Deployment/curl"): {"proxy.istio.io/config"},
+                   ("clients/httpbin.yaml", "Deployment/httpbin"): {"proxy.istio.io/config"},
                    # upstream's own: the proxy's cluster.outbound counters (checked below)
                    ("clients/fortio.yaml", "Deployment/fortio-deploy"): {"proxy.istio.io/config"}}
 

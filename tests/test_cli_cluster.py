@@ -49,7 +49,11 @@ def test_plan_prints_and_runs_nothing(tmp_path: Path, fake_tools: FakeTools) -> 
     revision = text.split("# RevisionInjection: a second control plane, revision canary, istiod only")[1]
     install, uninstall = revision.splitlines()[1:3]
     assert install.endswith("install --kubeconfig " + str(tmp_path / ".meshconf" / "kind-meshconf" / "kubeconfig")
-                            + " --set profile=minimal --revision canary --readiness-timeout 240s -y")
+                            + " --set profile=minimal --revision canary"
+                            " --set values.pilot.resources.requests.cpu=10m"
+                            " --set values.pilot.resources.requests.memory=100Mi"
+                            " --set values.global.proxy.resources.requests.cpu=10m"
+                            " --set values.global.proxy.resources.requests.memory=40Mi --readiness-timeout 240s -y")
     assert uninstall.endswith(" uninstall --kubeconfig " + str(tmp_path / ".meshconf" / "kind-meshconf" / "kubeconfig")
                               + " --revision canary -y")
     # The suites' injection and validation manifests are listed with the objects they apply.

@@ -11,13 +11,13 @@ import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError, TargetUnavailable
-from conformance.names import INGRESS_GATEWAY
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.crd_schema import CRD_DIR, ISTIO_CRD_FILE
-from conformance.targets.existing import ExistingClusterProvisioner, istiod_version
+from conformance.targets.existing import MESH_WIDE_FEATURE, ExistingClusterProvisioner, istiod_version
 from conformance.targets.ingress import GatewayBinding
-from conformance.targets.istio import REVISION_FEATURE
+from conformance.targets.istio_revision import REVISION_FEATURE
 from conformance.targets.kube import Kube
 from conformance.targets.provision import wait_mesh_ready
 from tests.cluster_builders import (
@@ -28,6 +28,7 @@ from tests.cluster_builders import (
     fake_release,
     istio_deployment,
     publish_gateway_api,
+    seed_namespace,
     write_kubeconfig,
 )
 from tests.fakeapi import FakeApi, items
@@ -103,6 +104,10 @@ def test_assumes_the_installed_istio_and_changes_nothing(api: FakeApi, tmp_path:
         "meshconf did not install Istio on context 'fake', and installs a second control plane revision only "
         "beside a mesh it installed; pass --install-mesh --yes on a cluster without Istio to let meshconf "
         "install (and later remove) both")
+    # Without --yes, nothing mesh-wide either: the one feature applying mesh-wide policy says why.
+    assert access.unsupported[MESH_WIDE_FEATURE].startswith(
+        "it applies a mesh-wide PeerAuthentication (STRICT, in istio-system) for a few seconds")
+    assert ExistingClusterProvisioner(settings(yes=True), kubeconfig=config)._mesh_wide_unsupported() == {}
     assert [r.method for r in api.requests if r.method != "GET"] == []  # nothing written, nothing deleted
     assert hashlib.sha256(config.read_bytes()).hexdigest() == before  # the user's kubeconfig untouched
 
@@ -184,7 +189,9 @@ def test_install_on_consent_waits_for_the_mesh_then_removes_all_it_added(  # noq
                                           "uninstall": {"stdout": "Uninstalled\n"}}})
     fake_tools.remove("istioctl")  # only the downloaded release's istioctl may answer
     release_server.publish(ISTIO_VERSION, fake_release())
-    install_istio_crds(api)  # istioctl installed them
+    install_istio_crds(api)  # istioctl installed them, in its namespace
+    seed_namespace(api, ISTIO_NAMESPACE)
+    seed_namespace(api, "default")  # the cluster's own: the readiness check's invalid VirtualService goes there
     api.deployments_roll_out = True
     accept_once_then_deny(api)
     api.after_apply[READINESS_GATEWAY] = gateway.start
@@ -299,6 +306,7 @@ def test_a_helm_gateway_binds_the_gateways_to_its_target_port(api: FakeApi, kube
     api.objects[ISTIOD_PATH] = ISTIOD
     helm_gateway = chart_gateway("istio-ingressgateway", "istio-system", address="203.0.113.20")
     api.objects[service_path(helm_gateway)] = helm_gateway
+    seed_namespace(api, "bookinfo")  # the suite's, created before it applies
     target = ClusterTarget(settings(), ExistingClusterProvisioner(settings(), kubeconfig=kube_config(tmp_path, api)))
     target.up()
     try:
@@ -329,6 +337,7 @@ def test_the_istio_io_helm_gateway_is_found_in_its_own_namespace(
     api.objects[path] = pod
     forwards = fake_port_forward(monkeypatch, {80: ("127.0.0.1", gateway.port)})
     gateway.start()
+    seed_namespace(api, "bookinfo")  # the suite's, created before it applies
     target = ClusterTarget(settings(), ExistingClusterProvisioner(settings(), kubeconfig=kube_config(tmp_path, api)))
     target.up()
     try:
@@ -380,6 +389,8 @@ def test_the_readiness_wait_binds_its_gateway_as_told(api: FakeApi, kube: Kube, 
     # A mesh meshconf installed with Helm: its gateway's Service maps 80 to the pods' 80, so the
     # readiness Gateway must listen on 80 for the gateway to answer through the Service.
     install_istio_crds(api)
+    seed_namespace(api, ISTIO_NAMESPACE)
+    seed_namespace(api, "default")
     accept_once_then_deny(api)
     api.after_apply[READINESS_GATEWAY] = gateway.start
     wait_mesh_ready(kube, f"http://127.0.0.1:{gateway.port}", 5.0, GatewayBinding({"istio": "ingressgateway"}, 80))

@@ -29,6 +29,7 @@ from tests.cluster_builders import (
     install_crds,
     publish_gateway_api,
     safe_upgrades_policy,
+    seed_namespace,
     write_kubeconfig,
 )
 from tests.fakeapi import FakeApi
@@ -188,6 +189,7 @@ def test_without_consent_the_feature_is_not_supported_and_says_how_to_enable_it(
 
 def test_with_consent_they_are_installed_for_the_run_and_removed_after(
         api: FakeApi, tmp_path: Path, release_server: ReleaseServer) -> None:
+    seed_namespace(api, "bookinfo")  # the suite's, created before it applies
     target = existing(api, tmp_path, release_server, yes=True)
     target.up()
     try:

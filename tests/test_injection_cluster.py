@@ -18,9 +18,9 @@ import pytest
 from conformance import manifests
 from conformance.errors import ConformanceError, NotConverged
 from conformance.names import ISTIO_VALIDATION_DENIED, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION
-from conformance.targets import istio
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.istio import IstioInstall
+from conformance.targets.istio_revision import REVISION_FEATURE, Revision, injector_configuration
 from conformance.targets.kube_views import pod_view
 from conformance.targets.local.admission import validator
 from conformance.targets.local.admission.injector import INJECT_PATH, Injector
@@ -44,7 +44,7 @@ from tests.fakes import FakeTools
 
 REVISION = "canary"
 CANARY_ISTIOD = "/apis/apps/v1/namespaces/istio-system/deployments/istiod-canary"
-CANARY_INJECTOR = f"{ADMISSION_PATH}/mutatingwebhookconfigurations/{istio.injector_configuration(REVISION)}"
+CANARY_INJECTOR = f"{ADMISSION_PATH}/mutatingwebhookconfigurations/{injector_configuration(REVISION)}"
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_a_revision_is_installed_waited_for_and_removed_after_the_block(
     api.script("GET", CANARY_ISTIOD, not_found, (200, canary_istiod(0)), (200, canary_istiod(1)))
     api.script("GET", CANARY_INJECTOR, (200, canary_injector(None)), (200, canary_injector("Q0E=")))
     with owned.revision(REVISION):
-        assert fake_tools.calls("istioctl") == [installer.revision_install_argvs(REVISION)[0]]
+        assert fake_tools.calls("istioctl") == Revision(installer, REVISION).install_argvs()
         assert len(api.seen("GET", CANARY_ISTIOD)) >= 3 and len(api.seen("GET", CANARY_INJECTOR)) >= 2
     install, uninstall = fake_tools.calls("istioctl")
     assert install[:2] == ["istioctl", "install"] and "profile=minimal" in install
@@ -368,11 +368,11 @@ def test_a_helm_revision_is_the_istiod_chart_alone(
 def test_no_revision_beside_a_mesh_meshconf_did_not_install(api: FakeApi, tmp_path: Path,
                                                             fake_tools: FakeTools) -> None:
     reason = "meshconf did not install Istio on context 'x'; pass --install-mesh --yes"
-    target = cluster_target(api, tmp_path, unsupported={istio.REVISION_FEATURE: reason})
+    target = cluster_target(api, tmp_path, unsupported={REVISION_FEATURE: reason})
     target.up()
     try:
-        assert not target.supports(istio.REVISION_FEATURE)
-        assert target.unsupported_reason(istio.REVISION_FEATURE) == reason
+        assert not target.supports(REVISION_FEATURE)
+        assert target.unsupported_reason(REVISION_FEATURE) == reason
         with pytest.raises(ConformanceError, match=f"cannot install Istio revision canary: {reason}"):
             with target.revision(REVISION):
                 pass

@@ -36,13 +36,18 @@ CLASSIC = pod(["hello", "istio-proxy"], ["istio-init"], status=["istio-init"])
 CNI = pod(["hello", "istio-proxy"], ["istio-validation"], status=["istio-validation"])
 NATIVE = pod(["hello"], ["istio-init", "istio-proxy"], status=["istio-init", "istio-proxy"], native=True)
 PLAIN = pod(["hello"])
-UNMARKED = pod(["hello", "istio-proxy"])  # a proxy the injector did not put there
+UNMARKED = pod(["hello", "istio-proxy"], ["istio-init"])  # a proxy the injector did not put there
+# A marked proxy whose traffic nothing redirects: neither istio-init nor Istio CNI's validation.
+UNREDIRECTED = pod(["hello", "istio-proxy"], [], status=[])
 
 
 @pytest.mark.parametrize(("raw", "seen"), [
     (CLASSIC, "sidecar"), (CNI, "sidecar"), (NATIVE, "native sidecar"), (PLAIN, "none"),
     (UNMARKED, "sidecar (sidecar.istio.io/status absent)"),
-], ids=["classic", "cni", "native", "plain", "unmarked"])
+    (UNREDIRECTED, "sidecar (no istio-init or istio-validation init container)"),
+    (pod(["hello", "istio-proxy"]), "sidecar (sidecar.istio.io/status absent; no istio-init or istio-validation "
+                                    "init container)"),
+], ids=["classic", "cni", "native", "plain", "unmarked", "unredirected", "bare"])
 def test_each_injected_shape_is_seen_as_istio_makes_it(raw: dict, seen: str) -> None:
     assert observed(pod_view(raw)) == seen
 

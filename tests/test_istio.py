@@ -16,6 +16,7 @@ from conformance import manifests
 from conformance.errors import ConformanceError, NotConverged, TargetUnavailable
 from conformance.targets import istio
 from conformance.targets.istio import IstioInstall
+from conformance.targets.istio_revision import Revision
 from conformance.targets import crd_schema
 from tests.cluster_builders import write_kubeconfig
 from tests.fakeapi import FakeApi
@@ -131,11 +132,18 @@ def test_helm_gateway_service_type_is_set_on_the_gateway_chart_only() -> None:
 def test_a_revision_by_istioctl_is_the_minimal_profile_and_removed_by_revision() -> None:
     inst = _install(context="c", values={"meshConfig.accessLogFile": "/dev/stdout"})
     cluster = ["--kubeconfig", str(KUBECONFIG), "--context", "c"]
-    assert inst.revision_install_argvs("canary") == [[
+    # The demo profile's requests, not the chart's (pilot 500m/2048Mi, 100m/128Mi a proxy): a second
+    # istiod must fit on the 2-CPU kind node beside the first.
+    assert Revision(inst, "canary").install_argvs() == [[
         "istioctl", "install", *cluster, "--set", "profile=minimal", "--revision", "canary",
+        "--set", "values.pilot.resources.requests.cpu=10m", "--set", "values.pilot.resources.requests.memory=100Mi",
+        "--set", "values.global.proxy.resources.requests.cpu=10m",
+        "--set", "values.global.proxy.resources.requests.memory=40Mi",
         "--set", "meshConfig.accessLogFile=/dev/stdout", "--readiness-timeout", "240s", "-y"]]
-    assert inst.revision_uninstall_argvs("canary") == [["istioctl", "uninstall", *cluster, "--revision", "canary", "-y"]]
-    assert inst.install_argv() == _install(context="c", values=inst.values).install_argv()  # the mesh's own: unchanged
+    assert Revision(inst, "canary").uninstall_argvs() == [
+        ["istioctl", "uninstall", *cluster, "--revision", "canary", "-y"]]
+    # The mesh's own installation is unchanged.
+    assert inst.values == {"meshConfig.accessLogFile": "/dev/stdout"} and inst.profile == "demo"
 
 
 def test_a_revision_by_helm_is_the_istiod_chart_alone() -> None:
@@ -143,12 +151,23 @@ def test_a_revision_by_helm_is_the_istiod_chart_alone() -> None:
     cluster = ["--namespace", "istio-system", "--create-namespace", "--kubeconfig", str(KUBECONFIG),
                "--kube-context", "c"]
     # No base chart: its defaultRevision would point the default validator at the new revision.
-    assert inst.revision_install_argvs("canary") == [[
+    assert Revision(inst, "canary").install_argvs() == [[
         "helm", "upgrade", "--install", "istiod-canary", "istiod", "--repo", REPO, "--version", "1.28.2", *cluster,
-        "--set", "revision=canary", "--wait", "--timeout", "240s"]]
-    assert inst.revision_uninstall_argvs("canary") == [
+        "--set", "revision=canary", "--set", "pilot.resources.requests.cpu=10m",
+        "--set", "pilot.resources.requests.memory=100Mi", "--set", "global.proxy.resources.requests.cpu=10m",
+        "--set", "global.proxy.resources.requests.memory=40Mi", "--wait", "--timeout", "240s"]]
+    assert Revision(inst, "canary").uninstall_argvs() == [
         ["helm", "uninstall", "istiod-canary", "--namespace", "istio-system", "--kubeconfig", str(KUBECONFIG),
          "--kube-context", "c"]]
+
+
+@pytest.mark.parametrize(("method", "key"), [("istioctl", "values.pilot.resources.requests.cpu"),
+                                             ("helm", "pilot.resources.requests.cpu")])
+def test_a_revision_takes_the_meshs_own_value_over_the_demo_request(method: str, key: str) -> None:
+    [argv] = Revision(_install(method=method, values={key: "200m"}), "canary").install_argvs()
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert [s for s in sets if s.startswith(f"{key}=")] == [f"{key}=200m"]
+    assert f"{key.replace('cpu', 'memory')}=100Mi" in sets  # the other requests stay
 
 
 def test_helm_uninstall_argvs_reverse_order() -> None:

@@ -19,6 +19,7 @@ from tests.cluster_builders import (
     gateway_api_v1_5_1,
     install_crds,
     publish_gateway_api,
+    seed_namespace,
 )
 
 HTTPROUTE_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/httproutes.gateway.networking.k8s.io"
@@ -35,6 +36,7 @@ def test_kind_gets_the_gateway_api_crds_its_istio_builds_against(machine: Machin
     assert crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == GATEWAY_API
     # Installed before Istio, so istiod finds them at start.
     assert max(m.api.seen("PATCH", HTTPROUTE_CRD)) < min(m.api.seen("PATCH", NODEPORTS))
+    seed_namespace(m.api, "bookinfo")  # what the suite creates first
     kube = Kube(m.kubeconfig, poll_interval=0.02)
     try:
         kube.apply(manifests.load("gateway-api/traffic/httproute-reviews-80-20.yaml"), "bookinfo")

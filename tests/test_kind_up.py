@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from conformance.errors import ConformanceError
+from conformance.names import ISTIO_NAMESPACE
 from conformance.settings import ISTIO_RELEASES_ENV, OFFICIAL_ISTIO_RELEASES, RunSettings
 from conformance.targets import kind
 from conformance.targets.cluster import ClusterTarget
-from conformance.targets.istio import REVISION_FEATURE
+from conformance.targets.istio_revision import REVISION_FEATURE
 from conformance.targets.kube import Kube
 from conformance.targets.provision import KindProvisioner, wait_mesh_ready
 from tests.cluster_builders import (
@@ -27,6 +28,7 @@ from tests.cluster_builders import (
     accept_once_then_deny,
     install_crds,
     istio_deployment,
+    seed_namespace,
 )
 from tests.fakeapi import FakeApi, items
 from tests.fakegateway import FakeGateway
@@ -162,6 +164,8 @@ def test_a_fresh_mesh_is_waited_for_with_its_own_budget_not_the_rollout_one(
 
 def test_wait_mesh_ready_waits_for_the_rollouts_as_long_as_it_is_told(
         api: FakeApi, kube: Kube, gateway: FakeGateway) -> None:
+    seed_namespace(api, "default")
+    seed_namespace(api, ISTIO_NAMESPACE)
     install_crds(api, *ISTIO_CRDS)
     accept_once_then_deny(api)
     api.after_apply[READINESS_GATEWAY] = gateway.start

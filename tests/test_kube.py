@@ -24,6 +24,7 @@ from tests.cluster_builders import (
     KUBECONFIG_CLIENT_KEY,
     KUBECONFIG_TOKEN,
     install_crds,
+    seed_namespace,
     upstream_crd,
     write_kubeconfig,
 )
@@ -44,6 +45,7 @@ CRD = upstream_crd("virtualservices.networking.istio.io")
 
 
 def test_apply_virtual_service_is_server_side_apply(api: FakeApi, kube: Kube) -> None:
+    seed_namespace(api, "bookinfo")
     install_crds(api, *ISTIO_CRDS)
     kube.apply([VIRTUAL_SERVICE], "bookinfo")
 
@@ -56,6 +58,7 @@ def test_apply_virtual_service_is_server_side_apply(api: FakeApi, kube: Kube) ->
 
 
 def test_crd_is_applied_and_established_before_its_custom_resources(api: FakeApi, kube: Kube) -> None:
+    seed_namespace(api, "bookinfo")
     _ = kube.dynamic  # discovery read before the CRD exists: the kind must resolve after a refresh
     not_yet = {**CRD, "status": {"conditions": [{"type": "Established", "status": "False"}]}}
     established = {**CRD, "status": {"conditions": [{"type": "Established", "status": "True"}]}}

@@ -1,8 +1,9 @@
 """Each traffic check can fail: on each mutant of the local mesh, the features it breaks FAIL.
 
 One `meshconf run` per mutant, selecting (`--feature`) only the features that mutant
-breaks. The correct mesh passing the whole catalogue is
-tests/test_local_e2e.py::test_run_passes_on_correct_mesh.
+breaks; in the profiles that run in seconds (WHOLE_PROFILES), the mutant's whole profile, so
+that every other feature there is seen to PASS: the mutant fails exactly its features. The
+correct mesh passing the whole catalogue is tests/test_local_e2e.py::test_run_passes_on_correct_mesh.
 """
 
 from pathlib import Path
@@ -15,6 +16,8 @@ from conformance.targets.local.translator import KNOWN_MUTANTS
 from tests.builders import WHOLE_MESH, mesh_processes, meshconf
 
 pytestmark = WHOLE_MESH
+# Profiles a mutant test runs whole (a few seconds each on the local target).
+WHOLE_PROFILES = {"MESH-INJECTION", "MESH-SECURITY"}
 
 # mutant -> {feature that must fail: text its failure reason must contain}
 BREAKS: dict[str, dict[str, str]] = {
@@ -39,16 +42,38 @@ BREAKS: dict[str, dict[str, str]] = {
     # Every case Istio injects is seen without a sidecar: the four policy cases, the three revision
     # cases, and the dry-run pod in a plain namespace.
     "no-injection": {
-        "SidecarInjection": "4 of 10 injection cases differ from Istio's policy",
-        "RevisionInjection": "3 of 3 revision cases differ from Istio's revision selection",
+        "SidecarInjection": "6 of 14 injection cases differ from Istio's policy",
+        "RevisionInjection": "5 of 5 revision cases differ from Istio's revision selection",
         "WebhookConfiguration": "1 of 28 webhook checks differ from what Istio installs",
     },
     # Only the annotation reaches the injector: the webhooks' selectors exclude a pod labelled false.
-    "inject-opted-out": {"SidecarInjection": "1 of 10 injection cases differ from Istio's policy"},
+    "inject-opted-out": {"SidecarInjection": "1 of 14 injection cases differ from Istio's policy"},
     # The four injector webhooks fail open.
     "webhook-fail-open": {"WebhookConfiguration": "4 of 28 webhook checks differ from what Istio installs"},
-    # Both canary cases injected by the default istiod; the default-revision control stays right.
-    "revision-ignored": {"RevisionInjection": "2 of 3 revision cases differ from Istio's revision selection"},
+    # The three canary cases injected by the default istiod; the two default-revision cases stay right.
+    "revision-ignored": {"RevisionInjection": "3 of 5 revision cases differ from Istio's revision selection"},
+    # STRICT served as PERMISSIVE: plaintext is answered wherever STRICT should refuse it.
+    "strict-as-permissive": {
+        "MutualTLSStrict": "namespace STRICT refuses plaintext: not converged",
+        "MutualTLSMigration": "STRICT refuses plaintext: not converged",
+        "PortLevelMTLS": "port 8080 STRICT under a PERMISSIVE namespace refuses plaintext: not converged",
+        "DestinationRuleTLS": "tls DISABLE toward a STRICT server fails: not converged",
+    },
+    # No client certificate asked for: the server never sees who calls, so principals match nothing.
+    "no-peer-verification": {
+        "MutualTLSStrict": "X-Forwarded-Client-Cert: absent",
+        "MutualTLSPermissive": "X-Forwarded-Client-Cert: absent",
+        "DestinationRuleTLS": "X-Forwarded-Client-Cert: absent",
+        "AuthorizationPolicy": "expected all 10 replies with status 200, 10 were not",
+    },
+    # One identity for every workload: the server sees it instead of the client's.
+    "shared-identity": {
+        "MutualTLSStrict": "X-Forwarded-Client-Cert: By=spiffe://cluster.local/ns/default/sa/default",
+        "MutualTLSPermissive": "X-Forwarded-Client-Cert: By=spiffe://cluster.local/ns/default/sa/default",
+        "DestinationRuleTLS": "X-Forwarded-Client-Cert: By=spiffe://cluster.local/ns/default/sa/default",
+        "AuthorizationPolicy": "expected all 10 replies with status 200, 10 were not",
+    },
+    "authz-ignored": {"AuthorizationPolicy": "ALLOW by principal takes effect: not converged"},
     # Five invalid resources stored, and one refused by the local mesh's own limits, not by Istio.
     "validation-off": {"ValidationWebhook": "6 of 8 validation cases differ from Istio's validation"},
 }
@@ -66,15 +91,22 @@ def test_every_mutant_is_covered() -> None:
 def test_mutant_fails_the_features_it_breaks(tmp_path: Path, mutant: str) -> None:
     expected = BREAKS[mutant]
     args = ["run", "--target", "local", "--local-mutant", mutant, "--consistency-timeout", "3"]
+    profile = {f.name: f.profile for f in features.CATALOGUE}
+    whole = sorted({profile[name] for name in expected} & WHOLE_PROFILES)
     for name in expected:
-        args += ["--feature", name]
+        if profile[name] not in whole:
+            args += ["--feature", name]
+    for name in whole:
+        args += ["--profile", name]
     done = meshconf(args, cwd=tmp_path)
     report = yaml.safe_load((tmp_path / "results" / "report.yaml").read_text())
     outcome = {f["name"]: f for f in report["features"]}
     reasons = {n: f.get("reason", "")[:300] for n, f in outcome.items()}
-    assert set(outcome) == set(expected), reasons
+    ran = set(expected) | {f.name for f in features.CATALOGUE if f.profile in whole}
+    assert set(outcome) == ran, reasons
     failed = {name for name, f in outcome.items() if f["outcome"] == "FAILED"}
     assert failed == set(expected), reasons
+    assert all(outcome[name]["outcome"] == "PASSED" for name in ran - failed), reasons
     for name, text in expected.items():
         assert text in outcome[name]["reason"], f"{name}: {outcome[name]['reason']}"
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]

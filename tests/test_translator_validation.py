@@ -38,8 +38,8 @@ def test_refused_field_is_named_by_path() -> None:
 @pytest.mark.parametrize(
     ("doc", "path"),
     [
-        ({**ALL_V1_DR, "spec": {**ALL_V1_DR["spec"], "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}},
-         "spec.trafficPolicy"),
+        ({**ALL_V1_DR, "spec": {**ALL_V1_DR["spec"], "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}},
+         "spec.trafficPolicy.loadBalancer"),
         (virtual_service("r", [{"match": [{"uri": {"exact": "/"}, "ignoreUriCase": True}], "route": [to("r")]}]),
          r"spec.http\[0\].match\[0\].ignoreUriCase"),
         (virtual_service("r", [{"match": [{"headers": {"end-user": {"exact": "x", "bogus": 1}}}], "route": [to("r")]}]),
@@ -84,11 +84,8 @@ def test_translate_refuses_unimplemented_fields_too() -> None:
 ACCEPTED_SAMPLES = [
     "bookinfo-gateway", "destination-rule-all", "virtual-service-all-v1", "virtual-service-reviews-80-20",
     "virtual-service-reviews-50-v3", "virtual-service-reviews-test-v2", "virtual-service-reviews-v3",
-    "virtual-service-ratings-test-abort", "virtual-service-ratings-test-delay",
+    "virtual-service-ratings-test-abort", "virtual-service-ratings-test-delay", "destination-rule-all-mtls",
 ]
-REFUSED_SAMPLES = {
-    "destination-rule-all-mtls": "spec.trafficPolicy",
-}
 
 
 @pytest.mark.parametrize("sample", ACCEPTED_SAMPLES)
@@ -97,17 +94,10 @@ def test_bookinfo_samples_with_implemented_fields_are_accepted(sample: str) -> N
         check_supported(doc)
 
 
-@pytest.mark.parametrize(("sample", "path"), REFUSED_SAMPLES.items())
-def test_bookinfo_samples_with_other_fields_are_refused(sample: str, path: str) -> None:
-    with pytest.raises(UnsupportedResource, match=f"field {path} is not implemented"):
-        for doc in load_reference(sample):
-            check_supported(doc)
-
-
 def test_reference_samples_are_all_classified() -> None:
     found = {p.name.removeprefix("bookinfo__networking__").removesuffix(".yaml")
              for p in (UPSTREAM / "istio").glob("bookinfo__networking__*.yaml")}
-    assert found == set(ACCEPTED_SAMPLES) | set(REFUSED_SAMPLES)
+    assert found == set(ACCEPTED_SAMPLES)
 
 
 def test_the_subset_check_loads_no_translator_module() -> None:

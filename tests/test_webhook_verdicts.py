@@ -53,6 +53,29 @@ def test_a_second_revision_does_not_change_the_default_policy(mesh_ca: MeshCA) -
     assert verdict.ok, verdict.message
 
 
+def istioctl_installed(ca: MeshCA) -> list[dict[str, Any]]:
+    """What a default `istioctl install` leaves: istio-sidecar-injector's webhooks deactivated by a
+    never-matching selector (istio/istio 1.28.0 istioctl/pkg/tag/util.go DeactivateIstioInjectionWebhook,
+    istioctl/pkg/util/common.go NeverMatch), the same webhooks live in the revision tag "default"'s
+    configuration, and the validator beside it."""
+    docs = installed(ca)
+    injector = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+    tag = copy.deepcopy(injector)
+    tag["metadata"]["name"] = "istio-revision-tag-default"
+    never = {"matchLabels": {"istio.io/deactivated": "never-match"}}
+    for hook in injector["webhooks"]:
+        hook["namespaceSelector"], hook["objectSelector"] = never, never
+    return [*docs, tag]
+
+
+def test_istioctls_deactivated_injector_beside_its_default_tag_passes(mesh_ca: MeshCA) -> None:
+    verdict = webhook_verdict(istioctl_installed(mesh_ca), CASES)
+    assert verdict.ok, verdict.message
+    # Each injected case is called once: by the tag's webhook, never the deactivated one's.
+    assert "namespace istio-injection=enabled; pod no label one injector webhook called " \
+           "namespace.sidecar-injector.istio.io ok" in flat(verdict.message)
+
+
 def _injector_hooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"]
 

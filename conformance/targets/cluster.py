@@ -16,19 +16,16 @@ from conformance.names import DEFAULT_REVISION, ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
-from conformance.targets import istio
 from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.istio import IstioInstall
+from conformance.targets.istio_revision import (REVISION_FEATURE, Revision, injector_configuration, not_ours,
+                                                revision_gap)
 from conformance.targets.kube import Kube
 from conformance.targets.kube_views import pod_view
 from conformance.targets.telemetry import Telemetry
 from conformance.waiting import wait_for
 from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION
-
-
-# Why a cluster whose provisioner handed on no Istio installation has no second revision.
-NOT_OURS = "meshconf did not install this mesh, and installs a second revision only beside one it installed"
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class ClusterAccess:
     # Features this cluster cannot run, each with why and how to change that (e.g. no Gateway API CRDs).
     unsupported: Mapping[str, str] = field(default_factory=dict)
     # The Istio installation meshconf made, which a second revision is installed like; None when the
-    # mesh is not meshconf's (then istio.REVISION_FEATURE is in `unsupported`).
+    # mesh is not meshconf's (then REVISION_FEATURE is in `unsupported`).
     istio: IstioInstall | None = None
 
     @property
@@ -192,30 +189,30 @@ class ClusterTarget:
 
     @contextmanager
     def revision(self, name: str) -> Iterator[None]:
-        install = self._revision_installer(name)
+        revision = self._revision_beside_mesh(name)
         try:
-            install.install_revision(name)  # uninstalled below whatever happens from here
+            revision.install()  # uninstalled below whatever happens from here
             self._wait_revision(name)
             yield
         except BaseException as failure:
-            _cleanup_after(failure, f"uninstall Istio revision {name}", lambda: install.uninstall_revision(name))
+            _cleanup_after(failure, f"uninstall Istio revision {name}", revision.uninstall)
             raise
-        install.uninstall_revision(name)
+        revision.uninstall()
 
-    def _revision_installer(self, name: str) -> IstioInstall:
-        install, reason = self._access.istio, self.unsupported_reason(istio.REVISION_FEATURE)
-        if install is None or reason is not None:
+    def _revision_beside_mesh(self, name: str) -> Revision:
+        mesh, reason = self._access.istio, self.unsupported_reason(REVISION_FEATURE)
+        if mesh is None or reason is not None:
             raise ConformanceError(f"cannot install Istio revision {name}: {reason}")
-        if name == DEFAULT_REVISION or install.revision == name:
+        if name == DEFAULT_REVISION or mesh.revision == name:
             raise ConformanceError(f"revision {name!r} is the installed mesh's own: name another")
-        return install
+        return Revision(mesh, name)
 
     def _wait_revision(self, name: str) -> None:
         def pending() -> str | None:
-            return istio.revision_gap(
+            return revision_gap(
                 name,
                 self.kube.get("apps/v1", "Deployment", istiod_name(name), ISTIO_NAMESPACE),
-                self.kube.get(ADMISSION_API_VERSION, "MutatingWebhookConfiguration", istio.injector_configuration(name)),
+                self.kube.get(ADMISSION_API_VERSION, "MutatingWebhookConfiguration", injector_configuration(name)),
             )
 
         wait_for(pending, self.timeouts.rollout, self.kube.poll_interval, f"Istio revision {name} ready")
@@ -299,8 +296,8 @@ class ClusterTarget:
 
     def unsupported_reason(self, feature: str) -> str | None:
         access = self._access
-        if feature == istio.REVISION_FEATURE and access.istio is None:  # nothing to install a revision with
-            return access.unsupported.get(feature, NOT_OURS)
+        if feature == REVISION_FEATURE and access.istio is None:  # nothing to install a revision with
+            return access.unsupported.get(feature, not_ours(access.context))
         return access.unsupported.get(feature)
 
 

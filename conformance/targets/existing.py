@@ -22,6 +22,7 @@ from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.kube import Kube
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
+from conformance.targets.istio_revision import REVISION_FEATURE, not_ours
 from conformance.targets.provision import Phases, ensure_gateway_api, istio_install, wait_mesh_ready
 
 # An image tag is the Istio version, optionally with the image variant after a "-"
@@ -30,6 +31,8 @@ from conformance.targets.provision import Phases, ensure_gateway_api, istio_inst
 IMAGE_VARIANTS = ("debug", "distroless")
 # Istio's own pre-releases, e.g. 1.30.0-rc.1 (istio/istio release tags).
 PRE_RELEASES = ("alpha", "beta", "rc")
+# The feature that applies mesh-wide policy (a PeerAuthentication in the root namespace).
+MESH_WIDE_FEATURE = "MutualTLSStrict"
 # The charts also label istiod with the chart's appVersion (zzz_profile.yaml, istio.labels).
 VERSION_LABEL = "app.kubernetes.io/version"
 
@@ -77,17 +80,23 @@ class ExistingClusterProvisioner:
         self.gateway_api = ensure_gateway_api(self._kube, s, version, may_install=s.yes)
         return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version,
                              gateway_selector=dict(binding.selector), gateway_port=binding.port,
-                             unsupported={**self.gateway_api.unsupported, **self._revision_unsupported()},
+                             unsupported={**self.gateway_api.unsupported, **self._revision_unsupported(),
+                                          **self._mesh_wide_unsupported()},
                              istio=self.installed)
 
     def _revision_unsupported(self) -> dict[str, str]:
         """A second revision goes only beside a mesh meshconf installed (consent given with --yes)."""
         if self.installed is not None:
             return {}
-        return {istio.REVISION_FEATURE: (
-            f"meshconf did not install Istio on context {self.settings.context!r}, and installs a second "
-            "control plane revision only beside a mesh it installed; pass --install-mesh --yes on a cluster "
-            "without Istio to let meshconf install (and later remove) both")}
+        return {REVISION_FEATURE: not_ours(self.settings.context)}
+
+    def _mesh_wide_unsupported(self) -> dict[str, str]:
+        """A mesh-wide PeerAuthentication changes every workload's policy for a moment: only with --yes."""
+        if self.settings.yes:
+            return {}
+        return {MESH_WIDE_FEATURE: (
+            f"it applies a mesh-wide PeerAuthentication (STRICT, in {ISTIO_NAMESPACE}) for a few seconds, which "
+            f"every workload of context {self.settings.context!r} would see; pass --yes to allow it")}
 
     def _install(self, kubernetes: str) -> None:
         s = self.settings

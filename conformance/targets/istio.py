@@ -3,7 +3,7 @@
 No Kubernetes client code lives here (that is targets/kube.py). This module
 builds command lines, runs them through an injectable runner, and decides
 readiness from callables it is given. The release download is istio_release.py,
-the support matrix istio_support.py.
+the support matrix istio_support.py, a second control plane revision istio_revision.py.
 Upstream sources of what it relies on (more are named where used):
 - install: istio.io "Install with istioctl" (https://istio.io/latest/docs/setup/install/istioctl/)
   and "Install with Helm" (https://istio.io/latest/docs/setup/install/helm/);
@@ -17,8 +17,8 @@ Upstream sources of what it relies on (more are named where used):
 import os
 import shlex
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -26,9 +26,8 @@ import httpx
 import yaml
 
 from conformance.errors import ConformanceError, NotConverged
-from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIO_VALIDATION_DENIED, istiod_name
+from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE, ISTIO_VALIDATION_DENIED
 from conformance.settings import Timeouts
-from conformance.targets.kube_views import rollout_gap
 from conformance.targets.tools import run_tool
 from conformance.waiting import wait_for
 
@@ -41,14 +40,6 @@ INVALID_VIRTUALSERVICE = "istio/readiness/invalid-virtualservice.yaml"
 # A Gateway with a listener and no route, and its host: the gateway answers it with Envoy's 404.
 READINESS_GATEWAY = "istio/readiness/gateway.yaml"
 READINESS_HOST = "readiness.meshconf.test"
-
-# The feature that needs a second control plane revision, which only a mesh meshconf installed gets.
-REVISION_FEATURE = "RevisionInjection"
-# The istioctl profile of that revision: the default profile without its ingress gateway, i.e. base
-# and istiod (istio/istio manifests/profiles/minimal.yaml). A revision installed beside an existing
-# default one leaves the default's injector and validator alone (operator/pkg/webhook/webhook.go
-# detectIfTagWebhookIsNeeded; istio.io docs/setup/upgrade/canary).
-REVISION_PROFILE = "minimal"
 
 # Istio's integration tests lower the addon's 15s scrape interval to 5s for faster
 # telemetry checks, and its 10s scrape timeout to 5s with it
@@ -187,30 +178,6 @@ class IstioInstall:
         """The install commands as shell lines, for `--plan`."""
         return [shlex.join(argv) for argv in self.install_argvs()]
 
-    def revision_install_argvs(self, name: str) -> list[list[str]]:
-        """A second control plane, revision `name`, beside this installation: istiod only.
-
-        istioctl: the minimal profile with --revision. Helm: only the istiod chart as release
-        istiod-<name> with revision=<name>; never the base chart, whose defaultRevision would move
-        the default validator to the new revision (manifests/charts/base/templates/
-        defaultrevision-validatingwebhookconfiguration.yaml). Without a profile the istiod chart's
-        values are its defaults, as the minimal profile's are."""
-        if self.method == "istioctl":
-            return [self._as_revision(name).install_argv()]
-        sets = ["--set", f"revision={name}"]
-        for key, value in self.values.items():
-            sets += ["--set", f"{key}={value}"]
-        return [self._helm_upgrade(istiod_name(name), "istiod", sets)]
-
-    def revision_uninstall_argvs(self, name: str) -> list[list[str]]:
-        """Removes revision `name` only: `istioctl uninstall --revision`, or its Helm release."""
-        if self.method == "istioctl":
-            return [self._as_revision(name).uninstall_argv()]
-        return [[self.helm, "uninstall", istiod_name(name), "--namespace", ISTIO_NAMESPACE, *self._helm_cluster()]]
-
-    def _as_revision(self, name: str) -> "IstioInstall":
-        return replace(self, revision=name, profile=REVISION_PROFILE)
-
     # istioctl
 
     def install_argv(self) -> list[str]:
@@ -248,20 +215,20 @@ class IstioInstall:
         if self.gateway_service_type:
             gateway += ["--set", f"service.type={self.gateway_service_type}"]
         return [
-            self._helm_upgrade("istio-base", "base", base),
-            self._helm_upgrade(self._istiod_release, "istiod", istiod),
+            self.helm_upgrade("istio-base", "base", base),
+            self.helm_upgrade(self._istiod_release, "istiod", istiod),
             # The gateway chart labels its pods `istio: <release name without "istio-">`
             # (manifests/charts/gateway/templates/_helpers.tpl), so releasing it as INGRESS_GATEWAY
             # gives the same `istio: ingressgateway` label and Service name as the istioctl demo
             # profile: one Gateway manifest and one ingress lookup serve both methods.
-            self._helm_upgrade(INGRESS_GATEWAY, "gateway", gateway, wait=False),
+            self.helm_upgrade(INGRESS_GATEWAY, "gateway", gateway, wait=False),
         ]
 
     def helm_uninstall_argvs(self) -> list[list[str]]:
         """The releases in reverse order. Namespaces stay: kube code deletes what the run created."""
         releases = [INGRESS_GATEWAY, self._istiod_release, "istio-base"]
         return [
-            [self.helm, "uninstall", name, "--namespace", ISTIO_NAMESPACE, *self._helm_cluster()]
+            [self.helm, "uninstall", name, "--namespace", ISTIO_NAMESPACE, *self.helm_cluster()]
             for name in releases
         ]
 
@@ -269,7 +236,7 @@ class IstioInstall:
     def _istiod_release(self) -> str:
         return f"istiod-{self.revision}" if self.revision else "istiod"
 
-    def _helm_upgrade(self, release: str, chart: str, sets: list[str], wait: bool = True) -> list[str]:
+    def helm_upgrade(self, release: str, chart: str, sets: list[str], wait: bool = True) -> list[str]:
         # --repo instead of `helm repo add`: no state in the user's Helm config changes.
         # Without --wait, --timeout still bounds each Kubernetes operation, hooks included
         # (helm/helm cmd/helm/upgrade.go).
@@ -277,11 +244,11 @@ class IstioInstall:
             self.helm, "upgrade", "--install", release, chart,
             "--repo", HELM_REPO, "--version", self.version,
             "--namespace", ISTIO_NAMESPACE, "--create-namespace",
-            *self._helm_cluster(), *sets,
+            *self.helm_cluster(), *sets,
             *(["--wait"] if wait else []), "--timeout", f"{self.readiness_timeout}s",
         ]
 
-    def _helm_cluster(self) -> list[str]:
+    def helm_cluster(self) -> list[str]:
         flags = ["--kubeconfig", str(self.kubeconfig)]
         return flags + ["--kube-context", self.context] if self.context else flags
 
@@ -292,20 +259,14 @@ class IstioInstall:
 
         The caller owns cleanup: call uninstall() in a finally, whatever happened here.
         """
-        return self._run_in_order(self.install_argvs(), runner)
+        return self.run_in_order(self.install_argvs(), runner)
 
     def uninstall(self, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
         """Run every uninstall command even if one fails (a half install is the usual case)."""
-        return self._run_every(self.uninstall_argvs(), runner)
+        return self.run_every(self.uninstall_argvs(), runner)
 
-    def install_revision(self, name: str, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
-        """Install revision `name` (revision_install_argvs); the caller uninstalls it in a finally."""
-        return self._run_in_order(self.revision_install_argvs(name), runner)
-
-    def uninstall_revision(self, name: str, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
-        return self._run_every(self.revision_uninstall_argvs(name), runner)
-
-    def _run_in_order(self, argvs: list[list[str]], runner: Runner) -> list[subprocess.CompletedProcess[str]]:
+    def run_in_order(self, argvs: list[list[str]], runner: Runner) -> list[subprocess.CompletedProcess[str]]:
+        """Run argvs in order, each within this installation's timeout; the first failure raises."""
         results = []
         for argv in argvs:
             result = runner(argv, self.timeout)
@@ -313,7 +274,8 @@ class IstioInstall:
             results.append(result)
         return results
 
-    def _run_every(self, argvs: list[list[str]], runner: Runner) -> list[subprocess.CompletedProcess[str]]:
+    def run_every(self, argvs: list[list[str]], runner: Runner) -> list[subprocess.CompletedProcess[str]]:
+        """Run all argvs, then raise the first failure (a Helm release already gone is none)."""
         results, first_error = [], None
         for argv in argvs:
             try:
@@ -405,31 +367,6 @@ def wait_validation_webhook(
     except NotConverged as exc:
         hint = f"is istiod running? check `kubectl -n {ISTIO_NAMESPACE} logs deploy/istiod`"
         raise NotConverged(f"{exc}; {hint}") from None
-
-
-def injector_configuration(revision: str) -> str:
-    """The MutatingWebhookConfiguration of a revision's injector, installed in istio-system (istio/istio
-    manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml)."""
-    return f"istio-sidecar-injector-{revision}"
-
-
-def revision_gap(revision: str, istiod: Mapping[str, Any] | None, injector: Mapping[str, Any] | None) -> str | None:
-    """What revision `revision` still lacks to inject, or None: its istiod Deployment rolled out, and
-    its injector webhooks trusting istiod's CA, which istiod patches in once it runs (istio/istio
-    pkg/webhooks/webhookpatch.go); until then the API server cannot call them."""
-    if istiod is None:
-        return f"Deployment {istiod_name(revision)} does not exist in {ISTIO_NAMESPACE}"
-    gap = rollout_gap(istiod)
-    if gap:
-        return f"Deployment {gap}"
-    if injector is None:
-        return f"MutatingWebhookConfiguration {injector_configuration(revision)} does not exist"
-    unpatched = [w.get("name", "?") for w in injector.get("webhooks") or []
-                 if not (w.get("clientConfig") or {}).get("caBundle")]
-    if unpatched or not injector.get("webhooks"):
-        return (f"MutatingWebhookConfiguration {injector_configuration(revision)}: no caBundle in "
-                f"{', '.join(unpatched) or 'any webhook'} yet ({istiod_name(revision)} patches it in)")
-    return None
 
 
 def wait_ingress_answering(url: str, timeout: float, interval: float = 2.0) -> None:

@@ -7,6 +7,11 @@ from typing import Any
 
 from conformance.targets.base import PodView
 
+# The characters of a name Kubernetes generates (generateName's suffix, a pod-template-hash):
+# no vowels and no look-alikes (kubernetes/kubernetes staging/src/k8s.io/apimachinery/pkg/util/
+# rand/rand.go alphanums).
+GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
 
 def rollout_gap(deployment: Mapping[str, Any]) -> str | None:
     """What keeps a Deployment from being rolled out, or None (kubectl rollout status's rules)."""

@@ -23,12 +23,12 @@ from conformance.targets.base import Doc
 from conformance.targets.cluster import ClusterAccess
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, collect_cluster_debug, scrub_tree
+from conformance.targets.istio_revision import REVISION_FEATURE, Revision, injector_configuration
 from conformance.targets.kube import Kube
 
 log = logging.getLogger(__name__)
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
-# The revision `--plan` shows RevisionInjection's commands for: the one the suite installs.
 
 
 class Phases:
@@ -265,15 +265,14 @@ class KindProvisioner:
             "# teardown: " + (shlex.join(self.cluster.delete_argv()) if not s.keep else "none (--keep)"),
         ]
 
-
     def _revision_plan(self, install: istio.IstioInstall) -> list[str]:
+        """The commands of the revision RevisionInjection's test installs, and what it waits for."""
         name = CANARY_REVISION
         return [
-            f"# {istio.REVISION_FEATURE}: a second control plane, revision {name}, istiod only, installed for "
+            f"# {REVISION_FEATURE}: a second control plane, revision {name}, istiod only, installed for "
             f"the test and removed after it (ready: Deployment {istiod_name(name)} rolled out, "
-            f"MutatingWebhookConfiguration {istio.injector_configuration(name)} patched with istiod's CA):",
-            *(shlex.join(argv) for argv in install.revision_install_argvs(name)),
-            *(shlex.join(argv) for argv in install.revision_uninstall_argvs(name)),
+            f"MutatingWebhookConfiguration {injector_configuration(name)} patched with istiod's CA):",
+            *Revision(install, name).plan(),
         ]
 
     def _gateway_api_plan(self) -> str:

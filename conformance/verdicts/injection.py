@@ -16,19 +16,29 @@ class InjectionCase:
     injected: bool  # what Istio's policy says
 
 
+# What sets up a sidecar's traffic redirection before the app starts: Istio's init container, or
+# with Istio CNI the CNI plugin, whose injected init container only validates it (istio/istio
+# pkg/kube/inject/inject.go InitContainerName, ValidationContainerName).
+REDIRECTION_CONTAINERS = ("istio-init", "istio-validation")
+
+
 def observed(pod: PodView) -> str:
     """How a pod carries its sidecar: "sidecar" (a container), "native sidecar" (an init
-    container, Kubernetes >= 1.29 sidecars), or "none"; and whether the injector marked it."""
+    container, Kubernetes >= 1.29 sidecars), or "none"; whether the injector marked it and
+    whether its redirection is set up (istio-init, or istio-validation with Istio CNI)."""
     if PROXY_CONTAINER in pod.containers:
         how = "sidecar"
     elif PROXY_CONTAINER in pod.init_containers:
         how = "native sidecar"
     else:
         how = "none"
+    problems = []
     marked = SIDECAR_STATUS_ANNOTATION in pod.annotations
     if (how == "none") == marked:  # a proxy without the injector's mark, or the reverse
-        how += f" ({SIDECAR_STATUS_ANNOTATION} {'present' if marked else 'absent'})"
-    return how
+        problems.append(f"{SIDECAR_STATUS_ANNOTATION} {'present' if marked else 'absent'}")
+    if how != "none" and not any(c in pod.init_containers for c in REDIRECTION_CONTAINERS):
+        problems.append(f"no {' or '.join(REDIRECTION_CONTAINERS)} init container")
+    return f"{how} ({'; '.join(problems)})" if problems else how
 
 
 def is_injected(pod: PodView) -> bool:

@@ -18,8 +18,8 @@
 
 from collections.abc import Mapping
 
-# A pod label for the webhook's selectors; istiod also reads it as an annotation.
-INJECT = "sidecar.istio.io/inject"
+from conformance.names import INJECT
+
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
 
 

@@ -21,6 +21,9 @@ from conformance.targets.local.model import CLUSTER_DOMAIN
 API_VERSIONS = frozenset({f"{ISTIO_NETWORKING_GROUP}/v1", f"{ISTIO_NETWORKING_GROUP}/v1beta1",
                           f"{ISTIO_NETWORKING_GROUP}/v1alpha3"})
 GATEWAY_API_VERSIONS = frozenset({f"{GATEWAY_API_GROUP}/v1", f"{GATEWAY_API_GROUP}/v1beta1"})
+# Istio's security kinds (security.istio.io).
+ISTIO_SECURITY_GROUP = "security.istio.io"
+SECURITY_API_VERSIONS = frozenset({f"{ISTIO_SECURITY_GROUP}/v1", f"{ISTIO_SECURITY_GROUP}/v1beta1"})
 
 # Allow-trees (conformance.targets.local.fields): a list field's node is its items' node.
 
@@ -60,6 +63,41 @@ _HTTP_ROUTE: Mapping[str, Node] = {
     "retries": _HTTP_RETRY,
 }
 
+# AuthorizationPolicy, as Envoy's RBAC filter on sidecars (translator/authorization.py); its values
+# are checked by _check_authorization_policy. Refused: targetRef(s), provider, the sources'
+# requestPrincipals, serviceAccounts, ipBlocks, remoteIpBlocks (and their not* forms), the
+# operations' hosts and notHosts.
+_AUTHZ_RULE: Mapping[str, Node] = {
+    "from": {"source": {"principals": ANY, "notPrincipals": ANY, "namespaces": ANY, "notNamespaces": ANY}},
+    "to": {"operation": {"methods": ANY, "notMethods": ANY, "paths": ANY, "notPaths": ANY,
+                         "ports": ANY, "notPorts": ANY}},
+    "when": {"key": ANY, "values": ANY, "notValues": ANY},
+}
+# Its `when` keys implemented (istio/istio pilot/pkg/security/authz/model/model.go attributes):
+# request.headers[<name>] and these.
+WHEN_HEADER = "request.headers"
+WHEN_PRINCIPAL = "source.principal"
+WHEN_NAMESPACE = "source.namespace"
+WHEN_PORT = "destination.port"
+# Its actions implemented; without one, a policy is ALLOW.
+ALLOW_ACTION = "ALLOW"
+DENY_ACTION = "DENY"
+AUTHZ_ACTIONS = (ALLOW_ACTION, DENY_ACTION)
+# A policy annotated so is only logged, not enforced (istio/istio builder.go isDryRun).
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+# A DestinationRule's trafficPolicy: its tls mode only, for every port or one (translator/mtls.py);
+# the mode's values are checked by _check_client_tls. Refused: every other policy and tls field,
+# and a subset's own trafficPolicy.
+_CLIENT_TLS: Mapping[str, Node] = {"mode": ANY}
+_TRAFFIC_POLICY_TLS: Mapping[str, Node] = {
+    "tls": _CLIENT_TLS,
+    "portLevelSettings": {"port": {"number": ANY}, "tls": _CLIENT_TLS},
+}
+# The ClientTLSSettings modes implemented: plaintext, and Istio's mutual TLS.
+CLIENT_TLS_MODES = ("DISABLE", "ISTIO_MUTUAL")
+
 # Top-level fields common to every kind; status is written by the cluster, not configuration.
 _COMMON: Mapping[str, Node] = {"apiVersion": ANY, "kind": ANY, "metadata": ANY, "status": ANY}
 
@@ -70,7 +108,12 @@ _SCHEMAS: Mapping[str, Mapping[str, Node]] = {
     },
     "DestinationRule": {
         **_COMMON,
-        "spec": {"host": ANY, "exportTo": ANY, "subsets": {"name": ANY, "labels": ANY}},
+        "spec": {"host": ANY, "exportTo": ANY, "subsets": {"name": ANY, "labels": ANY},
+                 "trafficPolicy": _TRAFFIC_POLICY_TLS},
+    },
+    "PeerAuthentication": {
+        **_COMMON,
+        "spec": {"selector": {"matchLabels": ANY}, "mtls": {"mode": ANY}, "portLevelMtls": MapOf({"mode": ANY})},
     },
     "Gateway": {
         **_COMMON,
@@ -79,7 +122,14 @@ _SCHEMAS: Mapping[str, Mapping[str, Node]] = {
             "servers": {"port": {"number": ANY, "name": ANY, "protocol": ANY}, "hosts": ANY, "name": ANY},
         },
     },
+    "AuthorizationPolicy": {
+        **_COMMON,
+        "spec": {"selector": {"matchLabels": ANY}, "action": ANY, "rules": _AUTHZ_RULE},
+    },
 }
+# The API versions of a kind outside Istio's networking group.
+_KIND_API_VERSIONS: Mapping[str, frozenset[str]] = {"AuthorizationPolicy": SECURITY_API_VERSIONS,
+                                                    "PeerAuthentication": SECURITY_API_VERSIONS}
 
 SUPPORTED_KINDS = tuple(_SCHEMAS)
 
@@ -130,10 +180,11 @@ def check_supported(doc: Mapping[str, Any]) -> None:
     if kind not in _SCHEMAS:
         raise UnsupportedResource(
             f"kind {kind!r} ({doc.get('apiVersion')}) is not implemented by the local mesh; "
-            f"it implements {', '.join(SUPPORTED_KINDS)} of {ISTIO_NETWORKING_GROUP} "
+            f"it implements {', '.join(k for k in SUPPORTED_KINDS if k not in _KIND_API_VERSIONS)} of "
+            f"{ISTIO_NETWORKING_GROUP}, {', '.join(_KIND_API_VERSIONS)} of {ISTIO_SECURITY_GROUP} "
             f"and {', '.join(GATEWAY_API_KINDS)} of {GATEWAY_API_GROUP}"
         )
-    _require_api_version(doc, API_VERSIONS)
+    _require_api_version(doc, _KIND_API_VERSIONS.get(kind, API_VERSIONS))
     check_fields(doc, _SCHEMAS[kind], describe(doc))
     _check_values(doc)
 
@@ -215,6 +266,12 @@ def _check_values(doc: Mapping[str, Any]) -> None:
         for index, http in enumerate(spec.get("http") or []):
             if http.get("retries") is not None:
                 _check_retries(http["retries"], f"{describe(doc)}: spec.http[{index}].retries")
+    if doc.get("kind") == "AuthorizationPolicy":
+        _check_authorization_policy(doc)
+    if doc.get("kind") == "DestinationRule":
+        _check_client_tls(doc)
+    if doc.get("kind") == "PeerAuthentication":
+        _check_peer_authentication(doc)
     if doc.get("kind") == "Gateway":
         for index, server in enumerate(spec.get("servers") or []):
             protocol = str((server.get("port") or {}).get("protocol", ""))
@@ -223,6 +280,75 @@ def _check_values(doc: Mapping[str, Any]) -> None:
                     f"{describe(doc)}: field spec.servers[{index}].port.protocol {protocol} is not "
                     f"implemented by the local mesh (only HTTP)"
                 )
+
+
+def _check_authorization_policy(doc: Mapping[str, Any]) -> None:
+    """The values of an AuthorizationPolicy's allowed fields that the translator does not implement."""
+    spec = doc.get("spec") or {}
+    # Go's strconv.ParseBool true values, as builder.go parses the annotation.
+    if str(((doc.get("metadata") or {}).get("annotations") or {}).get(DRY_RUN_ANNOTATION)) in _GO_TRUE:
+        raise UnsupportedResource(f"{describe(doc)}: annotation {DRY_RUN_ANNOTATION} is not implemented by the "
+                                  f"local mesh (every policy is enforced)")
+    action = spec.get("action") or ALLOW_ACTION
+    if action not in AUTHZ_ACTIONS:
+        raise UnsupportedResource(f"{describe(doc)}: field spec.action {action} is not implemented by the local "
+                                  f"mesh (only {', '.join(AUTHZ_ACTIONS)})")
+    for index, rule in enumerate(spec.get("rules") or []):
+        for to_index, to in enumerate((rule or {}).get("to") or []):
+            operation = (to or {}).get("operation") or {}
+            for field in ("paths", "notPaths"):
+                where = f"spec.rules[{index}].to[{to_index}].operation.{field}"
+                _check_no_path_template(operation.get(field) or [], where, doc)
+        for when_index, condition in enumerate((rule or {}).get("when") or []):
+            _check_when_key(str((condition or {}).get("key", "")), f"spec.rules[{index}].when[{when_index}].key", doc)
+
+
+def _check_no_path_template(paths: list[Any], field: str, doc: Mapping[str, Any]) -> None:
+    # {*} and {**} make a path a URI template (istio/istio pkg/config/security ContainsPathTemplate).
+    if any("{*}" in str(path) or "{**}" in str(path) for path in paths):
+        raise UnsupportedResource(
+            f"{describe(doc)}: field {field}: path templates ({{*}}, {{**}}) are not implemented by the local mesh")
+
+
+def _check_when_key(key: str, field: str, doc: Mapping[str, Any]) -> None:
+    header = key.startswith(WHEN_HEADER + "[") and key.endswith("]") and len(key) > len(WHEN_HEADER) + 2
+    if not header and key not in (WHEN_PRINCIPAL, WHEN_NAMESPACE, WHEN_PORT):
+        raise UnsupportedResource(
+            f"{describe(doc)}: field {field} {key!r} is not implemented by the local mesh (only "
+            f"{WHEN_HEADER}[<name>], {WHEN_PRINCIPAL}, {WHEN_NAMESPACE}, {WHEN_PORT})")
+
+
+def _check_client_tls(doc: Mapping[str, Any]) -> None:
+    """A DestinationRule's tls modes: SIMPLE and MUTUAL (TLS with the user's certificates) are not implemented."""
+    policy = (doc.get("spec") or {}).get("trafficPolicy") or {}
+    settings = [("spec.trafficPolicy.tls", policy.get("tls"))]
+    settings += [(f"spec.trafficPolicy.portLevelSettings[{index}].tls", port.get("tls"))
+                 for index, port in enumerate(policy.get("portLevelSettings") or [])]
+    for field, tls in settings:
+        mode = (tls or {}).get("mode")
+        if tls is not None and mode not in CLIENT_TLS_MODES:
+            raise UnsupportedResource(
+                f"{describe(doc)}: field {field}.mode {mode} is not implemented by the local mesh "
+                f"(only {', '.join(CLIENT_TLS_MODES)})")
+
+
+def _check_peer_authentication(doc: Mapping[str, Any]) -> None:
+    """Istio's validation of a PeerAuthentication (istio/istio pkg/config/validation/validation.go
+    ValidatePeerAuthentication, tag 1.28.0), in its words: the translator reads port-level modes by
+    port number, of a workload's policy only."""
+    spec = doc.get("spec") or {}
+    ports = spec.get("portLevelMtls")
+    where = f"{describe(doc)}: spec.portLevelMtls"
+    if ports is None:
+        return
+    if not ((spec.get("selector") or {}).get("matchLabels")):
+        raise ManifestError(f"{where}: mesh/namespace peer authentication cannot have port level mTLS")
+    if not ports:
+        raise ManifestError(f"{where}: port level mTLS, if defined, must have at least one element")
+    for port in ports:
+        number = str(port)
+        if not number.isdigit() or not 0 < int(number) <= 65535:
+            raise ManifestError(f"{where}: port must be in range 1..65535")
 
 
 # Istio's retryOn conditions (istio/istio pkg/config/validation/validation.go, tag 1.28.0:

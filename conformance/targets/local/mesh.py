@@ -21,6 +21,7 @@ from conformance.targets.local.pods import (AddressPool, PodKey, RunningPod, new
                                             pod_model, pod_name, probe_readiness, waiting_for)
 from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.translator import Translation
+from conformance.targets.local.translator.mutants import SHARED_ACCOUNT, SHARED_IDENTITY
 from conformance.targets.local.validate import check_document
 from conformance.targets.local.xds.bootstrap import node_id
 from conformance.targets.local.xds.secrets import MeshCA, sds_secrets
@@ -164,7 +165,9 @@ class LocalMesh:
     def revision(self, name: str) -> Iterator[None]:
         """A second istiod, revision `name`, and its injector webhooks, for the block."""
         docs = self.admission.revision_webhooks(name)
-        self.admission.add_revision(name)
+        # Under the lock: admission reads the running istiods while it admits.
+        with self._lock:
+            self.admission.add_revision(name)
         try:
             self.apply(docs, "")
             yield
@@ -172,7 +175,8 @@ class LocalMesh:
             try:
                 self.delete(docs, "")
             finally:
-                self.admission.remove_revision(name)
+                with self._lock:
+                    self.admission.remove_revision(name)
 
     def _webhook_docs(self) -> list[dict[str, Any]]:
         return [d for (kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
@@ -260,6 +264,8 @@ class LocalMesh:
             gateways=docs("Gateway"),
             mutants=self.mutants,
             http_routes=docs("HTTPRoute"),
+            peer_authentications=docs("PeerAuthentication"),
+            authorization_policies=docs("AuthorizationPolicy"),
         )
 
     def push(self) -> None:
@@ -290,7 +296,10 @@ class LocalMesh:
     def _secrets_of(self, pod: Pod) -> dict[str, dict[str, Any]]:
         node = node_id(pod)
         if node not in self._secrets:
-            certificate = self.ca.issue(pod.namespace, pod.service_account)
+            namespace, service_account = pod.namespace, pod.service_account
+            if SHARED_IDENTITY in self.mutants:
+                namespace, service_account = SHARED_ACCOUNT  # the mutant: one identity for all
+            certificate = self.ca.issue(namespace, service_account)
             self._secrets[node] = sds_secrets(certificate, self.ca.root_pem)
         return self._secrets[node]
 

@@ -89,6 +89,9 @@ class MeshState:
     mutants: frozenset[str] = field(default_factory=frozenset)
     # Gateway API HTTPRoutes (gateway.networking.k8s.io); last, so positional callers keep working.
     http_routes: tuple[Mapping[str, Any], ...] = ()
+    # Istio's security configuration (security.istio.io), in creation order.
+    peer_authentications: tuple[Mapping[str, Any], ...] = ()
+    authorization_policies: tuple[Mapping[str, Any], ...] = ()
 
     @cached_property
     def endpoints(self) -> dict[str, tuple[Pod, ...]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from conformance.names import PROXY_CONTAINER
 from conformance.targets.base import PodView
-from conformance.targets.kube_views import pod_view
+from conformance.targets.kube_views import GENERATED_NAME_ALPHABET as _ALPHABET, pod_view
 from conformance.targets.local.envoy import EnvoyProxy
 from conformance.targets.local.admission.injector import PROXY_CONFIG_ENV
 from conformance.targets.local.model import (ADMIN_PORT, CONTROL_PORT, DEFAULT_DISCOVERY_ADDRESS, OUTBOUND_PORT, Pod,
@@ -20,8 +20,6 @@ from conformance.targets.local.model import (ADMIN_PORT, CONTROL_PORT, DEFAULT_D
 from conformance.targets.local.processes import Child, Supervisor
 from conformance.targets.local.workloads import Workload
 from conformance.targets.local.xds.server import ControlPlane
-
-_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
 
 PodKey = tuple[str, str]  # namespace, pod name
 

@@ -31,6 +31,8 @@ GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
 SUPPORTED = frozenset({
     "SidecarInjection", "ValidationWebhook", "RevisionInjection", "WebhookConfiguration",
+    "MutualTLSStrict", "MutualTLSPermissive", "MutualTLSMigration", "PortLevelMTLS", "DestinationRuleTLS",
+    "AuthorizationPolicy",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",

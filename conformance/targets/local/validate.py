@@ -7,7 +7,8 @@ from conformance.errors import UnsupportedResource
 from conformance.targets.local import istio_subset, workloads
 from conformance.webhooks import CONFIGURATION_KINDS, webhooks_of
 
-ISTIO_KINDS = ("VirtualService", "DestinationRule", "Gateway")
+# Every Istio kind the subset implements goes to its check (networking, and security.istio.io's).
+ISTIO_KINDS = istio_subset.SUPPORTED_KINDS
 # Manifests only cluster targets apply: the deliberately invalid object that proves Istio's
 # validation webhook is live once installed, and the kind nodePort pinning.
 CLUSTER_ONLY = ("istio/readiness/", "kind/")

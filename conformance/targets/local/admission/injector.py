@@ -25,11 +25,12 @@ from typing import Any
 
 import jsonpatch
 
-from conformance.names import (DEFAULT_REVISION, ISTIO_NAMESPACE, ISTIO_REV, PROXY_CONTAINER,
-                               SIDECAR_STATUS_ANNOTATION, discovery_address, istiod_name)
+from conformance.names import (DEFAULT_REVISION, INJECT, ISTIO_NAMESPACE, ISTIO_REV, PROXY_CONTAINER,
+                               SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL, discovery_address,
+                               istiod_name)
 from conformance.settings import DEFAULT_ISTIO_VERSION
 from conformance.targets.local.admission.review import JSON_PATCH, answer, received_request
-from conformance.targets.local.injection import INJECT, istiod_refuses
+from conformance.targets.local.injection import istiod_refuses
 from conformance.targets.local.translator.mutants import INJECT_OPTED_OUT, NO_INJECTION
 from conformance.targets.local.model import CLUSTER_DOMAIN
 from conformance.targets.local.xds.secrets import MeshCA
@@ -46,10 +47,6 @@ def webhook_dns_name(revision: str) -> str:
     return f"{istiod_name(revision)}.{ISTIO_NAMESPACE}.svc"
 # istio/istio pkg/kube/inject/inject.go InitContainerName (ProxyContainerName is PROXY_CONTAINER).
 INIT_CONTAINER = "istio-init"
-# Set by the injection template (istio/istio manifests/charts/istio-control/istio-discovery/
-# files/injection-template.yaml), read by istiod to send the pod mTLS.
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-TLS_MODE_ISTIO = "istio"
 # Overrides the injector's native-sidecar setting per pod (inject.go: "true" or "false").
 NATIVE_SIDECAR_ANNOTATION = "sidecar.istio.io/nativeSidecar"
 # Istio's default hub and the proxy image (values global.hub, global.proxy.image).

@@ -41,7 +41,8 @@ class Translation:
         check_mutants(state.mutants)
         # The store checks documents when they are applied; checking again here means a field
         # the translator does not read can never be ignored silently.
-        for doc in (*state.virtual_services, *state.destination_rules, *state.gateways, *state.http_routes):
+        for doc in (*state.virtual_services, *state.destination_rules, *state.gateways, *state.http_routes,
+                    *state.peer_authentications, *state.authorization_policies):
             check_supported(doc)
         self.state = state
         self._indexes: dict[str, MeshIndex] = {}

@@ -1,11 +1,21 @@
 """Clusters, listeners and route configs with Istio's names and defaults (istio/istio
 pilot/pkg/networking/core cluster_builder.go, cluster_traffic_policy.go, listener.go, httproute.go)."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from conformance.targets.local.model import Pod
+from conformance.targets.local.model import Pod, Service
 from conformance.targets.local.translator.index import MeshIndex
+from conformance.targets.local.translator.mtls import (
+    cluster_tls,
+    destination_rule_tls,
+    endpoint_gets_mtls,
+    endpoint_tls_mode,
+    istio_mutual_sni,
+    mtls_endpoint_metadata,
+    service_identities,
+)
+from conformance.targets.local.translator.peer_authentication import PeerPolicy, service_mode, workload_policy
 from conformance.targets.local.translator.resources import (
     ADS_SOURCE,
     CLUSTER_TYPE,
@@ -14,17 +24,23 @@ from conformance.targets.local.translator.resources import (
     ENDPOINT_TYPE,
     FAULT_FILTER,
     FAULT_TYPE,
+    HCM_FILTER,
     HCM_TYPE,
     LISTENER_TYPE,
     NO_TIMEOUT,
     PASSTHROUGH_CLUSTER,
     PASSTHROUGH_VHOST,
     ROUTE_TYPE,
+    ROUTER_FILTER,
     ROUTER_TYPE,
     SERVER_NAME,
     UNLIMITED,
     delimited_stat_prefix,
 )
+
+# The mode of a pod's target port: (pod, port) -> DISABLE, PERMISSIVE or STRICT.
+PortMode = Callable[[Pod, int], str]
+
 
 def outbound_cluster_name(port: int, fqdn: str, subset: str = "") -> str:
     return f"outbound|{port}|{subset}|{fqdn}"
@@ -37,23 +53,57 @@ def inbound_cluster_name(port: int) -> str:
 def outbound_clusters(index: MeshIndex) -> tuple[list[dict], dict[str, dict]]:
     """One EDS cluster per service port, and one per DestinationRule subset of it; and their
     endpoints (cluster name -> ClusterLoadAssignment), as istiod sends them (cluster_builder.go
-    buildOutboundClusters: EDS for Kubernetes services)."""
+    buildOutboundClusters: EDS for Kubernetes services), each with the TLS it originates
+    (mtls.cluster_tls) and endpoints marked for mutual TLS where Istio marks them."""
     clusters, endpoints = [], {}
+    port_mode = _port_modes(index)
     for svc in index.state.services:
         # Only ready pods are endpoints: istiod sends no unhealthy endpoint by default (istio/istio
         # pilot/pkg/xds/endpoints/endpoint_builder.go, PILOT_SEND_UNHEALTHY_ENDPOINTS false).
         members = index.state.endpoints[svc.fqdn]
+        tls = _ServiceTls(index, svc)
         for sp in svc.ports:
+            dr_mode = destination_rule_tls(index, svc.fqdn, sp.port)
             name = outbound_cluster_name(sp.port, svc.fqdn)
-            clusters.append(eds_cluster(name))
-            endpoints[name] = load_assignment(name, [(pod.ip, sp.target_port) for pod in members])
+            clusters.append(tls.cluster(name, dr_mode, istio_mutual_sni(sp.port, svc.fqdn)))
+            endpoint_mode = endpoint_tls_mode(index, svc.fqdn, sp.port)
+            endpoints[name] = eds_assignment(name, members, sp.target_port, endpoint_mode, port_mode)
             for subset in index.subsets.get(svc.fqdn, ()):
                 labels = subset.get("labels") or {}
                 name = outbound_cluster_name(sp.port, svc.fqdn, subset["name"])
-                clusters.append(eds_cluster(name))
-                chosen = [(pod.ip, sp.target_port) for pod in members if has_labels(pod, labels)]
-                endpoints[name] = load_assignment(name, chosen)
+                clusters.append(tls.cluster(name, dr_mode, istio_mutual_sni(sp.port, svc.fqdn, subset["name"])))
+                chosen = [pod for pod in members if has_labels(pod, labels)]
+                endpoint_mode = endpoint_tls_mode(index, svc.fqdn, sp.port, subset["name"])
+                endpoints[name] = eds_assignment(name, chosen, sp.target_port, endpoint_mode, port_mode)
     return clusters, endpoints
+
+
+class _ServiceTls:
+    """What decides the TLS of a service's clusters: the SPIFFE ids of its workloads, and the mode
+    of its namespace."""
+
+    def __init__(self, index: MeshIndex, svc: Service) -> None:
+        # Every pod the service selects, ready or not: istiod collects the service accounts of all
+        # of a service's endpoints (push_context.go initServiceAccounts).
+        self.identities = service_identities([pod for pod in index.state.pods if svc.selects(pod)],
+                                             index.state.mutants)
+        self.server_mode = service_mode(svc.namespace, index.state.peer_authentications)
+
+    def cluster(self, name: str, dr_mode: str | None, sni: str) -> dict:
+        return {**eds_cluster(name), **cluster_tls(dr_mode, self.server_mode, sni, self.identities)}
+
+
+def _port_modes(index: MeshIndex) -> PortMode:
+    """A pod's mode per target port, each pod's policy resolved once."""
+    policies: dict[tuple[str, str], PeerPolicy] = {}
+
+    def mode(pod: Pod, port: int) -> str:
+        key = (pod.namespace, pod.name)
+        if key not in policies:
+            policies[key] = workload_policy(pod, index.state.peer_authentications)
+        return policies[key].for_port(port)
+
+    return mode
 
 
 def has_labels(pod: Pod, labels: Mapping[str, str]) -> bool:
@@ -102,6 +152,23 @@ def load_assignment(name: str, endpoints: Iterable[tuple[str, int]], typed: bool
     No endpoints is valid: Envoy then answers 503 "no healthy upstream", as Istio does.
     """
     lb_endpoints = [{"endpoint": {"address": socket_address(ip, port)}} for ip, port in endpoints]
+    return _assignment(name, lb_endpoints, typed)
+
+
+def eds_assignment(name: str, pods: Sequence[Pod], target_port: int, dr_mode: str | None,
+                   port_mode: PortMode) -> dict:
+    """The EDS endpoints of `pods` on target_port; those to be sent Istio's mutual TLS say so in
+    their metadata (istio/istio pilot/pkg/xds/endpoints/endpoint_builder.go buildEnvoyLbEndpoint)."""
+    lb_endpoints = []
+    for pod in pods:
+        lb_endpoint: dict[str, Any] = {"endpoint": {"address": socket_address(pod.ip, target_port)}}
+        if endpoint_gets_mtls(pod, dr_mode, port_mode(pod, target_port)):
+            lb_endpoint["metadata"] = mtls_endpoint_metadata()
+        lb_endpoints.append(lb_endpoint)
+    return _assignment(name, lb_endpoints, typed=True)
+
+
+def _assignment(name: str, lb_endpoints: list[dict], typed: bool) -> dict:
     assignment = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else []}
     return {"@type": ENDPOINT_TYPE, **assignment} if typed else assignment
 
@@ -132,14 +199,35 @@ def socket_address(ip: str, port: int) -> dict:
 
 def http_listener(
     name: str, ip: str, port: int, stat_prefix: str, route_name: str, direction: str,
-    absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
+    absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME, first_filters: Sequence[dict] = (),
 ) -> dict:
-    """An HTTP listener using RDS; stat_prefix is given without Istio's delimiter.
+    """An HTTP listener using RDS, its HTTP filters `first_filters` then Istio's fault filter and
+    router; stat_prefix is given without Istio's delimiter.
 
     server_name None leaves Envoy's default ("envoy"), as Istio's sidecar outbound listeners
     (istio/istio pilot/pkg/networking/util/proxy_headers.go GetProxyHeadersFromProxyConfig);
     either way Envoy overwrites the upstream's Server header (OVERWRITE, Istio's setting).
     """
+    hcm = http_connection_manager(stat_prefix, route_name, absolute_urls, server_name=server_name,
+                                  first_filters=first_filters)
+    return listener(name, ip, port, direction, [{"filters": [hcm_filter(hcm)]}])
+
+
+def listener(name: str, ip: str, port: int, direction: str, filter_chains: list[dict]) -> dict:
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": socket_address(ip, port),
+        "traffic_direction": direction,
+        "filter_chains": filter_chains,
+    }
+
+
+def http_connection_manager(
+    stat_prefix: str, route_name: str, absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
+    first_filters: Sequence[dict] = (),
+) -> dict:
+    """An HTTP connection manager using RDS, running `first_filters`, then the fault filter and the router."""
     hcm: dict[str, Any] = {
         "@type": HCM_TYPE,
         # listener.go and listener_inbound.go end every HCM stat prefix with the delimiter.
@@ -153,8 +241,9 @@ def http_listener(
         # As Istio: every HCM has the fault filter, doing nothing unless a route carries a fault
         # in typed_per_filter_config (which needs the filter in the chain, before the router).
         "http_filters": [
+            *first_filters,
             {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+            {"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }
     if server_name is not None:
@@ -162,19 +251,12 @@ def http_listener(
     if absolute_urls:
         # The app uses this listener as its HTTP proxy: requests arrive in absolute form.
         hcm["http_protocol_options"] = {"allow_absolute_url": True}
-    return {
-        "@type": LISTENER_TYPE,
-        "name": name,
-        "address": socket_address(ip, port),
-        "traffic_direction": direction,
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                ]
-            }
-        ],
-    }
+    return hcm
+
+
+def hcm_filter(hcm: dict) -> dict:
+    """The network filter running an HTTP connection manager."""
+    return {"name": HCM_FILTER, "typed_config": hcm}
 
 
 def route_config(name: str, virtual_hosts: list[dict]) -> dict:

@@ -12,6 +12,7 @@ from conformance.errors import UnsupportedResource
 from conformance.targets.base import Doc
 from conformance.targets.local.istio_subset import describe
 from conformance.targets.local.model import Pod
+from conformance.targets.local.translator import authorization
 from conformance.targets.local.translator.clusters_listeners import (
     http_listener,
     outbound_clusters,
@@ -42,8 +43,11 @@ def gateway_config(pod: Pod, index: MeshIndex) -> ProxyConfig:
     listeners, routes = [], {}
     for number, servers in sorted(servers_by_port.items()):
         route_name = f"http.{number}"
+        # AuthorizationPolicies selecting the gateway apply on its listeners, as on a sidecar's
+        # inbound ones (istio/istio pilot/pkg/networking/core/listener_builder.go buildHTTPConnectionManager).
         listener = http_listener(
             f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name, "OUTBOUND",
+            first_filters=authorization.inbound_filters(pod, index),
         )
         _gateway_connection_manager(listener["filter_chains"][0]["filters"][0]["typed_config"])
         listeners.append(listener)

@@ -2,7 +2,7 @@
 apply for the client proxy's namespace."""
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from conformance.names import ISTIO_NAMESPACE
@@ -16,47 +16,62 @@ V = TypeVar("V")
 
 
 @dataclass(frozen=True)
+class MergedRule:
+    """The DestinationRules of one namespace for one host, merged as Istio merges them."""
+
+    subsets: tuple[Doc, ...]
+    traffic_policy: Doc | None
+
+
+@dataclass(frozen=True)
 class MeshIndex:
     state: MeshState
     services: Mapping[str, Service]  # fqdn -> Service
     # fqdn -> the subsets of the DestinationRule that applies for the client namespace
     subsets: Mapping[str, tuple[Doc, ...]]
+    # fqdn -> the top-level trafficPolicy of that DestinationRule, when it has one
+    traffic_policies: Mapping[str, Doc] = field(default_factory=dict)
 
     @staticmethod
     def build(state: MeshState, client_namespace: str) -> "MeshIndex":
         services = {svc.fqdn: svc for svc in state.services}
         by_namespace = _destination_rules_by_namespace(state.destination_rules)
-        subsets = {}
+        subsets, policies = {}, {}
         for svc in state.services:
             found = _destination_rule_for(svc, client_namespace, by_namespace)
             if found is not None:
-                subsets[svc.fqdn] = found
-        return MeshIndex(state, services, subsets)
+                subsets[svc.fqdn] = found.subsets
+                if found.traffic_policy is not None:
+                    policies[svc.fqdn] = found.traffic_policy
+        return MeshIndex(state, services, subsets, policies)
 
     def subset_names(self, fqdn: str) -> list[str]:
         return [subset["name"] for subset in self.subsets.get(fqdn, ())]
 
 
-def _destination_rules_by_namespace(rules: Iterable[Doc]) -> dict[str, dict[str, tuple[Doc, ...]]]:
-    """namespace -> DestinationRule host -> subsets, the rules of one namespace for one host merged.
+def _destination_rules_by_namespace(rules: Iterable[Doc]) -> dict[str, dict[str, MergedRule]]:
+    """namespace -> DestinationRule host -> the rules of that namespace for that host, merged.
 
     Istio merges DestinationRules for one host in one namespace: the first definition of a
-    subset wins (istio/istio pilot/pkg/model/destination_rule.go mergeDestinationRule).
-    State order stands for creation order.
+    subset wins, and the first top-level trafficPolicy (istio/istio pilot/pkg/model/
+    destination_rule.go mergeDestinationRule). State order stands for creation order.
     """
-    merged: dict[str, dict[str, list[Doc]]] = {}
+    merged: dict[str, dict[str, MergedRule]] = {}
     for rule in rules:
         host = resolve_host(rule["spec"]["host"], namespace_of(rule))
-        subsets = merged.setdefault(namespace_of(rule), {}).setdefault(host, [])
-        known = {subset["name"] for subset in subsets}
-        subsets.extend(s for s in rule["spec"].get("subsets") or [] if s["name"] not in known)
-    return {ns: {host: tuple(s) for host, s in hosts.items()} for ns, hosts in merged.items()}
+        hosts = merged.setdefault(namespace_of(rule), {})
+        before = hosts.get(host, MergedRule((), None))
+        known = {subset["name"] for subset in before.subsets}
+        added = tuple(s for s in rule["spec"].get("subsets") or [] if s["name"] not in known)
+        policy = before.traffic_policy if before.traffic_policy is not None else rule["spec"].get("trafficPolicy")
+        hosts[host] = MergedRule(before.subsets + added, policy)
+    return merged
 
 
 def _destination_rule_for(
-    svc: Service, client_namespace: str, by_namespace: Mapping[str, Mapping[str, tuple[Doc, ...]]]
-) -> tuple[Doc, ...] | None:
-    """The subsets of the DestinationRule Istio applies to `svc` for a proxy of client_namespace.
+    svc: Service, client_namespace: str, by_namespace: Mapping[str, Mapping[str, MergedRule]]
+) -> MergedRule | None:
+    """The (merged) DestinationRule Istio applies to `svc` for a proxy of client_namespace.
 
     istio/istio pilot/pkg/model/push_context.go destinationRule (tag 1.28.0): the client's
     namespace first (but not for a proxy in the root namespace, where only rules exported

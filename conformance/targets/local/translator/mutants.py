@@ -12,6 +12,12 @@ INJECT_OPTED_OUT = "inject-opted-out"
 VALIDATION_OFF = "validation-off"
 WEBHOOK_FAIL_OPEN = "webhook-fail-open"
 REVISION_IGNORED = "revision-ignored"
+STRICT_AS_PERMISSIVE = "strict-as-permissive"
+NO_PEER_VERIFICATION = "no-peer-verification"
+SHARED_IDENTITY = "shared-identity"
+AUTHZ_IGNORED = "authz-ignored"
+# The one identity (namespace, service account) every workload gets under SHARED_IDENTITY.
+SHARED_ACCOUNT = ("default", "default")
 
 KNOWN_MUTANTS: dict[str, str] = {
     SWAP_SUBSETS: "a route to a subset goes to the next subset of its DestinationRule "
@@ -30,6 +36,14 @@ KNOWN_MUTANTS: dict[str, str] = {
     WEBHOOK_FAIL_OPEN: "the sidecar injector's webhooks have failurePolicy Ignore: a pod is created "
     "without its sidecar whenever the injector is down",
     REVISION_IGNORED: "a second revision's injector webhooks call the default revision's istiod",
+    STRICT_AS_PERMISSIVE: "a port whose PeerAuthentication mode is STRICT is served as PERMISSIVE: "
+    "plaintext is accepted too",
+    NO_PEER_VERIFICATION: "a sidecar's mutual-TLS chains (STRICT and PERMISSIVE ports) ask for no client "
+    "certificate and verify none: any TLS client is accepted, and no client identity is seen",
+    SHARED_IDENTITY: "every workload's certificate carries one identity, "
+    "spiffe://cluster.local/ns/default/sa/default, whatever its service account, and clients accept it "
+    "from every server",
+    AUTHZ_IGNORED: "AuthorizationPolicies are not configured: sidecars get no RBAC filter, every request is allowed",
 }
 
 

@@ -14,6 +14,21 @@ HCM_TYPE = (
 ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 FAULT_FILTER = "envoy.filters.http.fault"
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+ROUTER_FILTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
+# Transport sockets and the TLS inspector, by Istio's names (istio/istio pkg/wellknown/wellknown.go).
+TLS_SOCKET = "envoy.transport_sockets.tls"
+RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
+RAW_BUFFER_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+UPSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+TLS_INSPECTOR_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+# The SDS resource names istio-agent serves every Envoy: the workload's certificate and key, and the
+# mesh's trust bundle (istio/istio pkg/model/authentication.go SDSDefaultResourceName, SDSRootResourceName).
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
 
 # The Server header of inbound and gateway listeners (istio/istio pilot/pkg/networking/util/
 # proxy_headers.go); sidecar outbound listeners keep Envoy's default, "envoy".

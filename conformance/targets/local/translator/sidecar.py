@@ -5,10 +5,14 @@ from dataclasses import dataclass
 from conformance.names import MESH_GATEWAY
 from conformance.targets.base import Doc
 from conformance.targets.local.model import OUTBOUND_PORT, Pod, Service, app_port
+from conformance.targets.local.translator import authorization
 from conformance.targets.local.translator.clusters_listeners import (
     catch_all,
+    hcm_filter,
+    http_connection_manager,
     http_listener,
     inbound_cluster_name,
+    listener,
     outbound_cluster_name,
     outbound_clusters,
     outbound_virtual_host,
@@ -28,6 +32,9 @@ from conformance.targets.local.translator.index import (
     namespace_of,
     resolve_host,
 )
+from conformance.targets.local.translator.mtls import inbound_filter_chains, inbound_listener_filters
+from conformance.targets.local.translator.mutants import NO_PEER_VERIFICATION, STRICT_AS_PERMISSIVE
+from conformance.targets.local.translator.peer_authentication import PERMISSIVE, STRICT, workload_policy
 from conformance.targets.local.translator.resources import OUTBOUND_ROUTE, ProxyConfig
 from conformance.targets.local.translator.retries import default_retry_policy, inbound_retry_policy
 from conformance.targets.local.translator.vs_routes import vs_routes
@@ -38,6 +45,17 @@ from conformance.targets.local.translator.vs_routes import vs_routes
 # is "outbound_127.0.0.1_<port>;". Istio's usual per-service-port listeners would say
 # "outbound_0.0.0.0_<service port>;" instead (README: what the local mesh is not).
 HTTP_PROXY_STAT_PREFIX = f"outbound_127.0.0.1_{OUTBOUND_PORT}"
+# What an inbound connection manager tells the app of the client's certificate, as Istio's default
+# proxy headers say (istio/istio pilot/pkg/networking/util/proxy_headers.go ForwardedClientCert,
+# listener_inbound.go buildSidecarInboundHTTPOpts): X-Forwarded-Client-Cert with this proxy's
+# identity (By), the client certificate's hash, subject, URI and DNS SANs, after any the client sent.
+INBOUND_CLIENT_CERT = {
+    "forward_client_cert_details": "APPEND_FORWARD",
+    "set_current_client_cert_details": {"subject": True, "uri": True, "dns": True},
+}
+# Istio's protocol detection timeout (meshConfig.protocolDetectionTimeout, 0s: none): the TLS
+# inspector waits for a client's first bytes as long as they take (listener_inbound.go buildInboundListener).
+LISTENER_FILTERS_TIMEOUT = "0s"
 
 
 @dataclass(frozen=True)
@@ -59,14 +77,13 @@ def outbound(namespace: str, index: MeshIndex) -> Outbound:
 def sidecar_config(pod: Pod, index: MeshIndex, shared: Outbound | None = None) -> ProxyConfig:
     """`shared` is outbound(pod.namespace, index), when already built for another pod."""
     listeners, clusters, routes = [], [], {}
+    policy = workload_policy(pod, index.state.peer_authentications)
+    # The authorization plugin's filters run after authentication, before the fault filter and the
+    # router (istio/istio pilot/pkg/networking/core/listener_builder.go buildHTTPConnectionManager).
+    authz = authorization.inbound_filters(pod, index)
     for port in pod.container_ports:
         route_name = inbound_cluster_name(port)  # Istio names the inbound route like its cluster
-        listeners.append(
-            # listener_inbound.go StatPrefix: "inbound_" + the chain's name, 0.0.0.0_<target port>.
-            http_listener(
-                f"inbound_{pod.ip}_{port}", pod.ip, port, f"inbound_0.0.0.0_{port}", route_name, "INBOUND",
-            )
-        )
+        listeners.append(_inbound_listener(pod, port, policy.for_port(port), route_name, authz, index.state.mutants))
         clusters.append(static_cluster(inbound_cluster_name(port), [(pod.ip, app_port(port))]))
         default_route = catch_all(inbound_cluster_name(port), inbound_retry_policy())
         routes[route_name] = route_config(
@@ -81,6 +98,27 @@ def sidecar_config(pod: Pod, index: MeshIndex, shared: Outbound | None = None) -
     out = shared or outbound(pod.namespace, index)
     routes[OUTBOUND_ROUTE] = out.route
     return ProxyConfig(listeners, [*clusters, *out.clusters], routes, out.endpoints)
+
+
+def _inbound_listener(pod: Pod, port: int, mode: str, route_name: str, authz: list[dict],
+                      mutants: frozenset[str]) -> dict:
+    """The listener of a container port: Istio's inbound filter chains for the port's mutual TLS
+    mode, each running the inbound connection manager (listener_inbound.go buildInboundListeners;
+    Istio puts them on its virtual inbound listener, 15006, where iptables sends the port's traffic)."""
+    if mode == STRICT and STRICT_AS_PERMISSIVE in mutants:
+        mode = PERMISSIVE
+    verify_peer = NO_PEER_VERIFICATION not in mutants
+    # listener_inbound.go StatPrefix: "inbound_" + the chain's name, 0.0.0.0_<target port>.
+    hcm = http_connection_manager(f"inbound_0.0.0.0_{port}", route_name, first_filters=authz)
+    hcm.update(INBOUND_CLIENT_CERT)
+    chains = inbound_filter_chains(mode, port, [hcm_filter(hcm)], verify_peer)
+    inbound = listener(f"inbound_{pod.ip}_{port}", pod.ip, port, "INBOUND", chains)
+    listener_filters = inbound_listener_filters(chains)
+    if listener_filters:
+        inbound["listener_filters"] = listener_filters
+    inbound["listener_filters_timeout"] = LISTENER_FILTERS_TIMEOUT
+    inbound["continue_on_listener_filters_timeout"] = True
+    return inbound
 
 
 def _outbound_virtual_hosts(namespace: str, index: MeshIndex) -> list[dict]:

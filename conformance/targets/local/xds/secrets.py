@@ -17,16 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conformance.targets.local.model import CLUSTER_DOMAIN
-from conformance.targets.local.translator.resources import SECRET_TYPE
-
-# Istio's trust domain defaults to the cluster's DNS domain, "cluster.local" (istio/istio
-# pilot/cmd/pilot-agent/options/options.go TRUST_DOMAIN); a separate name, as it is a separate setting.
-TRUST_DOMAIN = CLUSTER_DOMAIN
-
-# The SDS resource names istio-agent serves (istio/istio pkg/security/security.go).
-WORKLOAD_SECRET = "default"
-ROOT_SECRET = "ROOTCA"
+from conformance.names import TRUST_DOMAIN, spiffe_id
+from conformance.targets.local.translator.resources import ROOT_SECRET, SECRET_TYPE, WORKLOAD_SECRET
 
 # istio-agent asks for 24h workload certificates (istio/istio pilot/cmd/pilot-agent/options/
 # options.go SECRET_TTL); istiod's self-signed root lives 10 years (security/pkg/cmd/constants.go
@@ -40,11 +32,6 @@ ROOT_CERT_TTL = datetime.timedelta(days=3650)
 # 50-100 ms to generate, and a mesh has up to 150 proxies; a P-256 key takes well under 1 ms.
 _CURVE = ec.SECP256R1()
 _SIGNATURE_HASH = hashes.SHA256()
-
-
-def spiffe_id(namespace: str, service_account: str) -> str:
-    """A workload's identity, as Istio writes it (istio/istio pkg/spiffe/spiffe.go)."""
-    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 @dataclass(frozen=True)
