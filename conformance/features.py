@@ -105,6 +105,30 @@ CATALOGUE: tuple[Feature, ...] = (
         "allow-nothing: denied requests get 403 'RBAC: access denied', allowed ones 200, every request decided.",
     ),
     Feature(
+        "CircuitBreaking",
+        "MESH-RESILIENCE",
+        Level.CORE,
+        "A DestinationRule with Istio's task limits (1 connection, 1 pending request) on httpbin: a concurrent "
+        "load gets 503s marked x-envoy-overloaded, exactly as many as the client proxy's "
+        "upstream_rq_pending_overflow counted; the same load without it gets none; one request at a time "
+        "succeeds afterwards.",
+    ),
+    Feature(
+        "OutlierDetection",
+        "MESH-RESILIENCE",
+        Level.EXTENDED,
+        "A Service with a healthy endpoint and one answering 503: with outlierDetection the failing one is "
+        "ejected (ejections_enforced_total) and every request then succeeds until the ejection ends.",
+    ),
+    Feature(
+        "Retries",
+        "MESH-RESILIENCE",
+        Level.EXTENDED,
+        "In front of an upstream failing half its requests, retries (attempts 2, 5xx) give a success share "
+        "decided against 1 - 0.5^3 and attempts 0 one decided against 0.5; upstream_rq_retry equals the "
+        "extra attempts the upstream received.",
+    ),
+    Feature(
         "IngressGateway",
         "MESH-INGRESS",
         Level.CORE,

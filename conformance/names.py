@@ -67,9 +67,13 @@ def discovery_address(revision: str) -> str:
 TRUST_DOMAIN = "cluster.local"
 
 
+# What begins every workload identity, a SPIFFE URI (istio/istio pkg/spiffe/spiffe.go URIPrefix).
+SPIFFE_PREFIX = "spiffe://"
+
+
 def spiffe_id(namespace: str, service_account: str) -> str:
     """A workload's identity, as Istio writes it (istio/istio pkg/spiffe/spiffe.go)."""
-    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+    return f"{SPIFFE_PREFIX}{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 # The label the injector gives a pod whose sidecar takes Istio's mutual TLS (the injection
 # template); istiod reads it to mark the pod's endpoints (istio/api label security.istio.io/tlsMode;

@@ -9,13 +9,18 @@ and tests/envoy_builders.py.
 
 import copy
 import functools
-from collections.abc import Mapping, Sequence
+import json
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from conformance import cli, manifests
 from conformance.names import DEFAULT_REVISION, GATEWAY_API_GROUP, ISTIO_NAMESPACE, istiod_name
@@ -27,7 +32,8 @@ from conformance.targets.gateway_api_crds import BUNDLE_VERSION, CHANNEL, SAFE_U
 from conformance.targets.kube import Kube
 from conformance.targets.local.admission.control import SERVICE_PORT, istiod_webhooks
 from tests.builders import upstream_file
-from tests.fakeapi import Answer, FakeApi, status
+from tests.fake_http import Answer, status
+from tests.fakeapi import FakeApi
 from tests.fakegateway import FakeGateway, free_port
 from tests.fakes import BIN, FakeTools
 from tests.release_server import ReleaseServer, tarball
@@ -435,3 +441,96 @@ def cluster_target(api: FakeApi, directory: Path, istio_install: istio.IstioInst
     return ClusterTarget(RunSettings(target="kind", run_id="r1", timeouts=FAST), StaticProvisioner(access),
                          kube_factory=lambda path, context, timeouts: Kube(path, context, timeouts=timeouts,
                                                                             poll_interval=0.02))
+
+
+# ---------------------------------------------------------------------------------------------
+# Exec into the fake API's pods
+
+
+class ExecStream:
+    """What kubernetes.stream.stream hands Kube.exec (a WSClient in binary mode): the command has
+    run; its output and the kubelet's closing Status wait on their channels."""
+
+    def __init__(self, stdout: bytes, stderr: bytes, exit_code: int, argv: Sequence[str]) -> None:
+        # kubernetes/kubernetes staging/src/k8s.io/kubelet/pkg/cri/streaming/remotecommand/exec.go
+        # ServeExec: Success, or NonZeroExitCode with the code as an ExitCode cause.
+        done: dict[str, Any] = {"metadata": {}, "status": "Success"}
+        if exit_code:
+            done = {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                    "message": f"command terminated with non-zero exit code: error executing command {list(argv)}, "
+                               f"exit code {exit_code}",
+                    "details": {"causes": [{"reason": "ExitCode", "message": str(exit_code)}]}}
+        self.frames = {1: stdout, 2: stderr, 3: json.dumps(done).encode()}
+        self.open = True
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def update(self, timeout: float = 0) -> None:
+        self.open = False  # everything was sent at once: the server closes the stream
+
+    def read_channel(self, channel: int, timeout: float = 0) -> bytes:
+        return self.frames.pop(channel, b"")
+
+    def close(self) -> None:
+        self.open = False
+
+
+class PodExec:
+    """The API server's pods/exec for the fake API's pods, in place of kubernetes.stream.stream
+    (monkeypatch it over conformance.targets.kube.stream).
+
+    The pod must exist and have the container, as the API server checks before the upgrade
+    (kubernetes/kubernetes pkg/registry/core/pod/strategy.go: "container %s is not valid for pod %s",
+    a 400 that the client's websocket reports as a failed handshake). `sh -c` commands (the curl
+    batch script) run on this machine; any other argv is answered from `answers`, in turn, the last
+    one repeating."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.answers: dict[tuple[str, ...], list[str]] = {}
+        self.calls: list[tuple[str, str, str, tuple[str, ...]]] = []  # pod, namespace, container, argv[:2]
+
+    def __call__(self, _method: Any, name: str, namespace: str, *, command: list[str], container: str,
+                 **_: Any) -> ExecStream:
+        with self.api.lock:
+            pod = self.api.objects.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        if pod is None:
+            raise _handshake_refused(404, "NotFound", f'pods "{name}" not found')
+        spec = pod.get("spec") or {}
+        names = [c["name"] for kind in ("containers", "initContainers") for c in spec.get(kind) or []]
+        if container not in names:
+            raise _handshake_refused(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        self.calls.append((name, namespace, container, tuple(command[:2])))
+        if command[0] == "sh":
+            done = subprocess.run(command, capture_output=True, timeout=120)
+            return ExecStream(done.stdout, done.stderr, done.returncode, command)
+        replies = self.answers.get(tuple(command))
+        if not replies:
+            raise AssertionError(f"PodExec: no answer for {command} in {namespace}/{name}")
+        text = replies.pop(0) if len(replies) > 1 else replies[0]
+        return ExecStream(text.encode(), b"", 0, command)
+
+
+def _handshake_refused(code: int, reason: str, message: str) -> ApiException:
+    """A refused exec upgrade as kubernetes.stream raises it: websocket's bad handshake, wrapped
+    (kubernetes/stream/ws_client.py websocket_call) with the API server's Status as its body."""
+    body = json.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": message, "reason": reason, "code": code})
+    return ApiException(status=0, reason=f"Handshake status {code} {HTTPStatus(code).phrase} -+-+- {{}} -+-+- {body}")
+
+
+@contextmanager
+def running_cluster(api: FakeApi, tmp_path: Path, *namespaces: str) -> Iterator[ClusterTarget]:
+    """A cluster target up on the fake API with Istio's CRDs and `namespaces`, its Deployments
+    running their pods; down after the block."""
+    install_crds(api, *ISTIO_CRDS)
+    for name in namespaces:
+        seed_namespace(api, name)
+    api.deployments_roll_out = True
+    target = cluster_target(api, tmp_path)
+    target.up()
+    try:
+        yield target
+    finally:
+        target.down()

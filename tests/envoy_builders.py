@@ -261,6 +261,18 @@ def through(proxy_ip: str, url: str, port: int = OUTBOUND_PORT) -> Reply:
         conn.close()
 
 
+def plaintext_request(ip: str, port: int, method: str = "GET", path: str = "/",
+                      headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """One request straight to ip:port, as a client without sidecar (kube-proxy's way): (status, body)."""
+    conn = http.client.HTTPConnection(ip, port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
 def envoy_counters(proxy: EnvoyProxy) -> dict[str, int]:
     return envoy_stats.parse(proxy.stats())
 

@@ -13,7 +13,7 @@ What it serves and how (kubernetes/kubernetes, apiserver and apiextensions-apise
 - objects of CRD kinds are validated against the CRD's schema (422 Invalid; undeclared fields
   pruned with a warning, or refused with fieldValidation=Strict);
 - a Service gets a cluster IP and, as NodePort or LoadBalancer, a node port per port (30000-32767,
-  each used once); no controller gives a LoadBalancer an ingress address, as on kind;
+  each used once; tests/fake_services.py); no controller gives a LoadBalancer an ingress address, as on kind;
 - the items of a built-in kind's list carry no apiVersion or kind (a CRD kind's do), as the API
   server serializes typed lists;
 - create with ?dryRun=All answers the object as it would be stored (name from generateName, uid,
@@ -25,7 +25,8 @@ What it serves and how (kubernetes/kubernetes, apiserver and apiextensions-apise
   Service is found in `webhook_services`;
 - with `deployments_roll_out`, the Deployment and ReplicaSet controllers and the kubelet
   (tests/fake_admission.py): a written Deployment's pods are created through admission and run ready.
-A test may script the answers of one method and path, and reads every request afterwards.
+A test may script the answers of one method and path, and reads every request afterwards. Requests,
+replies and the HTTP server are tests/fake_http.py; merge patch tests/fake_patch.py.
 
 Tests ask for the `api` fixture by name (tests/conftest.py loads this module with pytest_plugins);
 tests/cluster_builders.py's install_crds applies upstream CRDs. A kubeconfig pointing at it needs only
@@ -34,49 +35,25 @@ tests/cluster_builders.py's install_crds applies upstream CRDs. A kubeconfig poi
 
 import copy
 import itertools
-import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conformance.targets.field_errors import NOT_SUPPORTED, FieldError, invalid_message
 from conformance.webhooks import MUTATING, VALIDATING
 from tests import fake_discovery
 from tests.fake_admission import CONTROLLER_MANAGER, DeploymentController, Webhooks, generated_name, missing_namespace
 from tests.fake_apply import Owners, conflict_status
 from tests.fake_crds import CRD_GV, Crds, Resource, invalid, prune, strict_decoding
 from tests.fake_discovery import BUILTIN, Route
+from tests.fake_http import (DRY_RUN_ALL, Answer, Reply, Seen, field_manager, field_validation, invalid_dry_run,
+                             serve, status)
+from tests.fake_patch import APPLY_PATCH, MERGE_PATCH, merge, spec_of, without_status
+from tests.fake_services import allocate
 
-APPLY_PATCH = "application/apply-patch+yaml"
-MERGE_PATCH = "application/merge-patch+json"
 NOT_FOUND = "the server could not find the requested resource"
 CREATED_AT = "2026-01-01T00:00:00Z"
-NODE_PORTS = range(30000, 32768)  # the API server's default --service-node-port-range
-DRY_RUN_ALL = "All"  # the one dryRun value the API server accepts (metav1.DryRunAll)
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # names lower-cased
-    body: Any
-
-
-Answer = tuple[int, Any]
-
-
-@dataclass
-class Reply:
-    code: int
-    payload: Any
-    warnings: list[str] = field(default_factory=list)
 
 
 class FakeApi:
@@ -119,6 +96,11 @@ class FakeApi:
             self._create(route, copy.deepcopy(crd), "kubectl", "Update")
 
     # -- answering ------------------------------------------------------------------------------
+
+    def receive(self, seen: Seen) -> Reply:
+        """A request off the wire: kept for the test to read, then answered."""
+        self.requests.append(seen)
+        return self.answer(seen)
 
     def answer(self, seen: Seen) -> Reply:
         with self.lock:
@@ -182,7 +164,7 @@ class FakeApi:
     def _post(self, route: Route, seen: Seen) -> Reply:
         dry_run = seen.query.get("dryRun", [])
         if any(value != DRY_RUN_ALL for value in dry_run):
-            return Reply(422, _invalid_dry_run(dry_run))
+            return Reply(422, invalid_dry_run(dry_run))
         body = copy.deepcopy(seen.body) if isinstance(seen.body, dict) else {}
         meta = body.get("metadata") or {}
         if not meta.get("name") and meta.get("generateName"):
@@ -200,7 +182,7 @@ class FakeApi:
             return Reply(409, status(409, "AlreadyExists", f'{route.resource.qualified} "{name}" already exists',
                                      details={"name": name, "group": route.resource.group,
                                               "kind": route.resource.plural}))
-        return self._create(target, body, _manager(seen), "Update", _validation(seen), dry_run=bool(dry_run))
+        return self._create(target, body, field_manager(seen), "Update", field_validation(seen), dry_run=bool(dry_run))
 
     def _patch(self, route: Route, seen: Seen) -> Reply:
         kind = seen.headers.get("content-type", "").split(";")[0].strip()
@@ -213,7 +195,8 @@ class FakeApi:
             current = self.objects.get(route.object_path)
             if current is None:
                 return _not_found(route)
-            return self._store(route, _merge(current, body), current, _manager(seen), "Update", _validation(seen))
+            return self._store(route, merge(current, body), current, field_manager(seen), "Update",
+                               field_validation(seen))
         return Reply(415, status(415, "UnsupportedMediaType", f"fake API: patch type {kind!r} is not modelled"))
 
     def _apply(self, route: Route, body: dict[str, Any], seen: Seen) -> Reply:
@@ -229,15 +212,15 @@ class FakeApi:
         force = seen.query.get("force", ["false"])[0] == "true"
         before = copy.deepcopy(self.owners.by_object.get(route.object_path))
         result, conflicts = self.owners.apply(route.object_path, manager, body.get("apiVersion", ""),
-                                              _without_status(current, route.resource), body, force)
+                                              without_status(current, route.resource), body, force)
         if result is None:
             return Reply(409, conflict_status(conflicts))
         if current is None:
-            reply = self._create(route, result, manager, None, _validation(seen), code=201)
+            reply = self._create(route, result, manager, None, field_validation(seen), code=201)
         else:
             if "status" in current:
                 result["status"] = current["status"]
-            reply = self._store(route, result, current, manager, None, _validation(seen))
+            reply = self._store(route, result, current, manager, None, field_validation(seen))
         if reply.code >= 300:  # refused: the apply changed no ownership either
             self.owners.forget(route.object_path)
             if before is not None:
@@ -270,7 +253,7 @@ class FakeApi:
         warnings, problem = self._validate(route, obj, validation)
         requested = copy.deepcopy(obj)  # what the writer set: the server's allocations are nobody's
         if problem is None and route.resource.kind == "Service":
-            problem = self._allocate(route, obj)
+            problem = allocate(self.objects, route, obj)
         if problem is not None:
             return problem
         obj, refused = self._webhooks.admit(VALIDATING, route, obj, before)
@@ -283,7 +266,7 @@ class FakeApi:
             meta["uid"] = before.get("metadata", {}).get("uid", meta.get("uid"))
             meta["creationTimestamp"] = before.get("metadata", {}).get("creationTimestamp", CREATED_AT)
             generation = int(before.get("metadata", {}).get("generation", 1))
-            meta["generation"] = generation + (_spec(before) != _spec(obj))
+            meta["generation"] = generation + (spec_of(before) != spec_of(obj))
         if operation is not None:
             self.owners.update(route.object_path, manager, obj.get("apiVersion", ""), before, requested)
         meta["resourceVersion"] = str(next(self._versions))
@@ -320,32 +303,6 @@ class FakeApi:
         """A pod the Deployment controller creates, through admission like any other."""
         reply = self._create(route, pod, CONTROLLER_MANAGER, "Update")
         return reply.code, reply.payload
-
-    def _allocate(self, route: Route, service: dict[str, Any]) -> Reply | None:
-        """What the API server fills in a Service: a cluster IP and node ports; nobody sets an ingress."""
-        spec = service.setdefault("spec", {})
-        spec.setdefault("type", "ClusterIP")
-        if spec["type"] != "ExternalName" and not spec.get("clusterIP"):
-            spec["clusterIP"] = f"10.96.{len(self.objects) // 250}.{len(self.objects) % 250 + 1}"
-        service.setdefault("status", {"loadBalancer": {}})
-        if spec["type"] not in ("NodePort", "LoadBalancer"):
-            return None
-        taken = {p["nodePort"] for path, other in self.objects.items() if path != route.object_path
-                 and other.get("kind") == "Service" for p in (other.get("spec") or {}).get("ports") or []
-                 if p.get("nodePort") is not None}
-        free = (n for n in NODE_PORTS if n not in taken)
-        for index, port in enumerate(spec.get("ports") or []):
-            wanted = port.get("nodePort")
-            if wanted in taken or (wanted is not None and wanted not in NODE_PORTS):
-                reason = "provided port is already allocated" if wanted in taken else \
-                    "provided port is not in the valid range. The range of valid ports is 30000-32767"
-                message = f'Service "{service["metadata"]["name"]}" is invalid: spec.ports[{index}].nodePort: ' \
-                          f"Invalid value: {wanted}: {reason}"
-                return Reply(422, status(422, "Invalid", message))
-            if wanted is None:
-                port["nodePort"] = next(free)
-            taken.add(port["nodePort"])
-        return None
 
     def _delete(self, route: Route, seen: Seen) -> Reply:
         if route.name is None or route.subresource:
@@ -386,39 +343,6 @@ def _in_any_namespace(path: str, route: Route) -> bool:
     return len(parts) == 4 and parts[0] == "namespaces" and parts[2] == route.resource.plural
 
 
-def _manager(seen: Seen) -> str:
-    """?fieldManager=, else the user agent up to its first "/" (as the API server defaults it)."""
-    given = seen.query.get("fieldManager", [""])[0]
-    return given or seen.headers.get("user-agent", "unknown").split("/", 1)[0]
-
-
-def _validation(seen: Seen) -> str:
-    return seen.query.get("fieldValidation", ["Warn"])[0]
-
-
-def _spec(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-
-
-def _without_status(obj: dict[str, Any] | None, resource: Resource) -> dict[str, Any] | None:
-    if obj is None or not resource.status_subresource:
-        return obj
-    return {k: v for k, v in obj.items() if k != "status"}
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: maps merge, null removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
-
-
 def _not_found(route: Route) -> Reply:
     message = f'{route.resource.qualified} "{route.name}" not found'
     return Reply(404, status(404, "NotFound", message,
@@ -426,62 +350,14 @@ def _not_found(route: Route) -> Reply:
                                       "kind": route.resource.plural}))
 
 
-def _invalid_dry_run(values: list[str]) -> dict[str, Any]:
-    """422 for a dryRun other than All: ValidateDryRun's field.NotSupported (the value printed with
-    Go's %#v), in NewInvalid's words for CreateOptions."""
-    shown = "[]string{" + ", ".join(json.dumps(v) for v in values) + "}"
-    error = FieldError(NOT_SUPPORTED, "dryRun", f'Unsupported value: {shown}: supported values: "{DRY_RUN_ALL}"')
-    return status(422, "Invalid", invalid_message("CreateOptions", "meta.k8s.io", "", [error]),
-                  details={"group": "meta.k8s.io", "kind": "CreateOptions",
-                           "causes": [{"reason": error.reason, "message": error.message, "field": error.field}]})
-
-
-def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure" if code >= 300 else "Success",
-            "message": message, "reason": reason, "code": code}
-    return {**body, "details": details} if details is not None else body
-
-
 def items(*objs: dict[str, Any]) -> Answer:
     return 200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": list(objs)}
-
-
-def make_handler(fake: FakeApi) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            seen = Seen(self.command, url.path, parse_qs(url.query),
-                        {k.lower(): v for k, v in self.headers.items()}, body)
-            fake.requests.append(seen)
-            reply = fake.answer(seen)
-            payload = reply.payload
-            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-            self.send_response(reply.code)
-            self.send_header("Content-Type", "text/plain" if isinstance(payload, str) else "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for warning in reply.warnings:
-                self.send_header("Warning", f'299 - "{warning}"')
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_PATCH = do_POST = do_DELETE = do_PUT = _handle
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    return Handler
 
 
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
     fake = FakeApi()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
+    server = serve(fake.receive)
     fake.port = server.server_address[1]
     fake.url = f"http://127.0.0.1:{fake.port}"
     yield fake

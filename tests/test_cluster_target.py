@@ -12,7 +12,7 @@ import pytest
 from conformance.errors import ConformanceError, NotConverged
 from conformance.settings import RunSettings, Timeouts
 from conformance.targets.base import PodView
-from conformance.targets.cluster import ClusterAccess, ClusterTarget
+from conformance.targets.cluster import MESH_WIDE_FEATURE, ClusterAccess, ClusterTarget
 from conformance.targets.istio_revision import REVISION_FEATURE
 from conformance.targets.kube import ExecResult, Kube
 from tests.cluster_builders import write_kubeconfig
@@ -69,8 +69,8 @@ class FakeProvisioner:
         return {}
 
 
-def target(provisioner: FakeProvisioner) -> ClusterTarget:
-    return ClusterTarget(RunSettings(target="kind", run_id="r1"), provisioner, kube_factory=FakeKube)
+def target(provisioner: FakeProvisioner, worker: str = "") -> ClusterTarget:
+    return ClusterTarget(RunSettings(target="kind", run_id="r1", worker=worker), provisioner, kube_factory=FakeKube)
 
 
 def test_one_exec_per_batch_with_the_real_script(httpbin: str) -> None:  # noqa: F811
@@ -173,3 +173,18 @@ def test_no_second_revision_without_the_installation_meshconf_made() -> None:
         with t.revision("canary"):
             pass
     assert str(refused.value) == f"cannot install Istio revision canary: {not_ours}"
+
+
+def test_mesh_wide_policy_is_not_supported_in_a_worker_sharing_the_cluster() -> None:
+    # Under pytest-xdist every worker tests the one cluster: a mesh-wide PeerAuthentication applied
+    # by one would refuse the others' plaintext clients. Alone (no worker id), it runs.
+    alone = target(FakeProvisioner())
+    alone.up()
+    assert alone.supports(MESH_WIDE_FEATURE)
+    worker = target(FakeProvisioner(), worker="gw1")
+    worker.up()
+    assert not worker.supports(MESH_WIDE_FEATURE)
+    assert worker.unsupported_reason(MESH_WIDE_FEATURE) == (
+        "it applies a mesh-wide PeerAuthentication, which the other workers' tests would see; run it without -n "
+        "(this is worker gw1)")
+    assert worker.supports("MutualTLSPermissive")

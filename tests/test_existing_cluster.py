@@ -9,7 +9,7 @@ import httpx
 import pytest
 import yaml
 
-from conformance import manifests
+from conformance import features, manifests
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
@@ -22,10 +22,12 @@ from conformance.targets.kube import Kube
 from conformance.targets.provision import wait_mesh_ready
 from tests.cluster_builders import (
     GATEWAY_API,
+    GATEWAY_API_CRDS,
     ISTIO_VERSION,
     READINESS_GATEWAY,
     accept_once_then_deny,
     fake_release,
+    install_crds,
     istio_deployment,
     publish_gateway_api,
     seed_namespace,
@@ -128,6 +130,30 @@ def test_revision_injection_is_not_supported_beside_a_mesh_meshconf_did_not_inst
     finally:
         target.down()
     assert fake_tools.all_calls() == []  # no istioctl, no helm: nothing installed or removed
+
+
+@pytest.mark.parametrize("yes", [False, True])
+def test_mesh_wide_strict_is_not_supported_on_a_context_without_yes(
+        api: FakeApi, tmp_path: Path, fake_tools: FakeTools, yes: bool) -> None:
+    api.objects[ISTIOD_PATH] = ISTIOD
+    api.objects["/api/v1/namespaces/istio-system/services/istio-ingressgateway"] = GATEWAY
+    install_crds(api, *GATEWAY_API_CRDS)  # so that --yes has nothing to install
+    # The suite's fixture skips a feature as NOT_SUPPORTED when the target does not support it, by
+    # its catalogue name: the one MESH-SECURITY's mesh-wide check is marked with.
+    assert features.get(MESH_WIDE_FEATURE).name == "MutualTLSStrict"
+    target = ClusterTarget(settings(yes=yes), ExistingClusterProvisioner(
+        settings(yes=yes), kubeconfig=write_kubeconfig(tmp_path / "kc", api.port)))
+    target.up()
+    try:
+        assert target.supports(MESH_WIDE_FEATURE) == yes
+        assert target.unsupported_reason(MESH_WIDE_FEATURE) == (None if yes else (
+            "it applies a mesh-wide PeerAuthentication (STRICT, in istio-system) for a few seconds, which every "
+            "workload of context 'fake' would see; pass --yes to allow it"))
+        assert target.supports("MutualTLSPermissive") and target.supports("PortLevelMTLS")  # namespace-scoped
+    finally:
+        target.down()
+    assert [r.method for r in api.requests if r.method != "GET"] == []  # --yes alone changes nothing
+    assert fake_tools.all_calls() == []
 
 
 def test_no_istio_is_a_clear_error(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811

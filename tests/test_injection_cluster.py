@@ -31,15 +31,15 @@ from conformance.webhooks import configurations
 from tests.admission_builders import pod_doc
 from tests.cluster_builders import (
     ADMISSION_PATH,
-    ISTIO_CRDS,
     ISTIO_VERSION,
     cluster_target,
-    install_crds,
     install_istio_admission,
+    running_cluster,
     seed_namespace,
     upstream_pod,
 )
-from tests.fakeapi import FakeApi, status
+from tests.fake_http import status
+from tests.fakeapi import FakeApi
 from tests.fakes import FakeTools
 
 REVISION = "canary"
@@ -62,14 +62,8 @@ def istiod(ca: MeshCA) -> Iterator[Injector]:
 @pytest.fixture
 def cluster(api: FakeApi, tmp_path: Path) -> Iterator[ClusterTarget]:
     """A cluster target on the fake API with Istio's CRDs; its Deployments run their pods."""
-    install_crds(api, *ISTIO_CRDS)
-    api.deployments_roll_out = True
-    target = cluster_target(api, tmp_path)
-    target.up()
-    try:
+    with running_cluster(api, tmp_path) as target:
         yield target
-    finally:
-        target.down()
 
 
 @pytest.fixture

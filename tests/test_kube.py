@@ -28,7 +28,8 @@ from tests.cluster_builders import (
     upstream_crd,
     write_kubeconfig,
 )
-from tests.fakeapi import FakeApi, items, status
+from tests.fake_http import status
+from tests.fakeapi import FakeApi, items
 
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/virtualservices.networking.istio.io"

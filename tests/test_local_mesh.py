@@ -175,7 +175,11 @@ def test_a_configuration_envoy_refuses_fails_the_apply_and_is_not_kept(mesh: Loc
     configuration again; Envoy kept serving the old one meanwhile."""
     _without_validation(mesh)
     mesh.apply([namespace_doc("ns", {"istio-injection": "enabled"})], "ns")
-    mesh.apply(docs("clients/httpbin.yaml") + docs("clients/curl.yaml"), "ns")
+    # Istio's proxies keep no RDS stats unless asked: this curl's asks for them.
+    curl_docs = docs("clients/curl.yaml")
+    template = next(d for d in curl_docs if d["kind"] == "Deployment")["spec"]["template"]["metadata"]
+    template["annotations"] = {"proxy.istio.io/config": 'proxyStatsMatcher: {inclusionRegexps: [".*\\\\.rds\\\\..*"]}'}
+    mesh.apply(docs("clients/httpbin.yaml") + curl_docs, "ns")
     mesh.wait_ready("ns", 30, 0.05)
     [curl] = [p for p in mesh.running() if p.workload.name == "curl"]
     assert curl.proxy is not None

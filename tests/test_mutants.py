@@ -74,6 +74,9 @@ BREAKS: dict[str, dict[str, str]] = {
         "AuthorizationPolicy": "expected all 10 replies with status 200, 10 were not",
     },
     "authz-ignored": {"AuthorizationPolicy": "ALLOW by principal takes effect: not converged"},
+    "no-circuit-breaker": {"CircuitBreaking": "0 of 20 concurrent requests refused as overflow"},
+    "no-outlier-detection": {"OutlierDetection": "the failing endpoint is ejected: not converged"},
+    "no-retries": {"Retries": "upstream_rq_retry +0 over a probe (attempts 2)"},
     # Five invalid resources stored, and one refused by the local mesh's own limits, not by Istio.
     "validation-off": {"ValidationWebhook": "6 of 8 validation cases differ from Istio's validation"},
 }

@@ -10,8 +10,8 @@ from conformance.errors import ConformanceError
 from conformance.load import ContinuousLoad
 from conformance.probes import curl_batch
 from conformance.targets.base import Batch, Reply
-from conformance.verdicts.security import (CounterChange, counters, denied, identity, parse_xfcc, plaintext_seen,
-                                           refused)
+from conformance.verdicts.security import (CounterChange, counters, denied, identity, none_failed, parse_xfcc,
+                                           plaintext_seen, refused, upstream_failed)
 
 CLIENT = "spiffe://cluster.local/ns/bookinfo/sa/curl"
 SERVER = "spiffe://cluster.local/ns/bookinfo/sa/httpbin"
@@ -107,3 +107,18 @@ def test_a_load_that_cannot_send_fails_the_block() -> None:
     with pytest.raises(ConformanceError, match="the continuous load stopped: ConformanceError: client pod gone"):
         with ContinuousLoad(broken) as load:
             load.wait_for_batches(1)
+
+
+def test_none_failed_counts_every_reply_of_every_batch() -> None:
+    assert none_failed([batch(ok(""), ok("")), batch(ok(""))], "during the change").ok
+    failed = none_failed([batch(ok("")), batch(Reply(503, {}, "upstream connect error"), ok(""))], "during it")
+    assert not failed.ok and failed.message.startswith("1 of 3 requests during it failed; first: status 503")
+    assert not none_failed([], "during it").ok
+
+
+def test_upstream_failed_means_no_2xx_at_all() -> None:
+    reset = Reply(503, {}, "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+    verdict = upstream_failed(batch(reset, reset))
+    assert verdict.ok and "connection termination" in verdict.message  # Envoy's whole reason, not cut
+    assert not upstream_failed(batch(reset, ok(""))).ok
+    assert not upstream_failed(batch()).ok

@@ -26,3 +26,16 @@ def total(stats: dict[str, int], pattern: str) -> int:
 # listener name holds dots, so only the ";" ends it. A manager prefixed just "outbound" (the local
 # mesh's sidecars before they took Istio's shape) matches too; inbound ones (http.inbound_...) never.
 OUTBOUND_DELAYS = r"http\.outbound(?:_[^;]*;)?\.fault\.delays_injected"
+
+
+def outbound_cluster(port: int, fqdn: str, stat: str, subset: str = "") -> str:
+    """The regular expression of one stat of a client's outbound cluster, as Istio names it:
+    cluster.outbound|<port>|<subset>|<fqdn>;.<stat> (istio/istio pilot/pkg/networking/core/
+    cluster_builder.go: alt_stat_name with the ";" delimiter)."""
+    return rf"cluster\.{re.escape(f'outbound|{port}|{subset}|{fqdn}')};\.{re.escape(stat)}"
+
+
+def inbound_http(port: int, stat: str) -> str:
+    """The regular expression of one stat of a server's inbound HTTP connection manager on a port:
+    http.inbound_0.0.0.0_<port>;.<stat> (istio/istio pilot/pkg/networking/core/listener_inbound.go)."""
+    return rf"http\.inbound_0\.0\.0\.0_{port};\.{re.escape(stat)}"

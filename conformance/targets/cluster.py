@@ -27,6 +27,10 @@ from conformance.targets.telemetry import Telemetry
 from conformance.waiting import wait_for
 from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION
 
+# The feature that applies mesh-wide policy (a PeerAuthentication in the root namespace), which
+# every workload of the cluster sees while it holds.
+MESH_WIDE_FEATURE = "MutualTLSStrict"
+
 
 @dataclass(frozen=True)
 class ClusterAccess:
@@ -298,6 +302,10 @@ class ClusterTarget:
         access = self._access
         if feature == REVISION_FEATURE and access.istio is None:  # nothing to install a revision with
             return access.unsupported.get(feature, not_ours(access.context))
+        if feature == MESH_WIDE_FEATURE and self.settings.worker:
+            # Workers share the cluster: a mesh-wide policy would reach the others' namespaces.
+            return (f"it applies a mesh-wide PeerAuthentication, which the other workers' tests would see; "
+                    f"run it without -n (this is worker {self.settings.worker})")
         return access.unsupported.get(feature)
 
 

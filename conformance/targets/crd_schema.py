@@ -302,7 +302,12 @@ def _messages(error: ValidationError) -> list[Problem]:
         return [Problem(path, f"expected {_types(error.validator_value)}, got null", None)]
     if kind == "type":
         detail = f"expected {_types(error.validator_value)}, got {_json_type(error.instance)} {_short(error.instance)}"
-        return [_invalid(path, detail)]
+        # The API server's words: the value is the actual type (kube-openapi pkg/validation/errors
+        # InvalidType, "%s in body must be of type %s: %q", made a field.Invalid by
+        # apiextensions-apiserver pkg/apiserver/validation/validation.go).
+        actual = _json_type(error.instance)
+        words = f'Invalid value: "{actual}": {path} in body must be of type {_types(error.validator_value)}: "{actual}"'
+        return [Problem(path, detail, FieldError(INVALID, path, words))]
     if kind == "enum":
         value = _short(error.instance)
         allowed = ", ".join(_short(v) for v in error.validator_value)

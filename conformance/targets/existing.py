@@ -19,7 +19,7 @@ from conformance.names import INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
 from conformance.targets import gateway_api_crds, ingress, istio, istio_release, istio_support, versions
 from conformance.targets.base import Doc
-from conformance.targets.cluster import ClusterAccess
+from conformance.targets.cluster import MESH_WIDE_FEATURE, ClusterAccess
 from conformance.targets.kube import Kube
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
 from conformance.targets.istio_revision import REVISION_FEATURE, not_ours
@@ -31,8 +31,6 @@ from conformance.targets.provision import Phases, ensure_gateway_api, istio_inst
 IMAGE_VARIANTS = ("debug", "distroless")
 # Istio's own pre-releases, e.g. 1.30.0-rc.1 (istio/istio release tags).
 PRE_RELEASES = ("alpha", "beta", "rc")
-# The feature that applies mesh-wide policy (a PeerAuthentication in the root namespace).
-MESH_WIDE_FEATURE = "MutualTLSStrict"
 # The charts also label istiod with the chart's appVersion (zzz_profile.yaml, istio.labels).
 VERSION_LABEL = "app.kubernetes.io/version"
 

@@ -11,6 +11,9 @@ from conformance.verdicts.replies import describe
 from conformance.waiting import Verdict
 
 XFCC = "X-Forwarded-Client-Cert"
+# A server proxy's refusals of plaintext on a STRICT port: a connection no filter chain matches
+# (Envoy's listener stat; on Istio the virtual inbound listener's, listener.0.0.0.0_15006.*).
+NO_CHAIN = r"listener\..*\.no_filter_chain_match"
 # Envoy's RBAC filter's body for a denied request (envoyproxy/envoy
 # source/extensions/filters/http/rbac/rbac_filter.cc).
 RBAC_DENIED = "RBAC: access denied"
@@ -87,6 +90,27 @@ def plaintext_seen(batch: Batch) -> Verdict:
     example = bad[0] if bad else None
     detail = f"; first: status {example.status}, {XFCC} {seen_xfcc(example)}" if example else ""
     return Verdict(False, f"expected {len(batch)} replies 200 without {XFCC}, {len(bad)} were not{detail}")
+
+
+def none_failed(batches: list[Batch], what: str) -> Verdict:
+    """Every request of a continuous load answered 200."""
+    replies = [r for b in batches for r in b]
+    failed = [r for r in replies if r.status != 200]
+    if replies and not failed:
+        return Verdict(True, f"all {len(replies)} requests {what} answered 200")
+    first = f"; first: status {failed[0].status} {failed[0].error or failed[0].body!r}" if failed else ""
+    return Verdict(False, f"{len(failed)} of {len(replies)} requests {what} failed{first}")
+
+
+def upstream_failed(batch: Batch) -> Verdict:
+    """No reply 2xx: the server refused what the client's proxy sent (Envoy answers 503 for a reset
+    upstream connection)."""
+    ok = [r for r in batch if 200 <= r.status < 300]
+    seen = sorted({r.status for r in batch})
+    if batch.replies and not ok:
+        return Verdict(True, f"all {len(batch)} requests from {batch.client} failed (statuses {seen}: "
+                             f"{batch.replies[0].body!r})")
+    return Verdict(False, f"expected every request to fail, {len(ok)} of {len(batch)} were answered 2xx")
 
 
 def denied(batch: Batch) -> Verdict:

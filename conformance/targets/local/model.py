@@ -48,6 +48,16 @@ class Service:
 
 
 @dataclass(frozen=True)
+class StatsInclusions:
+    """The stats a pod asks its proxy to keep beyond Istio's required ones, per kind of Envoy
+    StringMatcher, as its annotations say (conformance.targets.local.xds.stats_matcher)."""
+
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    regexps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Pod:
     name: str
     namespace: str
@@ -64,6 +74,10 @@ class Pod:
     # reported in the proxy's node metadata. The local mesh serves every revision from one
     # control plane.
     discovery_address: str = DEFAULT_DISCOVERY_ADDRESS
+    # What its proxy keeps of Envoy's stats besides Istio's required ones; every pod the mesh runs
+    # has them (pods.pod_model). None: no stats matcher, every stat kept, for tests that run the
+    # translator's Envoys directly and read any counter.
+    stats_inclusions: StatsInclusions | None = None
 
     @property
     def injected(self) -> bool:

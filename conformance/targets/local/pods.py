@@ -20,6 +20,7 @@ from conformance.targets.local.model import (ADMIN_PORT, CONTROL_PORT, DEFAULT_D
 from conformance.targets.local.processes import Child, Supervisor
 from conformance.targets.local.workloads import Workload
 from conformance.targets.local.xds.server import ControlPlane
+from conformance.targets.local.xds.stats_matcher import stats_inclusions
 
 PodKey = tuple[str, str]  # namespace, pod name
 
@@ -68,6 +69,7 @@ class RunningPod:
         ]
         if self.workload.app.version:
             argv += ["--version", self.workload.app.version]
+        argv += [f"--arg={arg}" for arg in self.workload.app.args]
         if self.model.injected:
             argv += ["--proxy", f"{self.model.ip}:{OUTBOUND_PORT}"]
         self.app = supervisor.start(f"app {self.model.namespace}/{self.model.name}", argv, log_dir / "app.log")
@@ -120,7 +122,8 @@ def pod_document(workload: Workload, name: str) -> dict[str, Any]:
 
 def pod_model(admitted: Mapping[str, Any], workload: Workload, ip: str) -> Pod:
     """The pod the local mesh runs for an admitted Pod: with a sidecar when the injector added
-    istio-proxy, connecting where the injected ProxyConfig says (as pilot-agent reads it)."""
+    istio-proxy, connecting where the injected ProxyConfig says (as pilot-agent reads it), keeping
+    the stats its annotations ask for."""
     view = pod_view(admitted)
     injected = PROXY_CONTAINER in (*view.containers, *view.init_containers)
     return Pod(
@@ -132,6 +135,7 @@ def pod_model(admitted: Mapping[str, Any], workload: Workload, ip: str) -> Pod:
         service_account=workload.service_account,
         proxy="gateway" if workload.app.app == "gateway" else ("sidecar" if injected else "none"),
         discovery_address=_injected_proxy_config(admitted).get("discoveryAddress", DEFAULT_DISCOVERY_ADDRESS),
+        stats_inclusions=stats_inclusions(view.annotations, f"pod {workload.namespace}/{view.name}"),
     )
 
 

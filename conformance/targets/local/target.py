@@ -33,6 +33,7 @@ SUPPORTED = frozenset({
     "SidecarInjection", "ValidationWebhook", "RevisionInjection", "WebhookConfiguration",
     "MutualTLSStrict", "MutualTLSPermissive", "MutualTLSMigration", "PortLevelMTLS", "DestinationRuleTLS",
     "AuthorizationPolicy",
+    "CircuitBreaking", "OutlierDetection", "Retries",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",

@@ -119,7 +119,7 @@ def workload(doc: Mapping[str, Any], namespace: str) -> Workload:
     selector = dict(spec.get("selector", {}).get("matchLabels", {}))
     if not selector or any(labels.get(k) != v for k, v in selector.items()):
         raise UnsupportedResource(f"{here}: spec.selector.matchLabels must be non-empty and match the template labels")
-    app = images.resolve(container.get("image", ""), here)
+    app = images.resolve_container(container, here)
     host_network = pod_spec.get("hostNetwork", False)
     if not isinstance(host_network, bool):
         raise ManifestError(f"{here}: spec.template.spec.hostNetwork must be true or false")

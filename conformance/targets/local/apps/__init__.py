@@ -7,4 +7,4 @@ Only the standard library is imported here and in every app module: a dozen of t
 start at once, and each must be listening within a fraction of a second.
 """
 
-APPS = ("productpage", "details", "ratings", "reviews", "httpbin", "client")
+APPS = ("productpage", "details", "ratings", "reviews", "httpbin", "client", "http-echo")

@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", choices=("v1", "v2", "v3"), default="v1", help="reviews version")
     parser.add_argument("--proxy", type=_address, metavar="IP:PORT", help="the pod's sidecar, for outbound calls")
     parser.add_argument("--registry", type=Path, metavar="FILE", help="service registry JSON, when no --proxy")
+    parser.add_argument("--arg", action="append", default=[], metavar="ARG",
+                        help="one of the container's args, for an app that reads them (http-echo)")
     return parser.parse_args(argv)
 
 
@@ -35,6 +37,10 @@ def build_app(args: argparse.Namespace) -> App:
         from conformance.targets.local.apps.httpbin import httpbin_app
 
         return httpbin_app()
+    if args.app == "http-echo":
+        from conformance.targets.local.apps.http_echo import http_echo_app, parse_echo_args
+
+        return http_echo_app(parse_echo_args(args.arg))
     if args.app == "client":
         from conformance.targets.local.apps.client import client_app
 

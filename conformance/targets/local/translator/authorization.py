@@ -4,7 +4,7 @@ istio/istio, tag 1.28.0: which policies apply to a workload, pilot/pkg/model/aut
 ListAuthorizationPolicies and policyattachment.go ShouldAttachPolicy; the filters,
 pilot/pkg/security/authz/builder/builder.go; each rule's Envoy policy, pilot/pkg/security/authz/
 model/{model,generator,permission,principal}.go; value matching, pilot/pkg/security/authz/matcher/
-{string,header}.go. istio_subset.py has refused every field and value not implemented here
+{string,header}.go. istio_subset_security.py has refused every field and value not implemented here
 (AUDIT, CUSTOM, dry-run, request principals, IP blocks, hosts, path templates, other `when` keys).
 """
 
@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.names import SPIFFE_PREFIX
 from conformance.targets.base import Doc
-from conformance.targets.local.istio_subset import (
+from conformance.targets.local.istio_subset_security import (
     ALLOW_ACTION,
     DENY_ACTION,
     WHEN_HEADER,
@@ -22,17 +23,15 @@ from conformance.targets.local.istio_subset import (
     WHEN_PRINCIPAL,
 )
 from conformance.targets.local.model import Pod
-from conformance.targets.local.translator.clusters_listeners import has_labels
 from conformance.targets.local.translator.index import ROOT_NAMESPACE, MeshIndex, name_of, namespace_of
 from conformance.targets.local.translator.mutants import AUTHZ_IGNORED
+from conformance.targets.local.translator.peer_authentication import has_labels, selector_of
 
 RBAC_FILTER = "envoy.filters.http.rbac"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 # builder.go sets shadow_rules_stat_prefix from the shadow rules' action even when there are none (no
 # dry-run policy): the zero action, ALLOW, gives this prefix on every filter, DENY ones included.
 SHADOW_RULES_STAT_PREFIX = "istio_dry_run_allow_"
-# A source principal is matched against the peer certificate's SPIFFE URI (pkg/spiffe URIPrefix).
-SPIFFE_PREFIX = "spiffe://"
 
 # builder.go rbacPolicyMatchNever: a policy without rules (the ALLOW "allow-nothing" spec {}).
 MATCH_NEVER = {
@@ -69,7 +68,7 @@ def applying_policies(pod: Pod, policies: Iterable[Doc]) -> list[Doc]:
     namespaces = list(dict.fromkeys((ROOT_NAMESPACE, pod.namespace)))
     return [
         policy for namespace in namespaces for policy in policies
-        if namespace_of(policy) == namespace and has_labels(pod, _match_labels(policy))
+        if namespace_of(policy) == namespace and has_labels(pod, selector_of(policy))
     ]
 
 
@@ -173,7 +172,7 @@ def _when_conditions(when: Iterable[Mapping[str, Any]]) -> tuple[list[_Condition
             principals.append(_Condition(_principal, values, not_values))
         elif key == WHEN_NAMESPACE:
             principals.append(_Condition(_namespace, values, not_values))
-        else:  # request.headers[<name>]: istio_subset.py has refused every other key
+        else:  # request.headers[<name>]: istio_subset_security.py has refused every other key
             principals.append(_Condition(_request_header(header_name(key)), values, not_values))
     return _present(permissions), _present(principals)
 
@@ -270,7 +269,3 @@ def port_number(value: str) -> int:
     if not (value.isascii() and value.isdigit()) or int(value) > 65535:
         raise ValueError(f"AuthorizationPolicy port {value!r} is not a port number (0-65535)")
     return int(value)
-
-
-def _match_labels(policy: Doc) -> Mapping[str, str]:
-    return ((policy.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}

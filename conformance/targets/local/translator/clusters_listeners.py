@@ -1,7 +1,7 @@
 """Clusters, listeners and route configs with Istio's names and defaults (istio/istio
 pilot/pkg/networking/core cluster_builder.go, cluster_traffic_policy.go, listener.go, httproute.go)."""
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from conformance.targets.local.model import Pod, Service
@@ -15,7 +15,12 @@ from conformance.targets.local.translator.mtls import (
     mtls_endpoint_metadata,
     service_identities,
 )
-from conformance.targets.local.translator.peer_authentication import PeerPolicy, service_mode, workload_policy
+from conformance.targets.local.translator.peer_authentication import (
+    PeerPolicy,
+    has_labels,
+    service_mode,
+    workload_policy,
+)
 from conformance.targets.local.translator.resources import (
     ADS_SOURCE,
     CLUSTER_TYPE,
@@ -34,8 +39,12 @@ from conformance.targets.local.translator.resources import (
     ROUTER_FILTER,
     ROUTER_TYPE,
     SERVER_NAME,
-    UNLIMITED,
     delimited_stat_prefix,
+)
+from conformance.targets.local.translator.traffic_policy import (
+    default_circuit_breakers,
+    outbound_policy_fields,
+    port_policy,
 )
 
 # The mode of a pod's target port: (pod, port) -> DISABLE, PERMISSIVE or STRICT.
@@ -54,7 +63,9 @@ def outbound_clusters(index: MeshIndex) -> tuple[list[dict], dict[str, dict]]:
     """One EDS cluster per service port, and one per DestinationRule subset of it; and their
     endpoints (cluster name -> ClusterLoadAssignment), as istiod sends them (cluster_builder.go
     buildOutboundClusters: EDS for Kubernetes services), each with the TLS it originates
-    (mtls.cluster_tls) and endpoints marked for mutual TLS where Istio marks them."""
+    (mtls.cluster_tls), the connection pool and outlier detection of the DestinationRule's policy
+    for its port (traffic_policy.py; a subset cluster takes the rule's policy too, the local mesh
+    admitting no subset policy), and endpoints marked for mutual TLS where Istio marks them."""
     clusters, endpoints = [], {}
     port_mode = _port_modes(index)
     for svc in index.state.services:
@@ -64,14 +75,17 @@ def outbound_clusters(index: MeshIndex) -> tuple[list[dict], dict[str, dict]]:
         tls = _ServiceTls(index, svc)
         for sp in svc.ports:
             dr_mode = destination_rule_tls(index, svc.fqdn, sp.port)
+            policy = port_policy(index.traffic_policies.get(svc.fqdn), sp.port)
             name = outbound_cluster_name(sp.port, svc.fqdn)
-            clusters.append(tls.cluster(name, dr_mode, istio_mutual_sni(sp.port, svc.fqdn)))
+            clusters.append({**tls.cluster(name, dr_mode, istio_mutual_sni(sp.port, svc.fqdn)),
+                             **outbound_policy_fields(policy, index.state.mutants)})
             endpoint_mode = endpoint_tls_mode(index, svc.fqdn, sp.port)
             endpoints[name] = eds_assignment(name, members, sp.target_port, endpoint_mode, port_mode)
             for subset in index.subsets.get(svc.fqdn, ()):
                 labels = subset.get("labels") or {}
                 name = outbound_cluster_name(sp.port, svc.fqdn, subset["name"])
-                clusters.append(tls.cluster(name, dr_mode, istio_mutual_sni(sp.port, svc.fqdn, subset["name"])))
+                clusters.append({**tls.cluster(name, dr_mode, istio_mutual_sni(sp.port, svc.fqdn, subset["name"])),
+                                 **outbound_policy_fields(policy, index.state.mutants)})
                 chosen = [pod for pod in members if has_labels(pod, labels)]
                 endpoint_mode = endpoint_tls_mode(index, svc.fqdn, sp.port, subset["name"])
                 endpoints[name] = eds_assignment(name, chosen, sp.target_port, endpoint_mode, port_mode)
@@ -106,23 +120,6 @@ def _port_modes(index: MeshIndex) -> PortMode:
     return mode
 
 
-def has_labels(pod: Pod, labels: Mapping[str, str]) -> bool:
-    return all(pod.labels.get(key) == value for key, value in labels.items())
-
-
-def _circuit_breakers() -> dict:
-    return {
-        "thresholds": [
-            {
-                "max_connections": UNLIMITED,
-                "max_pending_requests": UNLIMITED,
-                "max_requests": UNLIMITED,
-                "max_retries": UNLIMITED,
-            }
-        ]
-    }
-
-
 def _cluster(name: str) -> dict:
     return {
         "@type": CLUSTER_TYPE,
@@ -132,7 +129,8 @@ def _cluster(name: str) -> dict:
         "connect_timeout": CONNECT_TIMEOUT,
         # cluster_traffic_policy.go defaultLBAlgorithm, for a DestinationRule without loadBalancer.
         "lb_policy": DEFAULT_LB_POLICY,
-        "circuit_breakers": _circuit_breakers(),
+        # cluster_traffic_policy.go applyConnectionPool: Istio's thresholds on every cluster.
+        "circuit_breakers": default_circuit_breakers(),
     }
 
 
@@ -188,7 +186,7 @@ def passthrough_cluster() -> dict:
         "type": "ORIGINAL_DST",
         "lb_policy": "CLUSTER_PROVIDED",
         "connect_timeout": CONNECT_TIMEOUT,
-        "circuit_breakers": _circuit_breakers(),
+        "circuit_breakers": default_circuit_breakers(),
         "original_dst_lb_config": {"use_http_header": True, "http_header_name": ":authority"},
     }
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conformance.names import TLS_MODE_ISTIO, TLS_MODE_LABEL, spiffe_id
+from conformance.targets.local.istio_subset_networking import ISTIO_MUTUAL, TLS_DISABLE
 from conformance.targets.local.model import Pod
 from conformance.targets.local.translator.index import MeshIndex
 from conformance.targets.local.translator.mutants import SHARED_ACCOUNT, SHARED_IDENTITY
@@ -27,10 +28,7 @@ from conformance.targets.local.translator.resources import (
     UPSTREAM_TLS_TYPE,
     WORKLOAD_SECRET,
 )
-
-# A DestinationRule's ClientTLSSettings modes the local mesh implements.
-ISTIO_MUTUAL = "ISTIO_MUTUAL"
-TLS_DISABLE = "DISABLE"
+from conformance.targets.local.translator.traffic_policy import port_policy
 
 # The transport protocols the TLS inspector tells apart (istio/istio pilot/pkg/xds/filters/filters.go).
 TLS_TRANSPORT = "tls"
@@ -185,13 +183,8 @@ def destination_rule_tls(index: MeshIndex, fqdn: str, port: int) -> str | None:
     A port-level setting for the port replaces the whole top-level policy, tls included
     (istio/istio pilot/pkg/networking/util/util.go GetPortLevelTrafficPolicy).
     """
-    policy = index.traffic_policies.get(fqdn)
-    if policy is None:
-        return None
-    for settings in policy.get("portLevelSettings") or []:
-        if int((settings.get("port") or {}).get("number", 0)) == port:
-            return (settings.get("tls") or {}).get("mode")
-    return (policy.get("tls") or {}).get("mode")
+    policy = port_policy(index.traffic_policies.get(fqdn), port)
+    return None if policy is None else (policy.get("tls") or {}).get("mode")
 
 
 def endpoint_tls_mode(index: MeshIndex, fqdn: str, port: int, subset: str = "") -> str | None:

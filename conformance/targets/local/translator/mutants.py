@@ -16,6 +16,9 @@ STRICT_AS_PERMISSIVE = "strict-as-permissive"
 NO_PEER_VERIFICATION = "no-peer-verification"
 SHARED_IDENTITY = "shared-identity"
 AUTHZ_IGNORED = "authz-ignored"
+NO_CIRCUIT_BREAKER = "no-circuit-breaker"
+NO_OUTLIER_DETECTION = "no-outlier-detection"
+NO_RETRIES = "no-retries"
 # The one identity (namespace, service account) every workload gets under SHARED_IDENTITY.
 SHARED_ACCOUNT = ("default", "default")
 
@@ -44,6 +47,11 @@ KNOWN_MUTANTS: dict[str, str] = {
     "spiffe://cluster.local/ns/default/sa/default, whatever its service account, and clients accept it "
     "from every server",
     AUTHZ_IGNORED: "AuthorizationPolicies are not configured: sidecars get no RBAC filter, every request is allowed",
+    NO_CIRCUIT_BREAKER: "DestinationRule connectionPool settings are ignored: every cluster keeps Istio's default "
+    "circuit breakers (no limit) and connection reuse",
+    NO_OUTLIER_DETECTION: "DestinationRule outlierDetection is ignored: no endpoint is ever ejected",
+    NO_RETRIES: "VirtualService retries are ignored: every route keeps Istio's default retry policy "
+    "(connection failures only, twice), attempts 0 included",
 }
 
 

@@ -35,7 +35,13 @@ class PeerPolicy:
 
 
 def selector_of(doc: Doc) -> Mapping[str, str]:
+    """A security policy's spec.selector.matchLabels (none: it selects every workload it sees)."""
     return ((doc.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+
+
+def has_labels(pod: Pod, labels: Mapping[str, str]) -> bool:
+    """Whether `pod` carries every one of `labels` (none: every pod does)."""
+    return all(pod.labels.get(key) == value for key, value in labels.items())
 
 
 def mode_of(mtls: Mapping[str, Any] | None) -> str:
@@ -56,7 +62,7 @@ def workload_policy(pod: Pod, policies: Sequence[Doc], root_namespace: str = ROO
     """
     seen = [doc for doc in policies
             if namespace_of(doc) in (pod.namespace, root_namespace)
-            and all(pod.labels.get(key) == value for key, value in selector_of(doc).items())]
+            and has_labels(pod, selector_of(doc))]
     mesh = _first(doc for doc in seen if not selector_of(doc) and namespace_of(doc) == root_namespace)
     namespace = _first(doc for doc in seen if not selector_of(doc) and namespace_of(doc) != root_namespace)
     workload = _first(doc for doc in seen if selector_of(doc) and namespace_of(doc) != root_namespace)

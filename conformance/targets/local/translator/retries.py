@@ -13,6 +13,7 @@ from typing import Any
 from conformance.targets.base import Doc
 from conformance.targets.local.istio_values import is_http_status
 from conformance.targets.local.translator.durations import envoy_duration
+from conformance.targets.local.translator.mutants import NO_RETRIES
 
 # retry.go: 2 retries on connection-level failures; retriable-status-codes is listed, but
 # with no codes, so no HTTP status (503 included) is retried.
@@ -52,13 +53,15 @@ def inbound_retry_policy() -> dict[str, Any]:
     return {"retry_on": "reset-before-request", "num_retries": DEFAULT_RETRIES}
 
 
-def route_retry_policy(retries: Doc | None, where: str) -> dict[str, Any] | None:
+def route_retry_policy(retries: Doc | None, where: str,
+                       mutants: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """retry.go ConvertPolicy: a VirtualService's `retries` over the default; None disables retries.
+    Under the NO_RETRIES mutant `retries` is ignored: the default policy stays.
 
     istio_subset.py has checked the values as Istio's validation does.
     """
     policy = default_retry_policy()
-    if retries is None:
+    if retries is None or NO_RETRIES in mutants:
         return policy
     attempts = int(retries.get("attempts") or 0)
     if attempts <= 0:

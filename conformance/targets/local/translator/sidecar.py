@@ -37,6 +37,7 @@ from conformance.targets.local.translator.mutants import NO_PEER_VERIFICATION, S
 from conformance.targets.local.translator.peer_authentication import PERMISSIVE, STRICT, workload_policy
 from conformance.targets.local.translator.resources import OUTBOUND_ROUTE, ProxyConfig
 from conformance.targets.local.translator.retries import default_retry_policy, inbound_retry_policy
+from conformance.targets.local.translator.traffic_policy import inbound_policy_fields
 from conformance.targets.local.translator.vs_routes import vs_routes
 
 # The outbound listener is an HTTP proxy for the app, as Istio's HTTP proxy listener
@@ -84,7 +85,9 @@ def sidecar_config(pod: Pod, index: MeshIndex, shared: Outbound | None = None) -
     for port in pod.container_ports:
         route_name = inbound_cluster_name(port)  # Istio names the inbound route like its cluster
         listeners.append(_inbound_listener(pod, port, policy.for_port(port), route_name, authz, index.state.mutants))
-        clusters.append(static_cluster(inbound_cluster_name(port), [(pod.ip, app_port(port))]))
+        # A DestinationRule's connection pool applies on the server side too (traffic_policy.py).
+        clusters.append({**static_cluster(inbound_cluster_name(port), [(pod.ip, app_port(port))]),
+                         **inbound_policy_fields(pod, port, index)})
         default_route = catch_all(inbound_cluster_name(port), inbound_retry_policy())
         routes[route_name] = route_config(
             route_name, [{"name": f"inbound|http|{port}", "domains": ["*"], "routes": [default_route]}]

@@ -101,7 +101,7 @@ def _route_action(vs: Doc, position: int, http: Doc, index: MeshIndex, listener_
         action["timeout"] = envoy_duration(str(http["timeout"]), f"{where}.timeout")
     # Istio's default retry policy unless `retries` replaces it; attempts 0: no retries
     # (istio/istio pilot/pkg/networking/core/route/route.go applyHTTPRouteDestination).
-    retry_policy = route_retry_policy(http.get("retries"), f"{where}.retries")
+    retry_policy = route_retry_policy(http.get("retries"), f"{where}.retries", mutants)
     if retry_policy is not None:
         action["retry_policy"] = retry_policy
     return action

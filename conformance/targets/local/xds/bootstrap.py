@@ -1,11 +1,13 @@
 """The bootstrap each Envoy starts from: its node identity, shaped as Istio's, and one ADS
-stream to the control plane that brings everything else (istio/istio pkg/bootstrap and
-tools/packaging/common/envoy_bootstrap.json: the `xds-grpc` cluster, ADS for LDS and CDS)."""
+stream to the control plane that brings everything else, and Istio's stats matcher (istio/istio
+pkg/bootstrap and tools/packaging/common/envoy_bootstrap.json: the `xds-grpc` cluster, ADS for LDS
+and CDS, stats_config.stats_matcher)."""
 
 from typing import Any
 
 from conformance.targets.local.model import ADMIN_PORT, CLUSTER_DOMAIN, Pod
 from conformance.targets.local.translator.resources import ADS_SOURCE
+from conformance.targets.local.xds.stats_matcher import stats_matcher
 
 XDS_CLUSTER = "xds-grpc"
 HTTP2_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -34,7 +36,7 @@ def node_metadata(pod: Pod) -> dict[str, Any]:
 
 def bootstrap(pod: Pod, control_plane: tuple[str, int]) -> dict[str, Any]:
     host, port = control_plane
-    return {
+    config: dict[str, Any] = {
         "node": {
             "id": node_id(pod),
             "cluster": f"{pod.labels.get('app', pod.name)}.{pod.namespace}",
@@ -56,6 +58,9 @@ def bootstrap(pod: Pod, control_plane: tuple[str, int]) -> dict[str, Any]:
             "layers": [{"name": "static", "static_layer": {"overload.global_downstream_max_connections": 50000}}]
         },
     }
+    if pod.stats_inclusions is not None:
+        config["stats_config"] = {"stats_matcher": stats_matcher(pod.stats_inclusions, pod.ip)}
+    return config
 
 
 def _xds_cluster(host: str, port: int) -> dict[str, Any]:
