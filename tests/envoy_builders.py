@@ -186,13 +186,14 @@ class Proxies:
 
 
 def listeners_active(proxy: EnvoyProxy, names: list[str]) -> bool:
-    """Whether every listener is active: a listener is, once its routes are loaded."""
+    """Whether every listener accepts connections: it is listed once its routes are loaded, but its
+    socket listens only once Envoy's workers have started, when /ready says LIVE."""
     assert proxy.child is not None and proxy.child.alive(), f"Envoy exited:\n{proxy.child and proxy.child.log_tail()}"
     try:
         active = proxy.admin("/listeners").text
     except httpx.HTTPError:  # the admin port is not open yet
         return False
-    return all(f"{name}::" in active for name in names)
+    return all(f"{name}::" in active for name in names) and proxy.live()
 
 
 class RecordingUpstream:
