@@ -55,7 +55,6 @@ BREAKS: dict[str, dict[str, str]] = {
     # STRICT served as PERMISSIVE: plaintext is answered wherever STRICT should refuse it.
     "strict-as-permissive": {
         "MutualTLSStrict": "namespace STRICT refuses plaintext: not converged",
-        "MutualTLSMigration": "STRICT refuses plaintext: not converged",
         "PortLevelMTLS": "port 8080 STRICT under a PERMISSIVE namespace refuses plaintext: not converged",
         "DestinationRuleTLS": "tls DISABLE toward a STRICT server fails: not converged",
     },
@@ -109,7 +108,8 @@ def test_mutant_fails_the_features_it_breaks(tmp_path: Path, mutant: str) -> Non
     assert set(outcome) == ran, reasons
     failed = {name for name, f in outcome.items() if f["outcome"] == "FAILED"}
     assert failed == set(expected), reasons
-    assert all(outcome[name]["outcome"] == "PASSED" for name in ran - failed), reasons
+    # Every other feature of the profile passes (or, not judged on the local target, says why).
+    assert all(outcome[name]["outcome"] in ("PASSED", "NOT_SUPPORTED") for name in ran - failed), reasons
     for name, text in expected.items():
         assert text in outcome[name]["reason"], f"{name}: {outcome[name]['reason']}"
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
