@@ -58,10 +58,6 @@ def test_circuit_breaking(applied: Apply, bookinfo: Bookinfo, target: Target, ru
     evidence(f"{tripped}; control: {control}; after the load: {after}")
 
 
-def ejection_holds(batch: Batch) -> Verdict:
-    return all_status(batch, 200)
-
-
 @pytest.mark.feature("OutlierDetection")
 def test_outlier_detection(applied: Apply, bookinfo: Bookinfo, target: Target, run_settings: RunSettings,
                            evidence: Evidence) -> None:
@@ -75,7 +71,7 @@ def test_outlier_detection(applied: Apply, bookinfo: Bookinfo, target: Target, r
     ejections = partial(client_counter, target, bookinfo, "outlier_detection.ejections_enforced_total", "flaky")
     ejected_before = ejections()
     # The first 503 ejects the failing endpoint (consecutive5xxErrors 1): then only the healthy one answers.
-    converge(partial(bookinfo.client.send, url, 5), ejection_holds, run_settings.timeouts,
+    converge(partial(bookinfo.client.send, url, 5), lambda b: all_status(b, 200), run_settings.timeouts,
              "the failing endpoint is ejected")
     during = measure(partial(bookinfo.client.send, url, 40), "40 x GET while the endpoint is ejected (30 s)")
     ejected = ejections() - ejected_before
@@ -130,9 +126,7 @@ def test_retries(applied: Apply, bookinfo: Bookinfo, target: Target, run_setting
         weights = {"succeeded": 1 - failing, "failed": failing}
         # Converged once the route carries the manifest's policy: no retry counted on a probe with
         # attempts 0, some retries with attempts 2 (a probe of 20 gives one with certainty 1 - 2^-20).
-        before = client_counter(target, bookinfo, "upstream_rq_retry")
-        converge(partial(bookinfo.client.send, url, 20),
-                 lambda b, a=attempts, seen=[before]: _retries_match(target, bookinfo, seen, a),
+        converge(partial(bookinfo.client.send, url, 20), RetriesPerProbe(target, bookinfo, attempts),
                  run_settings.timeouts, f"retries attempts {attempts} take effect")
         verdict, requests, retries, received = decided_share(
             target, bookinfo, url, weights, f"success share with attempts {attempts}")
@@ -141,8 +135,16 @@ def test_retries(applied: Apply, bookinfo: Bookinfo, target: Target, run_setting
     evidence(" | ".join(proofs))
 
 
-def _retries_match(target: Target, bookinfo: Bookinfo, seen: list[int], attempts: int) -> Verdict:
-    now = client_counter(target, bookinfo, "upstream_rq_retry")
-    increase, seen[0] = now - seen[0], now
-    ok = increase > 0 if attempts else increase == 0
-    return Verdict(ok, f"upstream_rq_retry +{increase} over a probe (attempts {attempts})")
+class RetriesPerProbe:
+    """Convergence on a route's retry policy: the client proxy's retries over each probe (since the
+    previous one), none with attempts 0 and some with more."""
+
+    def __init__(self, target: Target, bookinfo: Bookinfo, attempts: int) -> None:
+        self.target, self.bookinfo, self.attempts = target, bookinfo, attempts
+        self.last = client_counter(target, bookinfo, "upstream_rq_retry")
+
+    def __call__(self, batch: Batch) -> Verdict:
+        now = client_counter(self.target, self.bookinfo, "upstream_rq_retry")
+        increase, self.last = now - self.last, now
+        ok = increase > 0 if self.attempts else increase == 0
+        return Verdict(ok, f"upstream_rq_retry +{increase} over a probe (attempts {self.attempts})")

@@ -12,7 +12,7 @@ from typing import Any
 
 from conformance.names import PROXY_CONTAINER
 from conformance.targets.base import PodView
-from conformance.targets.kube_views import GENERATED_NAME_ALPHABET as _ALPHABET, pod_view
+from conformance.targets.kube_views import GENERATED_NAME_ALPHABET, pod_view
 from conformance.targets.local.envoy import EnvoyProxy
 from conformance.targets.local.admission.injector import PROXY_CONFIG_ENV
 from conformance.targets.local.model import (ADMIN_PORT, CONTROL_PORT, DEFAULT_DISCOVERY_ADDRESS, OUTBOUND_PORT, Pod,
@@ -27,8 +27,8 @@ PodKey = tuple[str, str]  # namespace, pod name
 
 def pod_name(workload: Workload) -> str:
     digest = hashlib.sha256(json.dumps([workload.image, sorted(workload.pod_labels.items())]).encode()).digest()
-    template_hash = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:10])
-    suffix = "".join(random.choice(_ALPHABET) for _ in range(5))
+    template_hash = "".join(GENERATED_NAME_ALPHABET[b % len(GENERATED_NAME_ALPHABET)] for b in digest[:10])
+    suffix = "".join(random.choice(GENERATED_NAME_ALPHABET) for _ in range(5))
     return f"{workload.name}-{template_hash}-{suffix}"
 
 
