@@ -6,7 +6,6 @@ from pathlib import Path
 import yaml
 
 from conformance import features
-from conformance.targets.local.target import NOT_JUDGED
 from tests.builders import WHOLE_MESH, mesh_processes, meshconf
 
 pytestmark = WHOLE_MESH
@@ -27,10 +26,7 @@ def test_run_passes_on_correct_mesh(tmp_path: Path) -> None:
     assert "target local" in done.stderr
     rep = report(tmp_path)
     assert rep["run"]["target"] == "local" and "no Kubernetes" in rep["run"]["mode"]
-    # Every feature passes, except those the local target says it does not judge yet, with why.
-    assert outcomes(rep) == {f.name: "NOT_SUPPORTED" if f.name in NOT_JUDGED else "PASSED" for f in features.CATALOGUE}
-    migration = next(f for f in rep["features"] if f["name"] == "MutualTLSMigration")
-    assert "drain a changed filter chain's connections in 1 s" in migration["reason"]
+    assert outcomes(rep) == {f.name: "PASSED" for f in features.CATALOGUE}
     assert rep["result"] == "success"
     route = next(f for f in rep["features"] if f["name"] == "RouteToVersion")
     assert "100 v1 held: 90 requests, v1 90 (100.0%)" in route["reason"]

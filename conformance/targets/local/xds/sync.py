@@ -14,9 +14,10 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from google.protobuf import any_pb2
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 
-from conformance.targets.local.translator.resources import CLUSTER_TYPE, ENDPOINT_TYPE
+from conformance.targets.local.translator.resources import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE
 from conformance.targets.local.xds.protos import BY_NAME, PUSH_ORDER, SHORT_NAMES
 
 SYNCED = "SYNCED"
@@ -63,13 +64,20 @@ class TypeSync:
         one; of the others those Envoy asked for, since a listener or cluster it refused asks
         for none. Envoy asks for a new listener's routes (a cluster's endpoints) before it ACKs
         the listeners (clusters): it holds those requests back while it takes the update
-        (envoyproxy/envoy LdsApiImpl::onConfigUpdate, CdsApiHelper::onConfigUpdate: ScopedResume)."""
+        (envoyproxy/envoy LdsApiImpl::onConfigUpdate, CdsApiHelper::onConfigUpdate: ScopedResume).
+        Every route name asked for is answered, held or not (see empty_route)."""
+        if type_url == ROUTE_TYPE:
+            return self.subscribed
         return self.subscribed & self.names if type_url in BY_NAME else self.names
 
     def missing(self, type_url: str) -> frozenset[str]:
         """Names Envoy asked for that the control plane does not hold: what uses them waits
         (a listener whose certificate is missing stays warming)."""
-        return self.subscribed - self.names if type_url in BY_NAME else frozenset()
+        return self.subscribed - self.names if type_url in BY_NAME and type_url != ROUTE_TYPE else frozenset()
+
+    def message(self, name: str) -> any_pb2.Any:
+        held = self.resources.get(name)
+        return held.message if held is not None else empty_route(name)
 
     def status(self, type_url: str) -> str:
         if self.nack is not None:
@@ -81,6 +89,17 @@ class TypeSync:
         synced = (self.sent_nonce != "" and self.acked_version == self.sent_version == str(self.version)
                   and self.acked_names >= self.wanted(type_url))
         return SYNCED if synced else STALE
+
+
+def empty_route(name: str) -> any_pb2.Any:
+    """istiod's answer for a route name it has no routes for: an empty route configuration. A
+    listener draining after a change (45 s) still asks for the routes it was built with
+    (istio/istio 1.28.0 pilot/pkg/networking/core/httproute.go BuildHTTPRoutes, and gateway.go
+    buildGatewayHTTPRouteConfig: "Envoy will still request route information due to the
+    draining of listeners")."""
+    packed = any_pb2.Any()
+    packed.Pack(route_pb2.RouteConfiguration(name=name, validate_clusters=wrappers_pb2.BoolValue(value=False)))
+    return packed
 
 
 class ProxySync:
@@ -133,7 +152,7 @@ class ProxySync:
             sync = self.types[type_url]
             if not sync.requested:
                 continue
-            names = sync.names & sync.subscribed if type_url in BY_NAME else sync.names
+            names = sync.wanted(type_url)
             if sync.sent_nonce and sync.sent_version == str(sync.version) and sync.sent_names == names:
                 continue
             sync.sent_version, sync.sent_nonce, sync.sent_names = str(sync.version), str(next(_nonces)), names
@@ -144,7 +163,7 @@ class ProxySync:
                 # every clusters push, as istiod's full push sends them.
                 self.types[ENDPOINT_TYPE].sent_nonce = ""
             yield Response(type_url, sync.sent_version, sync.sent_nonce,
-                           tuple(sync.resources[name].message for name in sorted(names)))
+                           tuple(sync.message(name) for name in sorted(names)))
 
     def status(self) -> dict[str, str]:
         return {SHORT_NAMES[type_url]: sync.status(type_url) for type_url, sync in self.types.items()}
