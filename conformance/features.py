@@ -129,6 +129,30 @@ CATALOGUE: tuple[Feature, ...] = (
         "extra attempts the upstream received.",
     ),
     Feature(
+        "StandardMetrics",
+        "MESH-TELEMETRY",
+        Level.CORE,
+        "After N requests from curl to reviews v2 and N through productpage, Prometheus holds "
+        "istio_requests_total with Istio's labels (reporter source and destination, workloads, version, "
+        "service, response code, connection security policy), increased by exactly N per edge (2N for "
+        "reviews to ratings), and istio_request_duration_milliseconds alike; the time they took to appear "
+        "is reported.",
+    ),
+    Feature(
+        "ProxyStats",
+        "MESH-TELEMETRY",
+        Level.CORE,
+        "Under an 80/20 reviews split, the client proxy's upstream_rq_2xx of each subset cluster increases by "
+        "exactly the replies the client saw from that version.",
+    ),
+    Feature(
+        "ServiceGraph",
+        "MESH-TELEMETRY",
+        Level.EXTENDED,
+        "Kiali's graph of the Bookinfo namespace shows the edges productpage to reviews v1, v2 and v3 and "
+        "reviews to ratings for the traffic sent.",
+    ),
+    Feature(
         "IngressGateway",
         "MESH-INGRESS",
         Level.CORE,

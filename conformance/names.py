@@ -80,3 +80,13 @@ def spiffe_id(namespace: str, service_account: str) -> str:
 # istio/istio pilot/pkg/model/service.go IstioMutualTLSModeLabel).
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 TLS_MODE_ISTIO = "istio"
+
+# pilot-agent's status port (ProxyConfig statusPort): it serves the pod's merged metrics there.
+STATUS_PORT = 15020
+# The annotations Istio's injection points Prometheus with (pkg/kube/inject/webhook.go
+# applyPrometheusMerge); Istio's samples/addons Prometheus scrapes the pods that carry them.
+PROMETHEUS_SCRAPE = "prometheus.io/scrape"
+PROMETHEUS_PORT = "prometheus.io/port"
+PROMETHEUS_PATH = "prometheus.io/path"
+# Where pilot-agent serves the merged metrics, and Envoy's admin its own, in Prometheus's format.
+STATS_PATH = "/stats/prometheus"

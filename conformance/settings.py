@@ -46,6 +46,10 @@ class Timeouts:
     poll: float = 0.1
     request: float = 10.0
     rollout: float = 60.0  # workloads ready after a change
+    # Requests counted in Prometheus: Envoy's flush, the scrape interval (5 s on kind), the query;
+    # Istio's telemetry tests wait up to 80 s (pkg/test/framework/telemetry.go TelemetryRetryTimeout).
+    metrics: float = 90.0
+    metrics_poll: float = 1.0
     install: float = 300.0  # mesh installed
     # A freshly installed mesh ready: its rollouts (a new node pulls istiod's, the gateway's and
     # the addons' images first), the validation webhook, and the ingress answering.

@@ -33,6 +33,7 @@ from conformance.targets.kube import Kube
 from conformance.waiting import wait_for
 
 if TYPE_CHECKING:  # imported by pytest_plugins below: an import here first would stop their assert rewriting
+    from tests.apps_builders import Apps
     from tests.cluster_builders import Machine
     from tests.fakeapi import FakeApi
     from tests.fakegateway import FakeGateway
@@ -40,6 +41,19 @@ if TYPE_CHECKING:  # imported by pytest_plugins below: an import here first woul
     from tests.release_server import ReleaseServer
 
 pytest_plugins = ["pytester", "tests.fakeapi", "tests.fakegateway", "tests.fakes", "tests.release_server"]
+
+
+@pytest.fixture
+def apps(tmp_path: Path) -> Iterator[Apps]:
+    """The local mesh's app processes, started by each test and stopped after it."""
+    from tests.apps_builders import Apps
+
+    started = Apps(tmp_path)
+    started.register("placeholder")  # the registry file exists from the start
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture

@@ -53,6 +53,8 @@ from tests.fake_patch import APPLY_PATCH, MERGE_PATCH, merge, spec_of, without_s
 from tests.fake_services import allocate
 
 NOT_FOUND = "the server could not find the requested resource"
+# staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go: the body's namespace must be the URL's.
+NAMESPACE_MISMATCH = "the namespace of the provided object does not match the namespace sent on the request"
 CREATED_AT = "2026-01-01T00:00:00Z"
 
 
@@ -175,8 +177,7 @@ class FakeApi:
                                                      "Required value: name or generateName is required"))
         namespace = (body.get("metadata") or {}).get("namespace")
         if namespace and route.namespace and namespace != route.namespace:
-            return Reply(400, status(400, "BadRequest", "the namespace of the provided object does not match "
-                                                        "the namespace sent on the request"))
+            return Reply(400, status(400, "BadRequest", NAMESPACE_MISMATCH))
         target = Route(route.resource, route.namespace, name)
         if target.object_path in self.objects:
             return Reply(409, status(409, "AlreadyExists", f'{route.resource.qualified} "{name}" already exists',
@@ -208,6 +209,9 @@ class FakeApi:
         if name != route.name:
             return Reply(400, status(400, "BadRequest", f"the name of the object ({name}) does not match the "
                                                         f"name on the URL ({route.name})"))
+        namespace = (body.get("metadata") or {}).get("namespace")
+        if namespace and route.namespace and namespace != route.namespace:
+            return Reply(400, status(400, "BadRequest", NAMESPACE_MISMATCH))
         current = self.objects.get(route.object_path)
         force = seen.query.get("force", ["false"])[0] == "true"
         before = copy.deepcopy(self.owners.by_object.get(route.object_path))

@@ -10,7 +10,8 @@ import httpx
 import jsonpatch
 import pytest
 
-from conformance.names import DEFAULT_REVISION, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION, TLS_MODE_LABEL
+from conformance.names import (DEFAULT_REVISION, PROMETHEUS_PATH, PROMETHEUS_PORT, PROMETHEUS_SCRAPE, PROXY_CONTAINER,
+                               SIDECAR_STATUS_ANNOTATION, TLS_MODE_LABEL)
 from conformance.targets.local.admission.injector import (
     INIT_CONTAINER,
     webhook_dns_name,
@@ -108,6 +109,15 @@ def test_default_revision_leaves_the_default_discovery_address_out() -> None:
     assert pod["metadata"]["annotations"]["istio.io/rev"] == "default"
     proxy = next(c for c in pod["spec"]["containers"] if c["name"] == PROXY_CONTAINER)
     assert proxy["env"] == [{"name": "PROXY_CONFIG", "value": "{}"}]
+
+
+def test_prometheus_is_pointed_at_the_agent_unless_the_pod_opts_out() -> None:
+    # pkg/kube/inject/webhook.go applyPrometheusMerge: the pod's own prometheus.io/port is replaced.
+    merged = injected(pod_doc(annotations={PROMETHEUS_PORT: "8080"}))["metadata"]["annotations"]
+    assert (merged[PROMETHEUS_SCRAPE], merged[PROMETHEUS_PORT], merged[PROMETHEUS_PATH]) == \
+        ("true", "15020", "/stats/prometheus")
+    opted_out = injected(pod_doc(annotations={PROMETHEUS_SCRAPE: "false"}))["metadata"]["annotations"]
+    assert opted_out[PROMETHEUS_SCRAPE] == "false" and PROMETHEUS_PORT not in opted_out
 
 
 def test_native_sidecar_annotation_overrides_the_injector() -> None:

@@ -16,7 +16,7 @@ from tests.cluster_builders import fake_proc
 from tests.fakes import FakeTools
 
 DOCKER_DOWN = {"docker": {"info": {"exit": 1, "stderr": "Cannot connect to the Docker daemon"}}}
-LOCAL_CHECKS = ["envoy", "loopback", "address block", "open files", "processes", "memory"]
+LOCAL_CHECKS = ["envoy", "loopback", "address block", "open files", "processes", "memory", "prometheus"]
 
 
 def executable(path: Path, text: str) -> Path:
@@ -277,8 +277,8 @@ def test_doctor_local_on_this_machine(tmp_path: Path) -> None:
     assert all(line.startswith("ok   ") for line in checks[:3]), checks  # envoy, loopback, address block
     assert checks[0].startswith("ok   envoy: Envoy 1.") and "/envoy" in checks[0]
     passed = sum(line.startswith("ok   ") for line in checks)
-    assert lines[-1] == f"{passed} of 6 prerequisites met"
-    assert done.returncode == (0 if passed == 6 else 1), done.stdout + done.stderr
+    assert lines[-1] == f"{passed} of 7 prerequisites met"
+    assert done.returncode == (0 if passed == 7 else 1), done.stdout + done.stderr
     assert "docker" not in done.stdout
 
 
@@ -304,7 +304,7 @@ def test_doctor_checks_both_targets_by_default(tmp_path: Path, fake_tools: FakeT
     assert kind == 0 < local_title
     assert any(line.startswith("FAIL docker:") for line in lines[kind:local_title])
     assert lines[local_title - 1].endswith("of 5 prerequisites met")
-    assert lines[-1].endswith("of 6 prerequisites met")
+    assert lines[-1].endswith("of 7 prerequisites met")
 
 
 @pytest.mark.parametrize("scenario", [{"docker": {"info": {"exit": 1, "stderr": "denied: [red]not markup[/red]"}}}])

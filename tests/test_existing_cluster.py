@@ -5,22 +5,16 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from conformance import features, manifests
+from conformance import features
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
-from conformance.settings import RunSettings
 from conformance.targets.cluster import ClusterTarget
-from conformance.targets.crd_schema import CRD_DIR, ISTIO_CRD_FILE
 from conformance.targets.existing import MESH_WIDE_FEATURE, ExistingClusterProvisioner, istiod_version
-from conformance.targets.ingress import GatewayBinding
 from conformance.targets.istio_revision import REVISION_FEATURE
-from conformance.targets.kube import Kube
-from conformance.targets.provision import wait_mesh_ready
-from tests.cluster_builders import (
+from tests.cluster_builders import seed_namespace, write_kubeconfig
+from tests.release_builders import (
     GATEWAY_API,
     GATEWAY_API_CRDS,
     ISTIO_VERSION,
@@ -30,65 +24,14 @@ from tests.cluster_builders import (
     install_crds,
     istio_deployment,
     publish_gateway_api,
-    seed_namespace,
-    write_kubeconfig,
 )
+from tests.existing_builders import (DEPLOYMENTS, GATEWAY, ISTIOD, ISTIOD_PATH, chart_gateway, gateway_pod,
+                                     install_istio_crds, istioctl_gateway, kube_config, service_path, settings)
 from tests.fakeapi import FakeApi, items
 from tests.fakeforward import fake_port_forward
 from tests.fakegateway import FakeGateway
 from tests.fakes import FakeTools
 from tests.release_server import ReleaseServer
-
-ISTIOD = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "namespace": "istio-system"},
-          "spec": {"template": {"spec": {"containers": [{"name": "discovery",
-                                                          "image": "docker.io/istio/pilot:1.28.0"}]}}}}
-ISTIOD_PATH = "/apis/apps/v1/namespaces/istio-system/deployments/istiod"
-DEPLOYMENTS = "/apis/apps/v1/namespaces/istio-system/deployments"
-
-
-def gateway_service(name: str, namespace: str, selector: dict[str, str], http2: tuple[int, int],
-                    https: tuple[int, int], address: str | None) -> dict[str, Any]:
-    ports = [{"name": "status-port", "port": 15021, "targetPort": 15021, "protocol": "TCP"},
-             {"name": "http2", "port": http2[0], "targetPort": http2[1], "protocol": "TCP"},
-             {"name": "https", "port": https[0], "targetPort": https[1], "protocol": "TCP"}]
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"type": "LoadBalancer", "selector": selector, "ports": ports},
-            "status": {"loadBalancer": {"ingress": [{"ip": address}]} if address else {}}}
-
-
-def istioctl_gateway(address: str | None = "203.0.113.10") -> dict[str, Any]:
-    """The ingress gateway Service of istioctl's profiles: http2 80 -> 8080
-    (istio/istio manifests/charts/gateways/istio-ingress/values.yaml and templates/service.yaml)."""
-    return gateway_service("istio-ingressgateway", "istio-system",
-                           {"app": "istio-ingressgateway", "istio": "ingressgateway"}, (80, 8080), (443, 8443), address)
-
-
-def chart_gateway(release: str, namespace: str, address: str | None = None) -> dict[str, Any]:
-    """The gateway chart's Service for a release: named like it, selecting app=<release> and
-    istio=<release without "istio-">, http2 80 -> 80 (istio/istio manifests/charts/gateway/values.yaml,
-    templates/service.yaml, templates/_helpers.tpl)."""
-    selector = {"app": release, "istio": release.removeprefix("istio-")}
-    return gateway_service(release, namespace, selector, (80, 80), (443, 443), address)
-
-
-def service_path(service: dict[str, Any]) -> str:
-    meta = service["metadata"]
-    return f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}"
-
-
-def gateway_pod(name: str, namespace: str, labels: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    return f"/api/v1/namespaces/{namespace}/pods/{name}", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {"containers": [{"name": "istio-proxy", "image": "proxyv2"}]},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-
-
-GATEWAY = istioctl_gateway()
-
-
-def settings(**extra: object) -> RunSettings:
-    return RunSettings(target="kubeconfig", context="fake", run_id="r1", **extra)  # type: ignore[arg-type]
-
 
 def test_assumes_the_installed_istio_and_changes_nothing(api: FakeApi, tmp_path: Path) -> None:  # noqa: F811
     api.objects["/apis/apps/v1/namespaces/istio-system/deployments/istiod"] = ISTIOD
@@ -306,126 +249,6 @@ def test_a_helm_install_where_nothing_gives_a_load_balancer_an_address_waits_for
     assert fake_tools.state()["helm_releases"] == {}
 
 
-# --- the ingress gateway: found, reached, and the Gateways bound to it ----------------------
-
-ISTIO_CRDS = ("gateways.networking.istio.io", "virtualservices.networking.istio.io")
-BOOKINFO_GATEWAY = "/apis/networking.istio.io/v1/namespaces/bookinfo/gateways/bookinfo-gateway"
-
-
-def install_istio_crds(api: FakeApi) -> None:
-    """What an Istio install leaves on a cluster before meshconf comes: Istio's CRDs for the kinds
-    the tests apply (Gateway, VirtualService), established, from Istio's own bundle."""
-    for crd in yaml.safe_load_all((CRD_DIR / ISTIO_CRD_FILE).read_text()):
-        if crd and crd["metadata"]["name"] in ISTIO_CRDS:
-            api.install_crd(crd)
-
-
-def patched(api: FakeApi, path: str) -> dict[str, Any]:
-    [index] = api.seen("PATCH", path)
-    return dict(api.requests[index].body)
-
-
-def test_a_helm_gateway_binds_the_gateways_to_its_target_port(api: FakeApi, kube: Kube, tmp_path: Path) -> None:
-    # meshconf's own Helm install on a cluster: the gateway chart released as istio-ingressgateway
-    # in istio-system, so its pods are istio=ingressgateway, but its Service maps 80 to 80, not 8080.
-    install_istio_crds(api)
-    api.objects[ISTIOD_PATH] = ISTIOD
-    helm_gateway = chart_gateway("istio-ingressgateway", "istio-system", address="203.0.113.20")
-    api.objects[service_path(helm_gateway)] = helm_gateway
-    seed_namespace(api, "bookinfo")  # the suite's, created before it applies
-    target = ClusterTarget(settings(), ExistingClusterProvisioner(settings(), kubeconfig=kube_config(tmp_path, api)))
-    target.up()
-    try:
-        target.apply(manifests.load("istio/ingress/bookinfo-gateway.yaml"), "bookinfo")
-        facts = target.facts()
-    finally:
-        target.down()
-    assert target.access is not None and target.access.ingress_url == "http://203.0.113.20:80"
-    gateway = patched(api, BOOKINFO_GATEWAY)
-    # The server listens where the Service sends port 80: on 80, which Istio binds as given.
-    assert gateway["spec"]["servers"][0]["port"] == {"number": 80, "name": "http", "protocol": "HTTP"}
-    assert gateway["spec"]["selector"] == {"istio": "ingressgateway"}
-    routes = patched(api, "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/bookinfo")
-    assert routes["spec"] == manifests.load("istio/ingress/bookinfo-gateway.yaml")[1]["spec"]  # untouched
-    assert "Istio Gateways bound to the ingress gateway istio=ingressgateway on port 80" in facts.mode
-
-
-def test_the_istio_io_helm_gateway_is_found_in_its_own_namespace(
-        api: FakeApi, kube: Kube, tmp_path: Path, gateway: FakeGateway,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # istio.io "Install with Helm": release istio-ingress in namespace istio-ingress (pods istio=ingress),
-    # no LoadBalancer address: reached through a port-forward to the pods' targetPort 80.
-    install_istio_crds(api)
-    api.objects[ISTIOD_PATH] = ISTIOD
-    helm_gateway = chart_gateway("istio-ingress", "istio-ingress")
-    api.objects[service_path(helm_gateway)] = helm_gateway
-    path, pod = gateway_pod("istio-ingress-7d9", "istio-ingress", {"app": "istio-ingress", "istio": "ingress"})
-    api.objects[path] = pod
-    forwards = fake_port_forward(monkeypatch, {80: ("127.0.0.1", gateway.port)})
-    gateway.start()
-    seed_namespace(api, "bookinfo")  # the suite's, created before it applies
-    target = ClusterTarget(settings(), ExistingClusterProvisioner(settings(), kubeconfig=kube_config(tmp_path, api)))
-    target.up()
-    try:
-        reply = httpx.get(target.ingress_url(), headers={"host": "bookinfo.meshconf.test"}, timeout=5)
-        target.apply(manifests.load("istio/ingress/bookinfo-gateway.yaml"), "bookinfo")
-    finally:
-        target.down()
-    assert (reply.status_code, reply.headers["server"]) == (404, "istio-envoy")  # the gateway answered
-    assert forwards == [("istio-ingress-7d9", "istio-ingress", 80)]
-    bound = patched(api, BOOKINFO_GATEWAY)["spec"]
-    assert bound["selector"] == {"istio": "ingress"} and bound["servers"][0]["port"]["number"] == 80
-
-
-def test_no_known_gateway_is_an_error_naming_what_was_tried(api: FakeApi, tmp_path: Path) -> None:
-    api.objects[ISTIOD_PATH] = ISTIOD
-    provisioner = ExistingClusterProvisioner(settings(), kubeconfig=kube_config(tmp_path, api))
-    with pytest.raises(TargetUnavailable) as caught:
-        provisioner.up()
-    provisioner.down()
-    message = str(caught.value)
-    for tried in ("istio=ingressgateway in istio-system", "istio=ingress in istio-system",
-                  "istio=ingressgateway in istio-ingress", "istio=ingress in istio-ingress"):
-        assert tried in message
-    assert "--ingress-selector KEY=VALUE and --ingress-namespace NAME" in message
-
-
-def test_two_gateways_are_refused_until_one_is_named(api: FakeApi, tmp_path: Path) -> None:
-    api.objects[ISTIOD_PATH] = ISTIOD
-    helm_gateway = chart_gateway("istio-ingress", "istio-ingress", address="203.0.113.20")
-    for service in (GATEWAY, helm_gateway):
-        api.objects[service_path(service)] = service
-    config = kube_config(tmp_path, api)
-    provisioner = ExistingClusterProvisioner(settings(), kubeconfig=config)
-    with pytest.raises(ConformanceError, match=(
-            r"more than one ingress gateway Service found: istio-system/istio-ingressgateway "
-            r"\(istio=ingressgateway\), istio-ingress/istio-ingress \(istio=ingress\); choose one")):
-        provisioner.up()
-    provisioner.down()
-
-    for named, url in (({"ingress_namespace": "istio-ingress"}, "http://203.0.113.20:80"),
-                       ({"ingress_selector": "istio=ingressgateway"}, "http://203.0.113.10:80")):
-        provisioner = ExistingClusterProvisioner(settings(**named), kubeconfig=config)
-        access = provisioner.up()
-        provisioner.down()
-        assert access.ingress_url == url, named
-
-
-def test_the_readiness_wait_binds_its_gateway_as_told(api: FakeApi, kube: Kube, gateway: FakeGateway) -> None:
-    # A mesh meshconf installed with Helm: its gateway's Service maps 80 to the pods' 80, so the
-    # readiness Gateway must listen on 80 for the gateway to answer through the Service.
-    install_istio_crds(api)
-    seed_namespace(api, ISTIO_NAMESPACE)
-    seed_namespace(api, "default")
-    accept_once_then_deny(api)
-    api.after_apply[READINESS_GATEWAY] = gateway.start
-    wait_mesh_ready(kube, f"http://127.0.0.1:{gateway.port}", 5.0, GatewayBinding({"istio": "ingressgateway"}, 80))
-    readiness = patched(api, READINESS_GATEWAY)
-    assert readiness["spec"]["servers"][0]["port"]["number"] == 80
-    assert readiness["spec"]["selector"] == {"istio": "ingressgateway"}
-    assert set(gateway.hosts) == {"readiness.meshconf.test"}
-    assert READINESS_GATEWAY not in api.objects  # removed again
-
 
 def istiod(image: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"metadata": {"labels": labels or {}},
@@ -464,7 +287,3 @@ def test_the_istio_version_comes_from_the_image_on_the_cluster(api: FakeApi, tmp
     provisioner.down()
     # The Kubernetes version is the API server's /version (v1.33.1 in the fake), not any table's.
     assert (access.mesh_version, access.kubernetes_version) == ("1.29.2", "1.33.1")
-
-
-def kube_config(tmp_path: Path, api: FakeApi) -> Path:
-    return write_kubeconfig(tmp_path / "kc", api.port)

@@ -23,7 +23,8 @@ from conformance.errors import ConformanceError, UnsupportedResource
 from conformance.targets.kube import Kube
 from conformance.targets.local.xds.secrets import MeshCA
 from tests.admission_builders import WebhookServer, answer_of, configuration_doc, hook_doc
-from tests.cluster_builders import ISTIO_CRDS, install_crds, seed_namespace, upstream_crd
+from tests.cluster_builders import seed_namespace
+from tests.release_builders import ISTIO_CRDS, install_crds, upstream_crd
 from tests.fakeapi import FakeApi
 
 VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "reviews"},
@@ -123,6 +124,16 @@ def test_apply_conflicts_with_another_manager_unless_forced(api: FakeApi) -> Non
     assert code == 200 and body["data"] == {"mesh": "b"}
     owners = {f["manager"]: f["fieldsV1"] for f in body["metadata"]["managedFields"]}
     assert owners == {"meshconf": {"f:data": {"f:mesh": {}}}}
+
+
+def test_apply_refuses_an_object_of_another_namespace_than_the_url(api: FakeApi) -> None:
+    seed_namespace(api, "istio-system")
+    path = "/api/v1/namespaces/istio-system/configmaps/mesh"
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mesh", "namespace": "default"}}
+    code, body, _ = apply(api, path, config)
+    assert (code, body["reason"]) == (400, "BadRequest") and "does not match the namespace" in body["message"]
+    assert path not in api.objects
+    assert apply(api, path, {**config, "metadata": {"name": "mesh", "namespace": "istio-system"}})[0] == 201
 
 
 def test_a_load_balancer_gets_no_address_on_kind(api: FakeApi) -> None:

@@ -20,7 +20,8 @@ from conformance.targets.base import ExplainsSupport
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.existing import ExistingClusterProvisioner
 from conformance.targets.kube import Kube
-from tests.cluster_builders import (
+from tests.cluster_builders import seed_namespace, write_kubeconfig
+from tests.release_builders import (
     GATEWAY_API_CRDS,
     V1_5_1,
     V1_5_1_POLICY_BUNDLE,
@@ -29,8 +30,6 @@ from tests.cluster_builders import (
     install_crds,
     publish_gateway_api,
     safe_upgrades_policy,
-    seed_namespace,
-    write_kubeconfig,
 )
 from tests.fakeapi import FakeApi
 from tests.release_server import ReleaseServer

@@ -31,13 +31,13 @@ from conformance.webhooks import configurations
 from tests.admission_builders import pod_doc
 from tests.cluster_builders import (
     ADMISSION_PATH,
-    ISTIO_VERSION,
     cluster_target,
     install_istio_admission,
     running_cluster,
     seed_namespace,
     upstream_pod,
 )
+from tests.release_builders import ISTIO_VERSION
 from tests.fake_http import status
 from tests.fakeapi import FakeApi
 from tests.fakes import FakeTools

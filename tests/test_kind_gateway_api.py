@@ -7,19 +7,17 @@ from conformance import manifests
 from conformance.targets.gateway_api_crds import BUNDLE_VERSION
 from conformance.targets.kube import Kube
 from conformance.targets.provision import KindProvisioner
-from tests.cluster_builders import (
+from tests.cluster_builders import HEALTHY, Machine, seed_namespace
+from tests.release_builders import (
     GATEWAY_API,
     GATEWAY_API_ASSET,
     GATEWAY_API_CRDS,
-    HEALTHY,
     V1_5_1,
     V1_5_1_POLICY_BUNDLE,
-    Machine,
     fake_release,
     gateway_api_v1_5_1,
     install_crds,
     publish_gateway_api,
-    seed_namespace,
 )
 
 HTTPROUTE_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/httproutes.gateway.networking.k8s.io"

@@ -17,18 +17,16 @@ from conformance.targets.cluster import ClusterTarget
 from conformance.targets.istio_revision import REVISION_FEATURE
 from conformance.targets.kube import Kube
 from conformance.targets.provision import KindProvisioner, wait_mesh_ready
-from tests.cluster_builders import (
+from tests.cluster_builders import HEALTHY, Machine, seed_namespace
+from tests.release_builders import (
     GATEWAY_API_ASSET,
-    HEALTHY,
     INVALID_VS,
     ISTIO_CRDS,
     ISTIO_VERSION,
     READINESS_GATEWAY,
-    Machine,
     accept_once_then_deny,
     install_crds,
     istio_deployment,
-    seed_namespace,
 )
 from tests.fakeapi import FakeApi, items
 from tests.fakegateway import FakeGateway

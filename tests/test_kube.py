@@ -19,15 +19,8 @@ from conformance.settings import Timeouts
 from conformance.targets import kube as kube_module
 from conformance.targets.kube import Kube
 from conformance.targets.kube_credentials import redacted_kubeconfig
-from tests.cluster_builders import (
-    ISTIO_CRDS,
-    KUBECONFIG_CLIENT_KEY,
-    KUBECONFIG_TOKEN,
-    install_crds,
-    seed_namespace,
-    upstream_crd,
-    write_kubeconfig,
-)
+from tests.cluster_builders import KUBECONFIG_CLIENT_KEY, KUBECONFIG_TOKEN, seed_namespace, write_kubeconfig
+from tests.release_builders import ISTIO_CRDS, install_crds, upstream_crd
 from tests.fake_http import status
 from tests.fakeapi import FakeApi, items
 

@@ -77,6 +77,9 @@ BREAKS: dict[str, dict[str, str]] = {
     "no-circuit-breaker": {"CircuitBreaking": "0 of 20 concurrent requests refused as overflow"},
     "no-outlier-detection": {"OutlierDetection": "the failing endpoint is ejected: not converged"},
     "no-retries": {"Retries": "upstream_rq_retry +0 over a probe (attempts 2)"},
+    # Every request counted, under the other end's names: none where the requests went.
+    "metrics-swapped-labels": {"StandardMetrics": "source curl -> reviews-v2 +0 (sent 20)"},
+    "metrics-undercount": {"StandardMetrics": "istio_requests_total: expected each edge to increase by exactly its requests"},
     # Five invalid resources stored, and one refused by the local mesh's own limits, not by Istio.
     "validation-off": {"ValidationWebhook": "6 of 8 validation cases differ from Istio's validation"},
 }

@@ -31,8 +31,8 @@ from conformance.targets.local.admission.injector import Injector
 from conformance.targets.local.xds.secrets import MeshCA
 from conformance.verdicts.security import (NO_CHAIN, XFCC, CounterChange, counters, identity, plaintext_seen,
                                            refused)
-from tests.cluster_builders import (ISTIO_CRDS, PodExec, cluster_target, install_crds, install_istio_admission,
-                                    running_cluster)
+from tests.cluster_builders import PodExec, cluster_target, install_istio_admission, running_cluster
+from tests.release_builders import ISTIO_CRDS, install_crds
 from tests.fake_discovery import Route
 from tests.fakeapi import NOT_FOUND, FakeApi
 

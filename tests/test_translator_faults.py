@@ -198,7 +198,7 @@ def test_known_mutants_are_described_on_one_line() -> None:
         "swap-subsets", "ignore-weights", "ignore-header-match", "no-fault-injection", "no-timeouts",
         "no-injection", "inject-opted-out", "validation-off", "webhook-fail-open", "revision-ignored",
         "authz-ignored", "strict-as-permissive", "no-peer-verification", "shared-identity",
-        "no-circuit-breaker", "no-outlier-detection", "no-retries",
+        "no-circuit-breaker", "no-outlier-detection", "no-retries", "metrics-swapped-labels", "metrics-undercount",
     }
     assert all(text and "\n" not in text for text in KNOWN_MUTANTS.values())
 

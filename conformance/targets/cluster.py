@@ -264,8 +264,11 @@ class ClusterTarget:
     def proxy_config(self, pod: str, namespace: str) -> dict[str, Any]:
         return json.loads(self._pilot_agent(pod, namespace, "config_dump"))
 
-    # Telemetry addons (Istio's samples/addons), through a port-forward. Not in the Target
-    # protocol yet: no suite asks for them, and the local mesh has neither.
+    # Telemetry addons (Istio's samples/addons), through a port-forward. A cluster without them
+    # does not support the features that read them (telemetry.missing_addons).
+
+    def prometheus_unavailable(self) -> str | None:
+        return None
 
     def prometheus_query(self, promql: str) -> list[dict[str, Any]]:
         return Telemetry(self.kube, self.timeouts.request).prometheus_query(promql)

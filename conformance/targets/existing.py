@@ -24,6 +24,7 @@ from conformance.targets.kube import Kube
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
 from conformance.targets.istio_revision import REVISION_FEATURE, not_ours
 from conformance.targets.provision import Phases, ensure_gateway_api, istio_install, wait_mesh_ready
+from conformance.targets.telemetry import missing_addons
 
 # An image tag is the Istio version, optionally with the image variant after a "-"
 # (istio/istio manifests/charts/istio-control/istio-discovery/templates/deployment.yaml:
@@ -79,7 +80,7 @@ class ExistingClusterProvisioner:
         return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version,
                              gateway_selector=dict(binding.selector), gateway_port=binding.port,
                              unsupported={**self.gateway_api.unsupported, **self._revision_unsupported(),
-                                          **self._mesh_wide_unsupported()},
+                                          **self._mesh_wide_unsupported(), **missing_addons(self._kube)},
                              istio=self.installed)
 
     def _revision_unsupported(self) -> dict[str, str]:

@@ -27,6 +27,23 @@ class Addon:
 
 PROMETHEUS = Addon("prometheus", 9090)
 KIALI = Addon("kiali", 20001)
+# The addons each MESH-TELEMETRY feature reads (Kiali builds its graph from Prometheus).
+NEEDS = {"StandardMetrics": (PROMETHEUS,), "ServiceGraph": (PROMETHEUS, KIALI)}
+
+
+def missing_addons(kube: Kube) -> dict[str, str]:
+    """Feature -> why it cannot run: an addon it reads has no ready pod (a cluster whose mesh
+    meshconf did not install may have none)."""
+    missing = {addon.name for addons in NEEDS.values() for addon in addons
+               if not kube.ready_pods(ISTIO_NAMESPACE, {ADDON_LABEL: addon.name})}
+    return {feature: _addon_missing(next(a for a in addons if a.name in missing))
+            for feature, addons in NEEDS.items() if any(a.name in missing for a in addons)}
+
+
+def _addon_missing(addon: Addon) -> str:
+    return (f"no ready {addon.name} pod in {ISTIO_NAMESPACE} ({ADDON_LABEL}={addon.name}): meshconf installs "
+            f"Istio's {addon.name} addon on kind and with --install-mesh; elsewhere apply "
+            f"samples/addons/{addon.name}.yaml of the release")
 
 
 class Telemetry:
@@ -72,9 +89,6 @@ class Telemetry:
     def _forward(self, addon: Addon) -> Iterator[str]:
         pods = self.kube.ready_pods(ISTIO_NAMESPACE, {ADDON_LABEL: addon.name})
         if not pods:
-            raise ConformanceError(
-                f"no ready {addon.name} pod in {ISTIO_NAMESPACE} ({ADDON_LABEL}={addon.name}): meshconf installs "
-                f"Istio's {addon.name} addon on kind; elsewhere apply samples/addons/{addon.name}.yaml of the release"
-            )
+            raise ConformanceError(_addon_missing(addon))
         with self.kube.port_forward(pods[0].name, ISTIO_NAMESPACE, addon.port) as (host, port):
             yield f"http://{host}:{port}"

@@ -20,6 +20,7 @@ from conformance.targets.local.objects import SYSTEM_NAMESPACES, Key, namespace_
 from conformance.targets.local.pods import (AddressPool, PodKey, RunningPod, new_running_pod, pod_document, pod_key,
                                             pod_model, pod_name, probe_readiness, waiting_for)
 from conformance.targets.local.processes import Supervisor
+from conformance.targets.local.telemetry.mesh_telemetry import MeshTelemetry, with_access_log
 from conformance.targets.local.translator import Translation
 from conformance.targets.local.translator.mutants import SHARED_ACCOUNT, SHARED_IDENTITY
 from conformance.targets.local.validate import check_document
@@ -59,6 +60,14 @@ class LocalMesh:
                 self.control_plane.stop()
                 raise
         except BaseException:
+            self.addresses.release()
+            raise
+        try:
+            # Istio's metrics made from the proxies' access logs, and Prometheus if this machine has it.
+            self.telemetry = MeshTelemetry(run_dir, self.addresses.control_plane, self.supervisor, mutants)
+        except BaseException:
+            self.admission.stop()
+            self.control_plane.stop()
             self.addresses.release()
             raise
         self._snapshots = Snapshots()
@@ -232,8 +241,8 @@ class LocalMesh:
         # Every replica is admitted before any is built: a refusal leaves nothing registered.
         webhook_docs = self._webhook_docs()
         admitted = [self._admitted_pod(workload, pod_name(workload), webhook_docs) for _ in range(workload.replicas)]
-        return [new_running_pod(pod_model(doc, workload, self.addresses.allocate()), workload, doc, self.run_dir,
-                                self.control_plane) for doc in admitted]
+        return [new_running_pod(with_access_log(pod_model(doc, workload, self.addresses.allocate()), self.run_dir),
+                                workload, doc, self.run_dir, self.control_plane) for doc in admitted]
 
     def _admitted_pod(self, workload: workloads.Workload, name: str,
                       webhook_docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -290,6 +299,7 @@ class LocalMesh:
             finally:
                 self._snapshots.done()
             self._write_registry(state)
+            self.telemetry.update(self.running(), state.services)
             changed = self.control_plane.push(resources)
             self.control_plane.wait_settled(changed, ACK_TIMEOUT, since=self.control_plane.version)
 
@@ -383,6 +393,7 @@ class LocalMesh:
             self.pods.clear()
             try:
                 self.admission.stop()
+                self.telemetry.stop()
             finally:
                 try:
                     self.control_plane.stop()

@@ -78,6 +78,10 @@ class Pod:
     # has them (pods.pod_model). None: no stats matcher, every stat kept, for tests that run the
     # translator's Envoys directly and read any counter.
     stats_inclusions: StatsInclusions | None = None
+    # The file its proxy's HTTP connection managers log every request to, which the local mesh's
+    # Istio metrics are made from (telemetry/); every pod the mesh runs with a proxy has one. None:
+    # no access log, for tests that run the translator's Envoys directly.
+    access_log: str | None = None
 
     @property
     def injected(self) -> bool:

@@ -8,7 +8,9 @@ memory limits sized for many processes. Not Docker, and not inotify: no file is 
 
 import os
 import random
+import re
 import resource
+import shutil
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,6 +20,7 @@ from conformance.targets.local.envoy import envoy_binary, envoy_release
 from conformance.targets.local.mesh import XDS_PORT
 from conformance.targets.local.model import ADMIN_PORT, CONTROL_PORT, OUTBOUND_PORT
 from conformance.targets.local.pods import AddressPool
+from conformance.targets.local.telemetry import prometheus
 from conformance.targets.preflight import Check, memory_check, read_int
 from conformance.targets.tools import ToolMissing, run_tool
 
@@ -80,6 +83,7 @@ def preflight(proc: Path = Path("/proc"), proxies: int = MESH_PROXIES,
         open_files_check(*open_files, proxies=proxies),
         tasks_check(tasks, os.getuid(), proxies=proxies, proc=proc),
         mesh_memory_check(proxies, proc),
+        prometheus_check(timeout=(timeouts or Timeouts()).request),
     ]
 
 
@@ -101,6 +105,29 @@ def envoy_check(find: Callable[[], Path] = envoy_binary, timeout: float = 10.0) 
         return Check(name, False, f"`{binary} --version` gave no version ({result.outcome()}): {result.tail(2)}",
                      ENVOY_INSTALL)
     return Check(name, True, f"Envoy {version} at {binary}")
+
+
+def prometheus_check(find: Callable[[str], str | None] = shutil.which, timeout: float = 10.0) -> Check:
+    """Is there a Prometheus for the mesh's Istio metrics (MESH-TELEMETRY)? Its absence is only a
+    warning, never a failure: every other profile runs without it."""
+    name = "prometheus"
+    binary = find(prometheus.BINARY)
+    if binary is None:
+        return _prometheus_warning(f"no `{prometheus.BINARY}` on PATH")
+    try:
+        result = run_tool([binary, "--version"], timeout, prometheus.INSTALL)
+    except (ToolMissing, OSError) as exc:
+        return _prometheus_warning(f"{binary} does not run ({exc})")
+    # `prometheus --version` prints "prometheus, version 2.42.0+ds (branch: ...)".
+    version = re.search(r"version (\S+)", result.stdout + result.stderr)
+    if not result.ok or version is None:
+        return _prometheus_warning(f"`{binary} --version` gave no version ({result.outcome()}): {result.tail(2)}")
+    return Check(name, True, f"Prometheus {version.group(1)} at {binary}")
+
+
+def _prometheus_warning(what: str) -> Check:
+    return Check("prometheus", True, f"warning: {what}, so MESH-TELEMETRY cannot run on the local mesh (every "
+                 f"other profile can); install it with {prometheus.INSTALL}", prometheus.INSTALL)
 
 
 def loopback_check(address: str | None = None) -> Check:

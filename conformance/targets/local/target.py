@@ -34,10 +34,15 @@ SUPPORTED = frozenset({
     "MutualTLSStrict", "MutualTLSPermissive", "MutualTLSMigration", "PortLevelMTLS", "DestinationRuleTLS",
     "AuthorizationPolicy",
     "CircuitBreaking", "OutlierDetection", "Retries",
+    "StandardMetrics", "ProxyStats",
     "IngressGateway",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",
 })
+# Why the local mesh does not run a feature of the catalogue.
+UNSUPPORTED = {
+    "ServiceGraph": "the local reference mesh runs no Kiali; its service graph is checked on clusters",
+}
 
 
 class LocalClient:
@@ -202,6 +207,14 @@ class LocalTarget:
                 parts.append(f"--- {label} ---\n{child.log_tail(200)}")
         return "\n".join(parts)
 
+    def prometheus_query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant PromQL query to the mesh's Prometheus (README: Istio's metrics on the local mesh)."""
+        return self._mesh.telemetry.prometheus_query(promql)
+
+    def prometheus_unavailable(self) -> str | None:
+        """Why the mesh has no Prometheus (with the install command), or None."""
+        return self._mesh.telemetry.prometheus_unavailable()
+
     def collect_debug(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         mesh = self._mesh
@@ -235,5 +248,11 @@ class LocalTarget:
         # No LoadBalancer or nodePort here: the test host reaches the gateway pod's HTTP port directly.
         return f"http://{gateway.model.ip}:{GATEWAY_HTTP_PORT}"
 
+    def kiali_graph(self, namespace: str) -> dict[str, Any]:
+        raise ConformanceError("the local reference mesh has no Kiali (ServiceGraph is NOT_SUPPORTED here)")
+
     def supports(self, feature: str) -> bool:
         return feature in SUPPORTED
+
+    def unsupported_reason(self, feature: str) -> str | None:
+        return UNSUPPORTED.get(feature)

@@ -25,9 +25,9 @@ from typing import Any
 
 import jsonpatch
 
-from conformance.names import (DEFAULT_REVISION, INJECT, ISTIO_NAMESPACE, ISTIO_REV, PROXY_CONTAINER,
-                               SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL, discovery_address,
-                               istiod_name)
+from conformance.names import (DEFAULT_REVISION, INJECT, ISTIO_NAMESPACE, ISTIO_REV, PROMETHEUS_PATH,
+                               PROMETHEUS_PORT, PROMETHEUS_SCRAPE, PROXY_CONTAINER, SIDECAR_STATUS_ANNOTATION,
+                               STATS_PATH, STATUS_PORT, TLS_MODE_ISTIO, TLS_MODE_LABEL, discovery_address, istiod_name)
 from conformance.settings import DEFAULT_ISTIO_VERSION
 from conformance.targets.local.admission.review import JSON_PATCH, answer, received_request
 from conformance.targets.local.injection import istiod_refuses
@@ -90,9 +90,21 @@ def injected(pod: Mapping[str, Any], *, revision: str = DEFAULT_REVISION, native
     annotations = metadata.setdefault("annotations", {})
     annotations[SIDECAR_STATUS_ANNOTATION] = json.dumps(status, separators=(",", ":"))
     annotations[ISTIO_REV] = revision
+    _merge_metrics(annotations)
     # The template keeps a tlsMode the pod already has.
     metadata.setdefault("labels", {}).setdefault(TLS_MODE_LABEL, TLS_MODE_ISTIO)
     return out
+
+
+def _merge_metrics(annotations: dict[str, str]) -> None:
+    """Istio's metrics merging (pkg/kube/inject/webhook.go applyPrometheusMerge, on by default):
+    Prometheus is pointed at the agent's port, which serves the proxy's and the app's metrics
+    together, unless the pod opts out of scraping. (Istio also hands the app's own scrape settings
+    to the agent; the local apps export none.)"""
+    if annotations.get(PROMETHEUS_SCRAPE) == "false":
+        return
+    annotations.update({PROMETHEUS_PORT: str(STATUS_PORT), PROMETHEUS_PATH: STATS_PATH,
+                        PROMETHEUS_SCRAPE: "true"})
 
 
 def _proxy_config(revision: str) -> str:

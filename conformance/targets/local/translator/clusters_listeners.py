@@ -198,16 +198,17 @@ def socket_address(ip: str, port: int) -> dict:
 def http_listener(
     name: str, ip: str, port: int, stat_prefix: str, route_name: str, direction: str,
     absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME, first_filters: Sequence[dict] = (),
+    access_log: Sequence[dict] = (),
 ) -> dict:
     """An HTTP listener using RDS, its HTTP filters `first_filters` then Istio's fault filter and
-    router; stat_prefix is given without Istio's delimiter.
+    router, logging to `access_log`; stat_prefix is given without Istio's delimiter.
 
     server_name None leaves Envoy's default ("envoy"), as Istio's sidecar outbound listeners
     (istio/istio pilot/pkg/networking/util/proxy_headers.go GetProxyHeadersFromProxyConfig);
     either way Envoy overwrites the upstream's Server header (OVERWRITE, Istio's setting).
     """
     hcm = http_connection_manager(stat_prefix, route_name, absolute_urls, server_name=server_name,
-                                  first_filters=first_filters)
+                                  first_filters=first_filters, access_log=access_log)
     return listener(name, ip, port, direction, [{"filters": [hcm_filter(hcm)]}])
 
 
@@ -223,9 +224,10 @@ def listener(name: str, ip: str, port: int, direction: str, filter_chains: list[
 
 def http_connection_manager(
     stat_prefix: str, route_name: str, absolute_urls: bool = False, *, server_name: str | None = SERVER_NAME,
-    first_filters: Sequence[dict] = (),
+    first_filters: Sequence[dict] = (), access_log: Sequence[dict] = (),
 ) -> dict:
-    """An HTTP connection manager using RDS, running `first_filters`, then the fault filter and the router."""
+    """An HTTP connection manager using RDS, running `first_filters`, then the fault filter and the
+    router, and logging each request to `access_log` (telemetry/access_log.py)."""
     hcm: dict[str, Any] = {
         "@type": HCM_TYPE,
         # listener.go and listener_inbound.go end every HCM stat prefix with the delimiter.
@@ -244,6 +246,10 @@ def http_connection_manager(
             {"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }
+    if access_log:
+        # As istiod sets a connection manager's access logs (listener_builder.go
+        # buildHTTPConnectionManager); here the record Istio's metrics are made from.
+        hcm["access_log"] = list(access_log)
     if server_name is not None:
         hcm["server_name"] = server_name
     if absolute_urls:

@@ -12,6 +12,7 @@ from conformance.errors import UnsupportedResource
 from conformance.targets.base import Doc
 from conformance.targets.local.istio_subset import describe
 from conformance.targets.local.model import Pod
+from conformance.targets.local.telemetry.access_log import SOURCE, access_logs
 from conformance.targets.local.translator import authorization
 from conformance.targets.local.translator.clusters_listeners import (
     http_listener,
@@ -47,7 +48,7 @@ def gateway_config(pod: Pod, index: MeshIndex) -> ProxyConfig:
         # inbound ones (istio/istio pilot/pkg/networking/core/listener_builder.go buildHTTPConnectionManager).
         listener = http_listener(
             f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name, "OUTBOUND",
-            first_filters=authorization.inbound_filters(pod, index),
+            first_filters=authorization.inbound_filters(pod, index), access_log=access_logs(pod, SOURCE),
         )
         _gateway_connection_manager(listener["filter_chains"][0]["filters"][0]["typed_config"])
         listeners.append(listener)

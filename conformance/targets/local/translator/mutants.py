@@ -19,6 +19,8 @@ AUTHZ_IGNORED = "authz-ignored"
 NO_CIRCUIT_BREAKER = "no-circuit-breaker"
 NO_OUTLIER_DETECTION = "no-outlier-detection"
 NO_RETRIES = "no-retries"
+METRICS_SWAPPED_LABELS = "metrics-swapped-labels"
+METRICS_UNDERCOUNT = "metrics-undercount"
 # The one identity (namespace, service account) every workload gets under SHARED_IDENTITY.
 SHARED_ACCOUNT = ("default", "default")
 
@@ -52,6 +54,9 @@ KNOWN_MUTANTS: dict[str, str] = {
     NO_OUTLIER_DETECTION: "DestinationRule outlierDetection is ignored: no endpoint is ever ejected",
     NO_RETRIES: "VirtualService retries are ignored: every route keeps Istio's default retry policy "
     "(connection failures only, twice), attempts 0 included",
+    METRICS_SWAPPED_LABELS: "Istio's request metrics give every source_* label the destination_* value and "
+    "the reverse (workload, namespace, principal, app, version, canonical service and revision, cluster)",
+    METRICS_UNDERCOUNT: "Istio's request metrics leave one request in every ten uncounted, on every proxy",
 }
 
 

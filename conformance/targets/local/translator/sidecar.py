@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from conformance.names import MESH_GATEWAY
 from conformance.targets.base import Doc
 from conformance.targets.local.model import OUTBOUND_PORT, Pod, Service, app_port
+from conformance.targets.local.telemetry.access_log import DESTINATION, SOURCE, access_logs
 from conformance.targets.local.translator import authorization
 from conformance.targets.local.translator.clusters_listeners import (
     catch_all,
@@ -95,7 +96,7 @@ def sidecar_config(pod: Pod, index: MeshIndex, shared: Outbound | None = None) -
     listeners.append(
         http_listener(
             OUTBOUND_ROUTE, pod.ip, OUTBOUND_PORT, HTTP_PROXY_STAT_PREFIX, OUTBOUND_ROUTE, "OUTBOUND",
-            absolute_urls=True, server_name=None,
+            absolute_urls=True, server_name=None, access_log=access_logs(pod, SOURCE),
         )
     )
     out = shared or outbound(pod.namespace, index)
@@ -112,7 +113,8 @@ def _inbound_listener(pod: Pod, port: int, mode: str, route_name: str, authz: li
         mode = PERMISSIVE
     verify_peer = NO_PEER_VERIFICATION not in mutants
     # listener_inbound.go StatPrefix: "inbound_" + the chain's name, 0.0.0.0_<target port>.
-    hcm = http_connection_manager(f"inbound_0.0.0.0_{port}", route_name, first_filters=authz)
+    hcm = http_connection_manager(f"inbound_0.0.0.0_{port}", route_name, first_filters=authz,
+                                  access_log=access_logs(pod, DESTINATION))
     hcm.update(INBOUND_CLIENT_CERT)
     chains = inbound_filter_chains(mode, port, [hcm_filter(hcm)], verify_peer)
     inbound = listener(f"inbound_{pod.ip}_{port}", pod.ip, port, "INBOUND", chains)

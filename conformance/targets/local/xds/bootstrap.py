@@ -10,6 +10,9 @@ from conformance.targets.local.translator.resources import ADS_SOURCE
 from conformance.targets.local.xds.stats_matcher import stats_matcher
 
 XDS_CLUSTER = "xds-grpc"
+# The cluster every pod is in, as pilot-agent reports it (ISTIO_META_CLUSTER_ID, the injection
+# template's default for a single-cluster mesh).
+CLUSTER_ID = "Kubernetes"
 HTTP2_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -28,7 +31,7 @@ def node_metadata(pod: Pod) -> dict[str, Any]:
         "LABELS": dict(pod.labels),
         "SERVICE_ACCOUNT": pod.service_account,
         "INSTANCE_IPS": pod.ip,
-        "CLUSTER_ID": "Kubernetes",
+        "CLUSTER_ID": CLUSTER_ID,
         # The whole ProxyConfig in Istio; here the one field the local mesh models.
         "PROXY_CONFIG": {"discoveryAddress": pod.discovery_address},
     }
@@ -54,6 +57,10 @@ def bootstrap(pod: Pod, control_plane: tuple[str, int]) -> dict[str, Any]:
             "cds_config": ADS_SOURCE,
         },
         "static_resources": {"clusters": [_xds_cluster(host, port)]},
+        # A pod's connections leave from its own address, as from its network namespace on a
+        # cluster: else every connection between loopback addresses would come from 127.0.0.1,
+        # and a server could not tell which pod called (the metrics' peers, telemetry/peers.py).
+        "cluster_manager": {"upstream_bind_config": {"source_address": {"address": pod.ip, "port_value": 0}}},
         "layered_runtime": {
             "layers": [{"name": "static", "static_layer": {"overload.global_downstream_max_connections": 50000}}]
         },
