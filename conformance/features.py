@@ -159,6 +159,27 @@ CATALOGUE: tuple[Feature, ...] = (
         "An Istio Gateway + VirtualService expose /productpage; a host no Gateway serves gets 404.",
     ),
     Feature(
+        "IngressTLS",
+        "MESH-INGRESS",
+        Level.CORE,
+        "HTTPS at the edge (tls mode SIMPLE, credentialName): the client verifies the chain of a test CA and "
+        "the SNI; a host the Gateway does not serve gets no certificate for it; httpsRedirect answers 301.",
+    ),
+    Feature(
+        "GatewayAPIIngress",
+        "MESH-INGRESS",
+        Level.CORE,
+        "Bookinfo's /productpage through a Gateway API Gateway (gatewayClassName istio, deployed by Istio) and "
+        "an HTTPRoute; an unrouted host gets 404; status and latency p50/p95 reported.",
+    ),
+    Feature(
+        "KubernetesIngress",
+        "MESH-INGRESS",
+        Level.EXTENDED,
+        "The same page through a Kubernetes Ingress with ingressClassName istio; status and latency p50/p95 "
+        "reported beside the Istio Gateway's.",
+    ),
+    Feature(
         "RouteToVersion",
         "MESH-TRAFFIC",
         Level.CORE,
@@ -199,6 +220,21 @@ CATALOGUE: tuple[Feature, ...] = (
         "MESH-TRAFFIC",
         Level.EXTENDED,
         "An 80/20 split as a Gateway API HTTPRoute whose parent is the reviews Service (GAMMA).",
+    ),
+    Feature(
+        "ConfigChangeUnderLoad",
+        "MESH-TRAFFIC",
+        Level.CORE,
+        "A new subset and a route to it applied together under continuous load give no 5xx: the harness applies "
+        "make-before-break (DestinationRule before the VirtualService; the reverse when removing).",
+    ),
+    Feature(
+        "BlueGreen",
+        "MESH-TRAFFIC",
+        Level.EXTENDED,
+        "reviews switched from blue (v1) to green (v3) in one VirtualService change under continuous load: no "
+        "failed request, every request before the switch answered by blue, every one after convergence by "
+        "green; the switch time measured.",
     ),
 )
 

@@ -15,6 +15,8 @@ PROXY_CONTAINER = "istio-proxy"
 # HTTP servers listen on (the Service maps port 80 onto it, which is why Gateways say 8080).
 INGRESS_GATEWAY = "istio-ingressgateway"
 GATEWAY_HTTP_PORT = 8080
+# ... and the container port its HTTPS servers listen on (its Service maps port 443 onto it).
+GATEWAY_HTTPS_PORT = 8443
 # The pod label of that gateway, which the manifests' Gateways select (istio=ingressgateway).
 INGRESS_GATEWAY_LABEL = ("istio", "ingressgateway")
 

@@ -12,9 +12,8 @@ from conformance.probes import envoy_stats
 from conformance.targets.base import Batch, Client, Target
 from conformance.verdicts.replies import ENVOY_TIMER_EARLY
 from conformance.verdicts import SplitVerdict, Verdict, all_status, only_version, plan_split, run_split
-from conformance.fixtures.mesh import PRODUCTPAGE, RATINGS, REVIEWS, Apply, Bookinfo, Evidence
+from conformance.fixtures.mesh import PRODUCT_REVIEWS, PRODUCTPAGE, RATINGS, REVIEWS, Apply, Bookinfo, Evidence
 
-PRODUCT_REVIEWS = "http://productpage:9080/api/v1/products/0/reviews"
 HTTPBIN = "http://httpbin:8000"
 JASON = {"end-user": "jason"}
 RATINGS_DOWN = "Ratings service is currently unavailable"

@@ -25,6 +25,7 @@ BUILTIN: list[Resource] = [
               ("serviceaccounts", "ServiceAccount", True), ("secrets", "Secret", True),
               ("endpoints", "Endpoints", True)),
     *_builtin("apps/v1", ("deployments", "Deployment", True)),
+    *_builtin("networking.k8s.io/v1", ("ingresses", "Ingress", True), ("ingressclasses", "IngressClass", False)),
     *_builtin(CRD_GV, ("customresourcedefinitions", "CustomResourceDefinition", False)),
     *_builtin("admissionregistration.k8s.io/v1",
               ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),

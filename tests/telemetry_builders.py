@@ -7,7 +7,6 @@ Test files import these from here; the rest of the shared helpers are in tests/b
 tests/cluster_builders.py.
 """
 
-import hashlib
 import json
 import re
 import threading
@@ -23,7 +22,8 @@ import pytest
 
 from conformance.names import ISTIO_NAMESPACE, spiffe_id
 from conformance.targets.telemetry import KIALI, PROMETHEUS
-from conformance.verdicts.telemetry import BOOKINFO_ACCOUNTS
+from conformance.verdicts.telemetry import BOOKINFO_ACCOUNTS, ENVOY_DEFAULT_BUCKETS
+from tests.fake_prometheus import Prometheus, Sample, app_version, node_id, pod_name, target_labels
 from tests.fakeapi import FakeApi
 from tests.fakeforward import fake_port_forward
 
@@ -41,55 +41,13 @@ ISTIO_REQUEST_LABELS = frozenset({
     "destination_cluster", "request_protocol", "response_code", "grpc_response_status", "response_flags",
     "connection_security_policy",
 })
-# Envoy's default histogram bounds, in ms (envoyproxy/envoy source/common/stats/histogram_impl.cc).
-DURATION_BOUNDS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
-                   1800000, 3600000)
-# Prometheus's clock against this machine's: a cluster's nodes may be minutes off the test host.
-CLOCK_SKEW = -7 * 60.0
-# How far back an instant query looks for a series' latest sample (prometheus docs/querying/basics.md,
-# "Staleness": --query.lookback-delta, 5m).
-LOOKBACK = 300.0
-
-
-@dataclass(frozen=True)
-class Sample:
-    labels: Mapping[str, str]  # __name__ among them
-    value: float
-    scraped: float | None = None  # its timestamp by Prometheus's clock; None: its pod's last scrape
-
-
-def pod_name(workload: str) -> str:
-    """The pod of a workload's one replica, as a Deployment names it (<name>-<template hash>-<suffix>)."""
-    return f"{workload}-6c8f7d9b5-x2q4z"
-
-
-def _app_version(workload: str) -> tuple[str, str]:
-    """A Bookinfo workload's app and version labels ("reviews-v2"); curl has no version label."""
-    app, _, version = workload.rpartition("-")
-    return (app, version) if re.fullmatch(r"v\d+", version) else (workload, "unknown")
-
-
-def _target_labels(ns: str, pod: str) -> dict[str, str]:
-    """What Istio's Prometheus adds to each series of a pod it scrapes, `up` among them (istio/istio
-    samples/addons/prometheus.yaml, job kubernetes-pods: the pod's labels, namespace, pod, node), and
-    the target's instance: the pod's IP and the status port injection points it at (15020)."""
-    app, version = _app_version(pod.rsplit("-", 2)[0])
-    ip = int(_node_id(ns, pod)[:4], 16)
-    labels = {"app": app, "namespace": ns, "pod": pod, "node": "kind-worker", "job": "kubernetes-pods",
-              "instance": f"10.244.{(ip >> 8) % 4}.{ip % 250 + 2}:15020", "pod_template_hash": "6c8f7d9b5",
-              "security_istio_io_tlsMode": "istio", "service_istio_io_canonical_name": app,
-              "service_istio_io_canonical_revision": version if version != "unknown" else "latest"}
-    if version != "unknown":
-        labels["version"] = version
-    return labels
-
 
 def request_series(name: str, ns: str, reporter: str, source: str, destination: str, value: float,
                    code: str = "200", **extra: str) -> Sample:
     """One series of an Istio standard metric as Prometheus holds it: the proxy's labels for a request
     from workload `source` to `destination` over mutual TLS, and those of the pod scraped (the
     reporter's)."""
-    (source_app, source_version), (app, version) = _app_version(source), _app_version(destination)
+    (source_app, source_version), (app, version) = app_version(source), app_version(destination)
     labels = {
         "__name__": name, "reporter": reporter,
         "source_workload": source, "source_canonical_service": source_app,
@@ -104,15 +62,15 @@ def request_series(name: str, ns: str, reporter: str, source: str, destination: 
         "request_protocol": "http", "response_code": code, "grpc_response_status": "", "response_flags": "-",
         # The server's proxy knows the connection was mutual TLS; the client's says unknown.
         "connection_security_policy": "mutual_tls" if reporter == "destination" else "unknown",
-        **_target_labels(ns, pod_name(source if reporter == "source" else destination)),
+        **target_labels(ns, pod_name(source if reporter == "source" else destination)),
     }
     return Sample({**labels, **extra}, value)
 
 
 def duration_buckets(ns: str, reporter: str, source: str, destination: str, count: int) -> list[Sample]:
     """istio_request_duration_milliseconds_bucket of one edge as scraped, every request under 25 ms."""
-    bounds = [*(f"{b:g}" for b in DURATION_BOUNDS), "+Inf"]
-    counts = [0 if b in (0.5, 1, 5, 10) else count for b in DURATION_BOUNDS] + [count]
+    bounds = [*(f"{b:g}" for b in ENVOY_DEFAULT_BUCKETS), "+Inf"]
+    counts = [0 if b in (0.5, 1, 5, 10) else count for b in ENVOY_DEFAULT_BUCKETS] + [count]
     return [request_series("istio_request_duration_milliseconds_bucket", ns, reporter, source, destination, n, le=le)
             for le, n in zip(bounds, counts)]
 
@@ -145,150 +103,6 @@ def _serve(answer: Callable[[str, dict[str, list[str]]], tuple[int, Any]]) -> Th
     return server
 
 
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
-_SELECTOR = re.compile(rf"\s*({_NAME})?\s*(?:\{{(.*)\}})?\s*")
-_TIME = re.compile(r"\s*vector\s*\(\s*time\s*\(\s*\)\s*\)\s*")
-_TIMESTAMP = re.compile(r"\s*timestamp\s*\((.*)\)\s*", re.DOTALL)
-
-
-def _selector(query: str) -> list[tuple[str, str, str]] | str:
-    """An instant vector selector's matchers (the metric name as __name__), or why it does not parse."""
-    whole = _SELECTOR.fullmatch(query)
-    if not query.strip() or whole is None:
-        return ("unsupported or malformed expression (the stand-in knows instant vector selectors, "
-                "timestamp() of one, and vector(time()))")
-    name, body = whole.groups()
-    matchers = [("__name__", "=", name)] if name else []
-    rest = body or ""
-    while rest.strip():
-        m = _MATCHER.match(rest)
-        if m is None:
-            return f"unexpected {rest.strip()[:20]!r} in label matching"
-        matchers.append((m[1], m[2], m[3].replace('\\"', '"').replace("\\\\", "\\")))
-        rest = rest[m.end():]
-    return matchers if matchers else "vector selector must contain at least one non-empty matcher"
-
-
-def _matches(labels: Mapping[str, str], matchers: Sequence[tuple[str, str, str]]) -> bool:
-    def one(label: str, op: str, value: str) -> bool:
-        have = labels.get(label, "")  # an absent label matches as the empty string
-        if op in ("=", "!="):
-            return (have == value) == (op == "=")
-        return bool(re.fullmatch(value, have)) == (op == "=~")  # anchored, as in PromQL
-    return all(one(*m) for m in matchers)
-
-
-def _pod_of(labels: Mapping[str, str]) -> tuple[str, str] | None:
-    return (labels["namespace"], labels["pod"]) if "namespace" in labels and "pod" in labels else None
-
-
-def _vector(result: list[dict[str, Any]]) -> tuple[int, Any]:
-    return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
-
-
-@dataclass
-class Prometheus:
-    """Prometheus `major` (2 or 3) answering /api/v1/query at its `clock` over what it scraped last
-    (`samples`, and `up` of each pod stamped with its last scrape: `scrapes`, else when the stand-in
-    started) in its HTTP API's shape (prometheus docs/querying/api.md): {"status": "success", "data":
-    {"resultType": "vector", "result": [{"metric": {...}, "value": [time, "number"]}]}}. It evaluates
-    instant vector selectors, timestamp() of one (each sample's own time, the metric name dropped, as
-    PromQL does) and vector(time()); anything else is 400 bad_data; `refusal` (status, errorType,
-    error) refuses every query. 3.x stores a histogram's `le` normalized as a float, "1" becoming
-    "1.0" (prometheus/prometheus docs/migration.md, "le and quantile label values"); 2.x as scraped."""
-
-    major: int = 3
-    samples: list[Sample] = field(default_factory=list)
-    refusal: tuple[int, str, str] | None = None
-    asked: list[str] = field(default_factory=list)
-    # Seconds since the epoch; it moves only by advance(), as a test plays it.
-    clock: float = field(default_factory=lambda: float(int(time.time() + CLOCK_SKEW)))
-    scrapes: dict[tuple[str, str], float] = field(default_factory=dict)  # (namespace, pod): last scrape
-    # Called with each query before it is answered: where a test plays what Prometheus does meanwhile.
-    on_query: Callable[[str], None] | None = None
-
-    def __post_init__(self) -> None:
-        self.started = self.clock
-        self._lock = threading.Lock()  # the server answers on its own threads
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self.clock += seconds
-            return self.clock
-
-    def scrape(self, ns: str, pod: str, samples: Sequence[Sample] | None = None, at: float | None = None) -> None:
-        """Prometheus scrapes `pod` of `ns` at `at` (its clock's now): the pod's series become those
-        of `samples` that carry its namespace and pod labels, when given."""
-        with self._lock:
-            self.scrapes[(ns, pod)] = self.clock if at is None else at
-            if samples is not None:
-                self.samples = [*(s for s in self.samples if _pod_of(s.labels) != (ns, pod)),
-                                *(s for s in samples if _pod_of(s.labels) == (ns, pod))]
-
-    def answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-        if path != "/api/v1/query":
-            return 404, b"404 page not found\n"
-        promql = (query.get("query") or [""])[0]
-        self.asked.append(promql)
-        if self.on_query is not None:
-            self.on_query(promql)
-        if self.refusal is not None:
-            status, kind, error = self.refusal
-            return status, {"status": "error", "errorType": kind, "error": error}
-        with self._lock:
-            return self._evaluate(promql)
-
-    def _evaluate(self, promql: str) -> tuple[int, Any]:
-        at = self.clock
-        if _TIME.fullmatch(promql):
-            return _vector([{"metric": {}, "value": [_seconds(at), _number(at)]}])
-        timestamp = _TIMESTAMP.fullmatch(promql)
-        matchers = _selector(timestamp[1] if timestamp else promql)
-        if isinstance(matchers, str):
-            return 400, {"status": "error", "errorType": "bad_data",
-                         "error": f'invalid parameter "query": 1:1: parse error: {matchers}'}
-        # The latest sample of each series within the lookback window.
-        held = [(labels, value, t) for labels, value, t in self._held()
-                if _matches(labels, matchers) and at - LOOKBACK < t <= at]
-        if not timestamp:
-            return _vector([{"metric": labels, "value": [_seconds(at), _number(value)]} for labels, value, _ in held])
-        result = [{"metric": {k: v for k, v in labels.items() if k != "__name__"}, "value": [_seconds(at), _number(t)]}
-                  for labels, _, t in held]
-        if len({json.dumps(r["metric"], sort_keys=True) for r in result}) < len(result):
-            return 422, {"status": "error", "errorType": "execution",
-                         "error": "vector cannot contain metrics with the same labelset"}
-        return _vector(result)
-
-    def _held(self) -> list[tuple[dict[str, str], float, float]]:
-        """(labels as stored, value, timestamp) of every series: `samples`, and `up` of each pod scraped."""
-        pods = {pod: self.started for s in self.samples if (pod := _pod_of(s.labels)) is not None}
-        pods.update(self.scrapes)
-        def stamp(s: Sample) -> float:
-            return pods.get(_pod_of(s.labels) or ("", ""), self.started) if s.scraped is None else s.scraped
-        held = [(self._stored(s.labels), s.value, stamp(s)) for s in self.samples]
-        return held + [({"__name__": "up", **_target_labels(ns, pod)}, 1.0, t) for (ns, pod), t in pods.items()]
-
-    def _stored(self, labels: Mapping[str, str]) -> dict[str, str]:
-        le = labels.get("le")
-        if self.major < 3 or le is None or le == "+Inf" or "e" in le or "." in le:
-            return dict(labels)
-        return {**labels, "le": f"{le}.0"}
-
-
-def _number(value: float) -> str:
-    """A sample's value as the API writes it (Go's strconv 'f' format, shortest: "20", "0.5")."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _seconds(at: float) -> float | int:
-    """An evaluation time as the API writes it: seconds, to the millisecond, no fraction when whole."""
-    return int(at) if float(at).is_integer() else round(at, 3)
-
-
-def _node_id(*parts: str) -> str:
-    return hashlib.md5("|".join(parts).encode()).hexdigest()
-
 
 def kiali_graph(ns: str, calls: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """Kiali's workload graph of `ns` in cytoscape's JSON (kiali graph/config/cytoscape): a node per
@@ -296,8 +110,8 @@ def kiali_graph(ns: str, calls: Sequence[tuple[str, str]]) -> dict[str, Any]:
     nodes: dict[str, dict[str, Any]] = {}
 
     def node(workload: str) -> str:
-        app, version = _app_version(workload)
-        ident = _node_id("Kubernetes", ns, workload)
+        app, version = app_version(workload)
+        ident = node_id("Kubernetes", ns, workload)
         nodes.setdefault(ident, {"data": {"id": ident, "nodeType": "workload", "cluster": "Kubernetes",
                                           "namespace": ns, "workload": workload, "app": app, "version": version,
                                           "traffic": [{"protocol": "http", "rates": {"httpIn": "1.00"}}]}})
@@ -305,21 +119,38 @@ def kiali_graph(ns: str, calls: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
     edges = []
     for source, target in calls:
-        app = _app_version(target)[0]
+        app = app_version(target)[0]
         responses = {"200": {"flags": {"-": "100.0"}, "hosts": {f"{app}.{ns}.svc.cluster.local": "100.0"}}}
         ends = (node(source), node(target))
-        edges.append({"data": {"id": _node_id(*ends), "source": ends[0], "target": ends[1], "isMTLS": "100",
+        edges.append({"data": {"id": node_id(*ends), "source": ends[0], "target": ends[1], "isMTLS": "100",
                                "responseTime": "12", "throughput": "1534",
                                "traffic": {"protocol": "http", "rates": {"http": "1.00", "httpPercentReq": "100.0"},
                                            "responses": responses}}})
     return {"nodes": list(nodes.values()), "edges": edges}
 
 
+# A duration as Kiali parses it (prometheus/common model.ParseDuration, which kiali graph/options.go
+# calls): units from years to milliseconds, each at most once, largest first.
+KIALI_DURATION = re.compile(r"(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
+_UNIT = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+
+
+def _duration_seconds(text: str) -> float | None:
+    if not text or KIALI_DURATION.fullmatch(text) is None:
+        return None
+    return sum(int(n) * _SECONDS[unit] for n, unit in _UNIT.findall(text))
+
+
 @dataclass
 class Kiali:
     """Kiali answering its workload graph API under the addon's web_root /kiali (istio/istio
     samples/addons/kiali.yaml): {"elements": ...} per namespace in `graphs`, an empty graph for any
-    other; 400 {"error": ...} without a namespace or for a graph type the stand-in does not draw."""
+    other, over the window `duration` asks for (answered as the reply's `duration`, in seconds).
+    400 {"error": ...} without a namespace, for a graph type the stand-in does not draw, and for an
+    invalid duration ("Invalid duration [...]", as Kiali's options.go says it). Kiali would draw a
+    graph without a duration over its default 10 minutes, earlier tests' traffic and all: the
+    stand-in refuses it, so no caller can lean on that default."""
 
     graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
     asked: list[dict[str, list[str]]] = field(default_factory=list)
@@ -332,9 +163,14 @@ class Kiali:
         graph_type = (query.get("graphType") or [""])[0]
         if not namespaces or graph_type != "workload":
             return 400, {"error": f"the stand-in draws workload graphs of named namespaces, not {query}"}
+        if "duration" not in query:
+            return 400, {"error": "the stand-in draws a graph only over an explicit duration, not Kiali's 10m default"}
+        duration = _duration_seconds(query["duration"][0])
+        if duration is None:
+            return 400, {"error": f"Invalid duration [{query['duration'][0]}]"}
         nodes = [n for ns in namespaces for n in self.graphs.get(ns, {}).get("nodes", [])]
         edges = [e for ns in namespaces for e in self.graphs.get(ns, {}).get("edges", [])]
-        return 200, {"timestamp": int(time.time()), "duration": 600, "graphType": graph_type,
+        return 200, {"timestamp": int(time.time()), "duration": int(duration), "graphType": graph_type,
                      "elements": {"nodes": nodes, "edges": edges}}
 
 

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 
 from conformance.probes import curl_batch
 from tests.fakegateway import free_port
@@ -45,3 +46,20 @@ def test_served_by_is_classified_like_the_local_target() -> None:
           '{"podname": "reviews-v2-abc-123"}\n@@error \n@@end\n'
     (reply,) = curl_batch.parse(out)
     assert reply.served_by == "reviews-v2-abc-123" and reply.headers["server"] == "istio-envoy"
+
+
+def test_each_request_carries_its_start_on_the_pods_clock(httpbin: str) -> None:
+    before = time.time()
+    replies = run(f"{httpbin}/delay/0.05", count=3, concurrency=1)
+    after = time.time()
+    starts = [r.started for r in replies]
+    assert all(s is not None and before <= s <= after for s in starts), (before, starts, after)
+    # One at a time: each starts after the previous one's response.
+    assert all(b - a >= replies[0].elapsed * 0.9 for a, b in zip(starts, starts[1:])), starts  # type: ignore[operator]
+
+
+def test_a_date_without_nanoseconds_gives_no_start_rather_than_a_wrong_one() -> None:
+    out = "@@meshconf 1 0 200 0.01 1700000000.%N\n@@body\n{}\n@@error \n@@end\n"
+    assert curl_batch.parse(out)[0].started is None
+    assert curl_batch.parse(out.replace("%N", "25"))[0].started == 1700000000.25
+    assert curl_batch.parse(out.replace(" 1700000000.%N", ""))[0].started is None  # the script before this field

@@ -25,6 +25,36 @@ def executable(path: Path, text: str) -> Path:
     return path
 
 
+# -- prometheus -------------------------------------------------------------------------------
+
+
+def test_doctor_names_the_prometheus_it_found(tmp_path: Path) -> None:
+    binary = executable(tmp_path / "prometheus", "#!/bin/sh\necho 'prometheus, version 2.42.0+ds (branch: debian/sid)'\n")
+    check = local.prometheus_check(lambda name: str(binary))
+    assert check.ok and check.detail == f"Prometheus 2.42.0+ds at {binary}"
+
+
+@pytest.mark.parametrize(("version", "warns"), [("2.27.1", True), ("1.8.2", True), ("2.28.0", False), ("3.5.0", False)])
+def test_doctor_warns_that_a_prometheus_older_than_2_28_cannot_run(tmp_path: Path, version: str, warns: bool) -> None:
+    binary = executable(tmp_path / "prometheus", f"#!/bin/sh\necho 'prometheus, version {version} (branch: HEAD)'\n")
+    check = local.prometheus_check(lambda name: str(binary))
+    assert check.ok  # a warning: every other profile runs
+    if warns:
+        assert check.detail.startswith(f"warning: Prometheus {version} at {binary} is older than 2.28, whose "
+                                       f"http_sd_configs the mesh's scrape configuration needs, and cannot run, so "
+                                       f"MESH-TELEMETRY cannot run on the local mesh"), check.detail
+        assert "apt-get install prometheus" in check.detail
+    else:
+        assert check.detail == f"Prometheus {version} at {binary}"
+
+
+def test_doctor_warns_without_prometheus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    check = local.prometheus_check()
+    assert check.ok and check.detail.startswith("warning: no `prometheus` on PATH")
+    assert "apt-get install prometheus" in check.detail
+
+
 # -- envoy ------------------------------------------------------------------------------------
 
 

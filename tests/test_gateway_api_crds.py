@@ -176,6 +176,7 @@ def test_without_consent_the_feature_is_not_supported_and_says_how_to_enable_it(
     try:
         assert isinstance(target, ExplainsSupport)
         assert not target.supports("MeshHTTPRouteWeights") and target.supports("WeightedSplit")
+        assert not target.supports("GatewayAPIIngress")
         reason = target.unsupported_reason("MeshHTTPRouteWeights") or ""
         assert "the Gateway API CRDs are not installed (Istio does not install them)" in reason
         assert "pass --yes to let meshconf install and later remove Gateway API v1.4.0" in reason
@@ -261,5 +262,5 @@ def test_crds_without_the_v1_httproute_leave_the_feature_unsupported(api: FakeAp
     finally:
         kube.close()
     assert outcome.installed == []
-    assert outcome.unsupported == {"MeshHTTPRouteWeights": "the cluster's Gateway API CRDs (bundle v0.0.0-dev) "
-                                                           "do not serve gateway.networking.k8s.io/v1 HTTPRoute"}
+    reason = "the cluster's Gateway API CRDs (bundle v0.0.0-dev) do not serve gateway.networking.k8s.io/v1 HTTPRoute"
+    assert outcome.unsupported == {"MeshHTTPRouteWeights": reason, "GatewayAPIIngress": reason}

@@ -1,6 +1,6 @@
 """The local mesh's Istio metrics from access log records, without Envoy: the labels istio_stats
 gives each request (istio/proxy 1.28.0 istio_stats.cc) for both reporters, the text Prometheus
-reads, the two metrics mutants, and Prometheus' own configuration."""
+reads, the two metrics mutants, and the access log records they are made from."""
 
 import json
 from dataclasses import replace
@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conformance.errors import ConformanceError
-from conformance.targets.local import preflight
 from conformance.targets.local.model import Pod, Service, ServicePort
-from conformance.targets.local.processes import Supervisor
-from conformance.targets.local.telemetry import prometheus
 from conformance.targets.local.telemetry.access_log import (
     DESTINATION,
     SOURCE,
@@ -22,10 +18,11 @@ from conformance.targets.local.telemetry.access_log import (
     parse_record,
 )
 from conformance.targets.local.telemetry.labels import STANDARD_LABELS, request_labels
-from conformance.targets.local.telemetry.metrics import ENVOY_DEFAULT_BUCKETS, ProxyMetrics
+from conformance.targets.local.telemetry.metrics import ProxyMetrics
 from conformance.targets.local.telemetry.peers import Directory, WorkloadMetadata
 from conformance.targets.local.translator import translate
 from conformance.targets.local.translator.mutants import METRICS_SWAPPED_LABELS, METRICS_UNDERCOUNT
+from conformance.verdicts.telemetry import ENVOY_DEFAULT_BUCKETS
 from tests.builders import INGRESS, PRODUCTPAGE, gateway, gateway_vs, hcm_of, make_pod, mesh
 
 NS = "web"
@@ -238,13 +235,50 @@ def test_canonical_service_and_revision_follow_istios_labels(labels: dict[str, s
     assert (workload.canonical_service, workload.canonical_revision) == (service, revision)
 
 
-def test_the_server_names_the_first_service_on_its_port_or_else_the_host() -> None:
+def test_the_server_names_the_first_service_on_its_port_or_else_its_canonical_service_never_the_host() -> None:
+    """Istio turns the Host-header fallback off for inbound (telemetry.go disableHostHeaderFallback)."""
     other = Service("another", NS, (ServicePort("web", 80, 8080),), {"app": "httpbin"})
     assert labels_of(HTTPBIN, at_httpbin(), directory(other, HTTPBIN_SVC))["destination_service_name"] == "another"
-    alone = labels_of(HTTPBIN, at_httpbin(), directory(PLAIN_SVC))
-    assert alone["destination_service"] == alone["destination_service_name"] == f"httpbin.{NS}:8000"
-    nameless = labels_of(HTTPBIN, at_httpbin(authority=None), directory(PLAIN_SVC))
-    assert (nameless["destination_service"], nameless["destination_service_name"]) == ("httpbin", "httpbin")
+    for authority in (f"httpbin.{NS}:8000", "elsewhere.example", None):
+        alone = labels_of(HTTPBIN, at_httpbin(authority=authority), directory(PLAIN_SVC))
+        assert (alone["destination_service"], alone["destination_service_name"]) == ("httpbin", "httpbin")
+        assert alone["destination_service_namespace"] == NS
+
+
+def test_a_gateway_request_no_cluster_takes_names_no_service_and_a_sidecars_names_its_host() -> None:
+    """A gateway has no Host-header fallback either: its 404 NR is to an unknown service."""
+    no_route = {"response_code": 404, "response_flags": "NR", "response_code_details": "route_not_found",
+                "upstream_cluster": None, "upstream_host": None, "upstream_peer_uri_san": None,
+                "upstream_local_uri_san": None, "authority": "nowhere.example"}
+    at_gateway = labels_of(GATEWAY, record(SOURCE, **no_route))
+    at_curl = labels_of(CURL, record(SOURCE, **no_route))
+    names = ("destination_service", "destination_service_name", "destination_service_namespace")
+    assert [at_gateway[n] for n in names] == ["unknown", "unknown", "unknown"]
+    assert [at_curl[n] for n in names] == ["nowhere.example", "nowhere.example", "unknown"]
+    # Through a cluster, the gateway names the cluster's service, as a sidecar does.
+    routed = labels_of(GATEWAY, record(SOURCE, upstream_cluster=HTTPBIN_CLUSTER, upstream_host="127.0.5.2:8080",
+                                       authority="httpbin.example.com"))
+    assert [routed[n] for n in names] == [f"httpbin.{NS}.svc.cluster.local", "httpbin", NS]
+
+
+def test_the_client_names_the_service_namespace_of_its_cluster_before_its_peers() -> None:
+    """istio_stats' ClientSidecar: the cluster metadata's service namespace first, then the peer's
+    (its certificate's, then its metadata's); istio/proxy 1.28.0 testdata/metric/
+    client_request_total_cluster_metadata_precedence.yaml.tmpl and client_disable_host_header_fallback."""
+    elsewhere = "spiffe://cluster.local/ns/other/sa/httpbin"
+    labels = labels_of(CURL, from_curl(upstream_peer_uri_san=elsewhere))
+    assert (labels["destination_service_namespace"], labels["destination_workload_namespace"]) == (NS, "other")
+    # The client proxy's own replies name the cluster's service as well: no healthy host (UH), overflow (UO).
+    for flag in ("UH", "UO"):
+        replied = labels_of(CURL, from_curl(response_code=503, response_flags=flag, upstream_host=None,
+                                            upstream_peer_uri_san=None, response_code_details="no_healthy_upstream"))
+        assert (replied["destination_service"], replied["destination_service_namespace"]) == (
+            f"httpbin.{NS}.svc.cluster.local", NS), flag
+        assert replied["destination_workload"] == "unknown"
+    # Without a service's cluster, the peer's: its certificate's namespace over its metadata's.
+    passthrough = labels_of(CURL, from_curl(route_name="allow_any", upstream_cluster="PassthroughCluster",
+                                            upstream_peer_uri_san=elsewhere))
+    assert passthrough["destination_service_namespace"] == "other"
 
 
 # -- the access log records --------------------------------------------------------------------
@@ -288,14 +322,14 @@ def test_a_record_reads_envoys_nulls_and_dashes_as_absent() -> None:
 def test_the_tail_returns_each_complete_line_once(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     tail = AccessLogTail(log)
-    assert tail.read() == []  # no file yet
+    assert list(tail.read()) == []  # no file yet
     first, second = from_curl(duration=1), from_curl(duration=2)
     log.write_text(first + "\n" + second[:20])
     assert [r.duration_ms for r in tail.read()] == [1]
     with log.open("a") as out:
         out.write(second[20:] + "\n")
     assert [r.duration_ms for r in tail.read()] == [2]
-    assert tail.read() == []
+    assert list(tail.read()) == []
 
 
 # -- the exposition and the mutants ------------------------------------------------------------
@@ -353,41 +387,3 @@ def test_undercount_mutant_leaves_one_request_in_ten_uncounted() -> None:
                             next(s.value for s in samples["istio_request_duration_milliseconds"]
                                  if s.name.endswith("_count")))
     assert counted == {frozenset(): (25, 25), frozenset({METRICS_UNDERCOUNT}): (23, 23)}
-
-
-# -- Prometheus --------------------------------------------------------------------------------
-
-
-def test_each_pod_is_a_target_labelled_as_istios_addon_labels_it() -> None:
-    target = prometheus.scrape_target("127.9.0.1:15020", NS, HTTPBIN.name, HTTPBIN.ip,
-                                      {"app": "httpbin", "service.istio.io/canonical-name": "httpbin"}, 15020)
-    assert target == {"targets": ["127.9.0.1:15020"], "labels": {
-        "app": "httpbin", "service_istio_io_canonical_name": "httpbin", "namespace": NS, "pod": HTTPBIN.name,
-        "instance": "127.0.5.2:15020", "__param_pod": f"{NS}/{HTTPBIN.name}"}}
-    config = prometheus.scrape_config("http://127.9.0.1:15020/targets")
-    assert config["global"]["scrape_interval"] == "1s"
-    [job] = config["scrape_configs"]
-    assert (job["job_name"], job["honor_labels"], job["metrics_path"]) == ("kubernetes-pods", True, "/stats/prometheus")
-    # Asked for over HTTP every second: no file for Prometheus to watch (no inotify instance per mesh).
-    assert job["http_sd_configs"] == [{"url": "http://127.9.0.1:15020/targets", "refresh_interval": "1s"}]
-
-
-def test_without_prometheus_the_mesh_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    supervisor = Supervisor()
-    local = prometheus.LocalPrometheus(tmp_path / "prometheus", "127.9.0.1", "http://127.9.0.1:15020/targets",
-                                       supervisor)
-    assert local.child is None and supervisor.children() == []
-    assert local.unavailable is not None and "apt-get install prometheus" in local.unavailable
-    with pytest.raises(ConformanceError, match="the local mesh has no Prometheus: .*apt-get install prometheus"):
-        local.query("up")
-    check = preflight.prometheus_check()
-    assert check.ok and check.detail.startswith("warning: no `prometheus` on PATH")
-    assert "apt-get install prometheus" in check.detail
-
-
-def test_doctor_names_the_prometheus_it_found(tmp_path: Path) -> None:
-    binary = tmp_path / "prometheus"
-    binary.write_text("#!/bin/sh\necho 'prometheus, version 2.42.0+ds (branch: debian/sid)'\n")
-    binary.chmod(0o755)
-    assert preflight.prometheus_check(lambda name: str(binary)).detail == f"Prometheus 2.42.0+ds at {binary}"

@@ -1,19 +1,29 @@
 """Istio's request metrics on a real local mesh: requests from an injected curl and from a curl
 without a sidecar to an injected httpbin, through real Envoys, counted exactly in a real
 Prometheus for both reporters, with Istio's labels. Prometheus is required here: without it these
-tests fail with the install command (CI installs it)."""
+tests fail with the install command (CI installs it). Besides, the parts that run for real
+around it: the access log tail, the metrics server, and how the mesh starts its Prometheus (on
+first use; a binary that cannot run fails every query, saying why)."""
 
+import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from conformance.errors import ConformanceError
 from conformance.settings import RunSettings
 from conformance.targets.local.objects import namespace_doc
+from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.target import LocalTarget
+from conformance.targets.local.telemetry import prometheus
+from conformance.targets.local.telemetry.access_log import AccessLogTail
 from conformance.targets.local.telemetry.labels import STANDARD_LABELS
+from conformance.targets.local.telemetry.server import MetricsServer
 from conformance.targets.local.translator import translate
 from conformance.targets.local.translator.mutants import METRICS_SWAPPED_LABELS, METRICS_UNDERCOUNT
 from tests.builders import INGRESS, PRODUCTPAGE, eventually, gateway, gateway_vs, manifest_docs, mesh, mesh_processes
@@ -30,6 +40,7 @@ METRICS_TIMEOUT = 30.0
 Counts = dict[tuple[str, str, str], float]
 
 
+@contextmanager
 def running_target(tmp_path: Path, mutants: tuple[str, ...] = ()) -> Iterator[LocalTarget]:
     target = LocalTarget(RunSettings(target="local", work_dir=tmp_path / "work", mutants=mutants))
     target.up()
@@ -42,15 +53,16 @@ def running_target(tmp_path: Path, mutants: tuple[str, ...] = ()) -> Iterator[Lo
         target.wait_ready(LEGACY)
         yield target
     finally:
-        prometheus = target.mesh.telemetry.prometheus.child if target.mesh else None
+        child = target.mesh.telemetry.prometheus.child if target.mesh else None
         target.down()
-        assert prometheus is None or not prometheus.alive()
+        assert child is None or not child.alive()
         assert mesh_processes(str(tmp_path)) == []
 
 
 @pytest.fixture
 def target(tmp_path: Path) -> Iterator[LocalTarget]:
-    yield from running_target(tmp_path)
+    with running_target(tmp_path) as running:
+        yield running
 
 
 def send(target: LocalTarget, namespace: str, count: int) -> None:
@@ -94,8 +106,10 @@ def wait_for_counts(read: Callable[[], Counts], expected: Counts) -> None:
 
 
 def test_requests_through_the_mesh_are_counted_exactly_with_istios_labels(target: LocalTarget) -> None:
-    require_prometheus(target)
     send(target, MESHED, 7)
+    # Not started until asked for; its first scrapes still count what was logged before.
+    assert target.mesh is not None and target.mesh.telemetry.prometheus.child is None
+    require_prometheus(target)
     send(target, LEGACY, 3)
     expected = {("source", "curl", "httpbin"): 7, ("destination", "curl", "httpbin"): 7,
                 ("destination", "unknown", "httpbin"): 3}
@@ -137,7 +151,7 @@ def test_requests_through_the_mesh_are_counted_exactly_with_istios_labels(target
 
 
 def test_the_metrics_mutants_swap_labels_and_lose_a_request_in_ten(tmp_path: Path) -> None:
-    for target in running_target(tmp_path, (METRICS_SWAPPED_LABELS, METRICS_UNDERCOUNT)):
+    with running_target(tmp_path, (METRICS_SWAPPED_LABELS, METRICS_UNDERCOUNT)) as target:
         require_prometheus(target)
         send(target, MESHED, 10)
         # Swapped: httpbin is reported as the source of its own requests. One in ten is lost.
@@ -155,3 +169,135 @@ def test_envoy_takes_the_access_logs_of_every_connection_manager(tmp_path: Path)
     for pod in (PRODUCTPAGE, INGRESS):
         logged = replace(pod, access_log=str(tmp_path / f"{pod.name}.log"))
         envoy_validate(static_bootstrap(logged, translate(logged, state)), tmp_path)
+
+
+# -- the access log tail and the metrics server ------------------------------------------------
+
+
+def test_a_line_that_does_not_parse_stops_the_tail_there_naming_it(tmp_path: Path) -> None:
+    """The records before it are counted once; it and every later one wait, and each read says why."""
+    log = tmp_path / "access.log"
+    good = json.dumps({"reporter": "source", "response_code": 200, "duration": 1})
+    bad = json.dumps({"reporter": "source", "response_code": "two hundred"})
+    log.write_text(f"{good}\n{bad}\n{good}\n")
+    tail, read = AccessLogTail(log), []
+    for _ in range(2):
+        with pytest.raises(ConformanceError) as refused:
+            for request in tail.read():
+                read.append(request.duration_ms)
+        assert str(refused.value).startswith(f"{log}: the record at byte {len(good) + 1} does not parse (ValueError: ")
+        assert "two hundred" in str(refused.value)
+    assert read == [1]
+
+
+def test_a_scrape_answers_503_naming_a_record_it_cannot_count() -> None:
+    def scrape(pod: str) -> bytes:
+        raise ValueError(f"access log record of {pod} has no reporter")
+
+    server = MetricsServer("127.0.0.1", scrape, lambda: [], port=0)
+    try:
+        reply = httpx.get(f"http://{server.address}/stats/prometheus", params={"pod": f"{MESHED}/curl"})
+    finally:
+        server.stop()
+    assert (reply.status_code, reply.text) == (503, f"access log record of {MESHED}/curl has no reporter\n")
+
+
+# -- Prometheus, started by the mesh --------------------------------------------------------------------------------
+
+
+def test_each_pod_is_a_target_labelled_as_istios_addon_labels_it() -> None:
+    pod = "httpbin-9c6hfscq2r-zbbgp"
+    target = prometheus.scrape_target("127.9.0.1:15020", MESHED, pod, "127.0.5.2",
+                                      {"app": "httpbin", "service.istio.io/canonical-name": "httpbin"}, 15020)
+    assert target == {"targets": ["127.9.0.1:15020"], "labels": {
+        "app": "httpbin", "service_istio_io_canonical_name": "httpbin", "namespace": MESHED, "pod": pod,
+        "instance": "127.0.5.2:15020", "__param_pod": f"{MESHED}/{pod}"}}
+    config = prometheus.scrape_config("http://127.9.0.1:15020/targets")
+    assert config["global"]["scrape_interval"] == "1s"
+    [job] = config["scrape_configs"]
+    assert (job["job_name"], job["honor_labels"], job["metrics_path"]) == ("kubernetes-pods", True, "/stats/prometheus")
+    # Asked for over HTTP every second: no file for Prometheus to watch (no inotify instance per mesh).
+    assert job["http_sd_configs"] == [{"url": "http://127.9.0.1:15020/targets", "refresh_interval": "1s"}]
+
+
+def fake_prometheus(directory: Path, monkeypatch: pytest.MonkeyPatch, version: str, then: str) -> Path:
+    """A `prometheus` alone on PATH: prints `version` for --version, else runs the shell line `then`;
+    each start is logged in calls.log."""
+    binary = directory / "prometheus"
+    binary.write_text(f"#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'prometheus, version {version} (branch: x)'; "
+                      f"exit 0; fi\necho started >> {directory / 'calls.log'}\n{then}\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(directory))
+    return directory / "calls.log"
+
+
+def local_prometheus(tmp_path: Path, supervisor: Supervisor) -> prometheus.LocalPrometheus:
+    return prometheus.LocalPrometheus(tmp_path / "run", "127.0.0.1", "http://127.0.0.1:15020/targets", supervisor)
+
+
+def test_without_prometheus_the_mesh_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    supervisor = Supervisor()
+    local = local_prometheus(tmp_path, supervisor)
+    reason = local.unavailable()
+    assert reason is not None and "apt-get install prometheus" in reason
+    with pytest.raises(ConformanceError, match="the local mesh has no Prometheus: .*apt-get install prometheus"):
+        local.query("up")
+    assert local.child is None and supervisor.children() == []
+
+
+def test_a_prometheus_older_than_http_service_discovery_fails_every_query_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_prometheus(tmp_path, monkeypatch, "2.27.1", "exec /bin/sleep 30")
+    supervisor = Supervisor()
+    local = local_prometheus(tmp_path, supervisor)
+    assert local.unavailable() is None  # there is one: the features run, and fail
+    for _ in range(2):
+        with pytest.raises(ConformanceError) as refused:
+            local.query("up")
+        assert str(refused.value).startswith(f"the local mesh's Prometheus cannot run: Prometheus 2.27.1 at "
+                                             f"{tmp_path / 'prometheus'} is older than 2.28, which the scrape "
+                                             f"configuration's http_sd_configs needs"), str(refused.value)
+    assert not calls.exists() and supervisor.children() == []
+
+
+def test_a_prometheus_that_cannot_start_is_started_once_on_first_use_and_fails_every_query_with_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_prometheus(tmp_path, monkeypatch, "2.42.0+ds",
+                            "echo 'err: opening storage failed: lock DB directory: resource temporarily unavailable'"
+                            "\nexit 1")
+    supervisor = Supervisor()
+    local = local_prometheus(tmp_path, supervisor)
+    assert not calls.exists()  # nothing started with the mesh
+    assert local.unavailable() is None
+    for _ in range(2):
+        with pytest.raises(ConformanceError) as refused:
+            local.query("up")
+        assert str(refused.value).startswith("the local mesh's Prometheus cannot run: Prometheus did not start: ")
+        assert "exited with code 1: err: opening storage failed" in str(refused.value)
+    assert calls.read_text() == "started\n" and supervisor.children() == []
+
+
+def test_an_interrupt_while_prometheus_starts_leaves_it_stopped_and_the_next_use_tries_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_prometheus(tmp_path, monkeypatch, "3.5.0", "exec /bin/sleep 30")
+    supervisor = Supervisor()
+    local = local_prometheus(tmp_path, supervisor)
+
+    waiting = prometheus.wait_for
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prometheus, "wait_for", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        local.unavailable()
+    first = local.child
+    assert first is not None and not first.alive() and supervisor.children() == []
+    # The next use starts it again (this one never gets ready: it fails, saying so).
+    monkeypatch.setattr(prometheus, "wait_for", waiting)
+    monkeypatch.setattr(prometheus, "READY_TIMEOUT", 0.3)
+    with pytest.raises(ConformanceError, match="Prometheus did not start: Prometheus at http://127.0.0.1:19090: "
+                                               "not within 0.3s"):
+        local.query("up")
+    assert local.child is not first and not local.child.alive() and supervisor.children() == []

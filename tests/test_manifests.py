@@ -18,6 +18,7 @@ from tests.builders import UPSTREAM, doc_params, own_docs, upstream_file
 
 # Kinds applied as plain Kubernetes objects, without a CRD to validate against.
 CORE_KINDS = {("v1", "Service"), ("v1", "ServiceAccount"), ("v1", "Pod"), ("apps/v1", "Deployment"),
+              ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "IngressClass"),
               ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"),
               ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")}
 

@@ -80,8 +80,17 @@ BREAKS: dict[str, dict[str, str]] = {
     # Every request counted, under the other end's names: none where the requests went.
     "metrics-swapped-labels": {"StandardMetrics": "source curl -> reviews-v2 +0 (sent 20)"},
     "metrics-undercount": {"StandardMetrics": "istio_requests_total: expected each edge to increase by exactly its requests"},
+    # Envoys killed and restarted by each change: the load's requests fail, named with their moments.
+    "switch-drops-requests": {
+        "ConfigChangeUnderLoad": "requests failed, relative to the change: #",
+        "BlueGreen": "requests failed during the switch, relative to the change: #",
+    },
     # Five invalid resources stored, and one refused by the local mesh's own limits, not by Istio.
     "validation-off": {"ValidationWebhook": "6 of 8 validation cases differ from Istio's validation"},
+    # The unserved name gets the served host's certificate instead of a refused handshake.
+    "gateway-ignores-sni": {"IngressTLS": "SNI unserved.meshconf.test: a certificate for bookinfo-tls.meshconf.test"},
+    # The gateway Istio deploys for the Gateway runs, and the Gateway is Programmed, but nothing listens.
+    "gateway-api-ignored": {"GatewayAPIIngress": "answers through the Gateway API Gateway: not converged"},
 }
 
 

@@ -94,10 +94,10 @@ def test_prometheus_error_names_the_query_and_the_reason(kube: Kube, addons: Add
         Telemetry(kube, 5.0).prometheus_query("sum(")
 
 
-def test_kiali_graph_of_a_namespace(kube: Kube, addons: Addons) -> None:  # noqa: F811
-    assert Telemetry(kube, 5.0).kiali_graph("bookinfo-r1") == GRAPH
+def test_kiali_graph_of_a_namespace_over_the_seconds_asked(kube: Kube, addons: Addons) -> None:  # noqa: F811
+    assert Telemetry(kube, 5.0).kiali_graph("bookinfo-r1", 37) == GRAPH
     assert addons.asked == [("kiali", "/kiali/api/namespaces/graph",
-                             {"namespaces": ["bookinfo-r1"], "graphType": ["workload"]})]
+                             {"namespaces": ["bookinfo-r1"], "graphType": ["workload"], "duration": ["37s"]})]
 
 
 def test_an_addon_without_a_ready_pod_says_how_to_get_one(api: FakeApi, kube: Kube,  # noqa: F811
@@ -105,5 +105,5 @@ def test_an_addon_without_a_ready_pod_says_how_to_get_one(api: FakeApi, kube: Ku
     api.objects["/api/v1/namespaces/istio-system/pods/kiali-7d9f"] = addon_pod("kiali", ready=False)
     with pytest.raises(ConformanceError, match=r"no ready kiali pod in istio-system "
                                                r"\(app.kubernetes.io/name=kiali\).*samples/addons/kiali.yaml"):
-        Telemetry(kube, 5.0).kiali_graph("bookinfo-r1")
+        Telemetry(kube, 5.0).kiali_graph("bookinfo-r1", 60)
     assert addons.asked == []

@@ -199,6 +199,7 @@ def test_known_mutants_are_described_on_one_line() -> None:
         "no-injection", "inject-opted-out", "validation-off", "webhook-fail-open", "revision-ignored",
         "authz-ignored", "strict-as-permissive", "no-peer-verification", "shared-identity",
         "no-circuit-breaker", "no-outlier-detection", "no-retries", "metrics-swapped-labels", "metrics-undercount",
+        "gateway-ignores-sni", "gateway-api-ignored", "switch-drops-requests",
     }
     assert all(text and "\n" not in text for text in KNOWN_MUTANTS.values())
 

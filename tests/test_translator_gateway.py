@@ -100,8 +100,8 @@ def test_gateway_merges_virtual_services_for_one_host() -> None:
 
 
 def test_gateway_refuses_non_http_servers() -> None:
-    with pytest.raises(UnsupportedResource, match=r"spec\.servers\[0\]\.port\.protocol HTTPS"):
-        ingress(gateway("gw", ["*"], port=8443, protocol="HTTPS"))
+    with pytest.raises(UnsupportedResource, match=r"spec\.servers\[0\]\.port\.protocol TCP"):
+        ingress(gateway("gw", ["*"], port=9000, protocol="TCP"))
 
 
 def test_gateway_for_other_selector_is_ignored() -> None:

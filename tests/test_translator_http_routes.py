@@ -8,9 +8,11 @@ import pytest
 from conformance.errors import ManifestError, UnsupportedResource
 from conformance.targets.local.istio_subset import check_supported
 from conformance.targets.local.mesh import LocalMesh
-from conformance.targets.local.model import Pod, ServicePort
+from conformance.targets.local.model import MeshState, Pod, ServicePort
 from conformance.targets.local.objects import namespace_doc
 from conformance.targets.local.translator import translate
+from conformance.targets.local.translator.gateway_api_routes import mesh_http_routes
+from conformance.targets.local.translator.index import MeshIndex
 from conformance.targets.local.validate import check_document
 from tests.builders import (
     ALL_V1_DR,
@@ -235,18 +237,13 @@ def test_parent_section_name_is_refused() -> None:
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
-        ({"name": "bookinfo-gateway"},  # group and kind default to a Gateway API Gateway
-         r"field spec\.parentRefs\[1\] names Gateway 'bookinfo-gateway': Gateway API Gateways are not "
-         r"implemented by the local mesh yet"),
-        ({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
-         r"field spec\.parentRefs\[1\] names Gateway 'gw': Gateway API Gateways are not implemented"),
         ({"kind": "Service", "name": "reviews"},  # the group defaults to the Gateway API's
          r"field spec\.parentRefs\[1\] of group 'gateway\.networking\.k8s\.io' kind 'Service' is not implemented"),
         ({"group": "networking.istio.io", "kind": "ServiceEntry", "name": "x"},
          r"field spec\.parentRefs\[1\] of group 'networking\.istio\.io' kind 'ServiceEntry'"),
     ],
 )
-def test_parents_other_than_services_are_refused(ref: dict, message: str) -> None:
+def test_parents_other_than_services_and_gateways_are_refused(ref: dict, message: str) -> None:
     route = http_route("reviews", [{"backendRefs": [backend("reviews-v1")]}])
     route["spec"]["parentRefs"].append(ref)
     with pytest.raises(UnsupportedResource, match=f"^HTTPRoute bookinfo/reviews: {message}"):
@@ -275,12 +272,16 @@ def test_backend_namespace_of_the_route_itself_is_accepted() -> None:
     assert outbound_routes(gamma(route), REVIEWS_VHOST)[0]["route"]["cluster"] == version_cluster("v1")
 
 
-def test_bookinfo_gateway_api_gateway_sample_is_refused() -> None:
+def test_bookinfo_gateway_api_gateway_sample_is_accepted() -> None:
     gateway_doc, route = load_gateway_api_sample("bookinfo-gateway")
-    with pytest.raises(UnsupportedResource, match="Gateway API Gateways are not implemented by the local mesh yet"):
-        check_supported(gateway_doc)
-    with pytest.raises(UnsupportedResource, match=r"spec\.parentRefs\[0\] names Gateway 'bookinfo-gateway'"):
-        check_supported(route)
+    check_supported(gateway_doc)
+    check_supported(route)
+
+
+def test_gateway_parent_routes_are_not_mesh_routes() -> None:
+    """An HTTPRoute whose parent is a Gateway routes at that gateway, never in the sidecars."""
+    _, route = load_gateway_api_sample("bookinfo-gateway")
+    assert mesh_http_routes(NS, MeshIndex.build(MeshState(http_routes=(route,)), NS)) == {}
 
 
 def test_v1beta1_http_route_is_accepted() -> None:
@@ -292,9 +293,11 @@ def test_validate_dispatches_gateway_api_kinds() -> None:
     [route] = load_gateway_api_sample("route-reviews-50-v3")
     check_document(route, NS)
     gateway_doc, _ = load_gateway_api_sample("bookinfo-gateway")
-    with pytest.raises(UnsupportedResource, match="Gateway API Gateways are not implemented by the local mesh yet"):
-        check_document(gateway_doc, NS)
-    with pytest.raises(UnsupportedResource, match="kind 'ReferenceGrant'.*implements HTTPRoute"):
+    check_document(gateway_doc, NS)
+    with pytest.raises(UnsupportedResource, match="field spec.listeners.0..protocol 'HTTPS'"):
+        listener = {**gateway_doc["spec"]["listeners"][0], "protocol": "HTTPS"}
+        check_document({**gateway_doc, "spec": {**gateway_doc["spec"], "listeners": [listener]}}, NS)
+    with pytest.raises(UnsupportedResource, match="kind 'ReferenceGrant'.*implements Gateway, HTTPRoute"):
         check_document({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
                         "metadata": metadata("x", NS)}, NS)
     with pytest.raises(UnsupportedResource, match=r"field spec\.rules\[0\]\.filters"):

@@ -47,8 +47,9 @@ def test_refused_field_is_named_by_path() -> None:
         (virtual_service("r", [{"route": [{"destination": {"host": "r", "port": {"name": "http"}}}]}]),
          r"spec.http\[0\].route\[0\].destination.port.name"),
         ({**virtual_service("r", []), "spec": {"hosts": ["r"], "tcp": []}}, "spec.tcp"),
-        ({**gateway("gw", ["*"]), "spec": {"servers": [{"port": {"number": 1}, "tls": {"mode": "SIMPLE"}}]}},
-         r"spec.servers\[0\].tls"),
+        ({**gateway("gw", ["*"]), "spec": {"servers": [{"port": {"number": 1, "protocol": "HTTPS"},
+                                                         "tls": {"mode": "SIMPLE", "minProtocolVersion": "TLSV1_3"}}]}},
+         r"spec.servers\[0\].tls.minProtocolVersion"),
     ],
 )
 def test_refused_fields(doc: dict, path: str) -> None:
@@ -65,8 +66,7 @@ def test_export_to_only_everywhere() -> None:
 def test_unknown_kind_and_version_are_refused() -> None:
     with pytest.raises(UnsupportedResource, match="kind 'ServiceEntry'"):
         check_supported({"apiVersion": ISTIO_API, "kind": "ServiceEntry", "metadata": metadata("x", NS)})
-    with pytest.raises(UnsupportedResource, match="apiVersion 'gateway.networking.k8s.io/v1'.*"
-                                                  "Gateway API Gateways are not implemented by the local mesh yet"):
+    with pytest.raises(UnsupportedResource, match="field spec.gatewayClassName None is not implemented"):
         check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": metadata("x", NS)})
     with pytest.raises(UnsupportedResource, match="kind 'GRPCRoute'"):
         check_supported({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute", "metadata": metadata("x", NS)})

@@ -22,7 +22,16 @@ def reply_from_dict(data: Mapping[str, Any]) -> Reply:
         served_by=served_by(body),
         error=data.get("error"),
         elapsed=float(data.get("elapsed", 0.0)),
+        started=_seconds(data.get("started")),
     )
+
+
+def _seconds(value: Any) -> float | None:
+    """A client's start time, or None when it gave none it could measure."""
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def send_outside(
@@ -39,17 +48,19 @@ def send_outside(
     with httpx.Client(timeout=timeout, follow_redirects=False) as http:
 
         def one(_: int) -> Reply:
-            started = time.monotonic()
+            started, at = time.monotonic(), time.time()
             try:
                 response = http.request(method, url, headers=dict(headers or {}), content=body)
             except httpx.HTTPError as exc:
-                return Reply(0, {}, "", error=f"{type(exc).__name__}: {exc}", elapsed=time.monotonic() - started)
+                return Reply(0, {}, "", error=f"{type(exc).__name__}: {exc}", elapsed=time.monotonic() - started,
+                             started=at)
             return reply_from_dict(
                 {
                     "status": response.status_code,
                     "headers": dict(response.headers),
                     "body": response.text,
                     "elapsed": time.monotonic() - started,
+                    "started": at,
                 }
             )
 

@@ -36,6 +36,8 @@ def parse(output: str) -> list[Reply]:
         rc = int(fields[1])
         status = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
         elapsed = float(fields[3]) if len(fields) > 3 else 0.0
+        # A date without nanoseconds prints "%N" or "N" literally: no start time, not a wrong one.
+        started = fields[4] if len(fields) > 4 and fields[4].replace(".", "", 1).isdigit() else None
         header_text, _, rest = rest.partition("@@body\n")
         body, _, tail = rest.partition("\n@@error ")
         error = tail.partition("\n@@end")[0].strip()
@@ -44,6 +46,7 @@ def parse(output: str) -> list[Reply]:
             "headers": _headers(header_text),
             "body": body,
             "elapsed": elapsed,
+            "started": started,
             "error": None if rc == 0 else f"curl exit {rc}: {error}",
         }))
     return replies

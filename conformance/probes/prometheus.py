@@ -1,10 +1,11 @@
 """Istio's standard metrics as Prometheus holds them, read once every request that has ended is
-in: a scrape of every pod of the namespace later than the traffic, by Prometheus's own clock.
+in: a successful scrape of every pod of the namespace later than the traffic, by Prometheus's own clock.
 
 A Prometheus instant query returns series: {"metric": {label: value}, "value": [time, "number"]}
 (prometheus docs/querying/api.md). The pods' `namespace` and `pod` labels are those of Istio's
 samples/addons/prometheus.yaml (job kubernetes-pods)."""
 
+import math
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -14,9 +15,10 @@ from conformance.settings import Timeouts
 from conformance.waiting import wait_for
 
 Series = dict[str, Any]
-# A proxy may record a request up to this long after it ended (the local mesh's access logs are
-# flushed each second; Istio's proxies count at once): a scrape that much later holds it.
-RECORDED_WITHIN = 1.0
+# A proxy may record a request up to this long after it ended (the local mesh's Envoys flush their
+# access logs every second, so a record can take that long and a little more; Istio's proxies count
+# at once): a scrape that much later holds it.
+RECORDED_WITHIN = 2.0
 
 
 class Prometheus(Protocol):
@@ -34,16 +36,32 @@ def now(prometheus: Prometheus) -> float:
     return float(sample["value"][1])
 
 
+def last_scrapes(ns: str) -> str:
+    """Each pod's last successful scrape. A failed scrape (up 0) marks the pod's series stale, so
+    only a scrape that succeeded holds them. `timestamp(up == 1)` would not do: timestamp() of
+    anything but a plain selector is the evaluation time (Prometheus promql/engine.go, its special
+    case for timestamp() of a VectorSelector); `and` keeps the left side's samples, scrape times."""
+    up = f'up{{namespace="{ns}"}}'
+    return f"timestamp({up}) and {up} == 1"
+
+
 def scraped_since(prometheus: Prometheus, ns: str, pods: Sequence[str], since: float) -> str | None:
-    """None once Prometheus has scraped each of `pods` (in `ns`) at or after `since`; else which not.
-    A pod it has not discovered yet is as late as one it has not scraped again."""
+    """None once Prometheus has scraped each of `pods` (in `ns`) successfully at or after `since`;
+    else which not. A pod it has not discovered yet, or whose last scrape failed, is as late as one
+    it has not scraped again."""
     scrapes: dict[str, float] = {}
-    for s in prometheus.prometheus_query(f'timestamp(up{{namespace="{ns}"}})'):
+    for s in prometheus.prometheus_query(last_scrapes(ns)):
         # A pod two jobs scrape has two `up` series: the older scrape decides.
         pod = str(s["metric"].get("pod"))
         scrapes[pod] = min(float(s["value"][1]), scrapes.get(pod, float("inf")))
     late = sorted(pod for pod in pods if scrapes.get(pod, 0.0) < since)
     return f"{len(late)} of {len(pods)} pods not scraped since: {', '.join(late[:5])}" if late else None
+
+
+def seconds_since(prometheus: Prometheus, moment: float) -> int:
+    """Whole seconds from `moment` to now by Prometheus's clock, rounded up: a range that long,
+    ending now, starts at or before `moment`."""
+    return max(1, math.ceil(now(prometheus) - moment))
 
 
 def settled(prometheus: Prometheus, ns: str, pods: Sequence[str], names: Sequence[str],

@@ -49,6 +49,9 @@ class Reply:
     served_by: str | None = None  # the pod that served it, when the body says so
     error: str | None = None
     elapsed: float = 0.0
+    # When the request started, in seconds since the epoch on the CLIENT's clock (the client pod's
+    # on a cluster); None when the client does not say. conformance/load.py relates it to the harness's.
+    started: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,15 @@ class Batch:
 
     def errors(self) -> Counter[str]:
         return Counter(r.error for r in self.replies if r.error)
+
+
+@dataclass(frozen=True)
+class HttpsIngress:
+    """The ingress gateway's HTTPS address (the test host reaches it there), and the namespace of its
+    pods, where a Gateway's credentialName must name a Secret: istiod reads it there."""
+
+    url: str
+    namespace: str
 
 
 @runtime_checkable
@@ -150,15 +162,26 @@ class Target(Protocol):
         """Why there is no Prometheus to query here and how to get one, or None when there is."""
         ...
 
-    def kiali_graph(self, namespace: str) -> dict[str, Any]:
-        """Kiali's workload graph of a namespace: {"nodes": [...], "edges": [...]}."""
+    def kiali_graph(self, namespace: str, duration: int) -> dict[str, Any]:
+        """Kiali's workload graph of a namespace over the last `duration` seconds:
+        {"nodes": [...], "edges": [...]}."""
         ...
 
     # traffic
     def client(self, name: str, namespace: str) -> Client: ...
     def ingress_url(self) -> str: ...
+    def https_ingress(self) -> HttpsIngress:
+        """Where the ingress gateway terminates TLS; ConformanceError if it has no HTTPS port."""
+        ...
+
     def outside_client(self) -> Client:
         """A client outside the mesh (the test host), for ingress and negative checks."""
+        ...
+
+    def gateway_api_url(self, gateway: str, namespace: str, port: int) -> AbstractContextManager[str]:
+        """The URL of listener port `port` of the gateway Istio deploys for Gateway API Gateway
+        `gateway`, held for the block; entered once the Gateway is Programmed and the gateway's
+        Deployment ready (conformance/targets/gateway_api_ingress.py)."""
         ...
 
     def supports(self, feature: str) -> bool: ...

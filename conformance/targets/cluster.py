@@ -6,7 +6,7 @@ exists); everything after it is the same Kubernetes and Istio operations.
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,7 +16,9 @@ from conformance.names import DEFAULT_REVISION, ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
-from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
+from conformance.targets.base import Batch, Client, Doc, HttpsIngress, PodView, TargetFacts
+from conformance.targets import make_before_break
+from conformance.targets.gateway_api_ingress import KUBERNETES_INGRESS_FEATURE, ingress_gap, reach_cluster_gateway
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.istio import IstioInstall
 from conformance.targets.istio_revision import (REVISION_FEATURE, Revision, injector_configuration, not_ours,
@@ -30,6 +32,10 @@ from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION
 # The feature that applies mesh-wide policy (a PeerAuthentication in the root namespace), which
 # every workload of the cluster sees while it holds.
 MESH_WIDE_FEATURE = "MutualTLSStrict"
+# The feature that needs the ingress gateway's HTTPS port, and why it cannot run without one.
+TLS_FEATURE = "IngressTLS"
+NO_HTTPS_INGRESS = ("the ingress gateway's Service has no port named https that the test host can reach "
+                    "(a LoadBalancer address or a port-forward to its targetPort)")
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,15 @@ class ClusterAccess:
     # The Istio installation meshconf made, which a second revision is installed like; None when the
     # mesh is not meshconf's (then REVISION_FEATURE is in `unsupported`).
     istio: IstioInstall | None = None
+    # The ingress gateway's HTTPS URL (None: it has no HTTPS port the test host can reach), and the
+    # namespace of its pods, where the Secrets its Gateways' credentialName names must be.
+    ingress_https_url: str | None = None
+    gateway_namespace: str = ISTIO_NAMESPACE
+    gateway_https_port: int = GatewayBinding().https_port
 
     @property
     def gateway(self) -> GatewayBinding:
-        return GatewayBinding(dict(self.gateway_selector), self.gateway_port)
+        return GatewayBinding(dict(self.gateway_selector), self.gateway_port, self.gateway_https_port)
 
 
 class Provisioner(Protocol):
@@ -172,10 +183,34 @@ class ClusterTarget:
     def apply(self, docs: Sequence[Doc], namespace: str) -> None:
         docs = self._access.gateway.bind(docs)
         self._applied.extend(docs)
-        self.kube.apply(docs, namespace)
+        # Make-before-break: DestinationRules, and their subsets in the proxies, before the routes.
+        first, routes = make_before_break.apply_phases(docs)
+        self.kube.apply(first, namespace)
+        if routes:
+            self._wait_subsets(first, namespace, present=True)
+            self.kube.apply(routes, namespace)
 
     def delete(self, docs: Sequence[Doc], namespace: str) -> None:
-        self.kube.delete(docs, namespace)
+        # The reverse: routes out of the proxies before the subsets they name.
+        routes, rest = make_before_break.delete_phases(docs)
+        if routes:
+            self.kube.delete(routes, namespace)
+            self._wait_subsets(rest, namespace, present=False)
+        self.kube.delete(rest, namespace)
+
+    def _wait_subsets(self, docs: Sequence[Doc], namespace: str, present: bool) -> None:
+        """Until every ready sidecar of `namespace` has the subsets' clusters (present), or no route
+        naming them (not present); Istio's documentation says "wait a few seconds", this waits for it."""
+        markers = make_before_break.subset_clusters(docs, namespace)
+        path = make_before_break.CLUSTERS_PATH if present else make_before_break.ROUTES_PATH
+
+        def sidecars() -> list[str]:
+            return [p.name for p in self.kube.pods(namespace) if p.ready and PROXY_CONTAINER in p.containers]
+
+        make_before_break.wait_for_proxies(
+            lambda pod: self._pilot_agent(pod, namespace, path), sidecars, path, markers, present,
+            self.timeouts.consistency, self.timeouts.poll,
+            f"DestinationRule subsets {'in' if present else 'out of'} the routes of the sidecars in {namespace}")
 
     def exists(self, doc: Doc, namespace: str) -> bool:
         meta = doc["metadata"]
@@ -273,8 +308,8 @@ class ClusterTarget:
     def prometheus_query(self, promql: str) -> list[dict[str, Any]]:
         return Telemetry(self.kube, self.timeouts.request).prometheus_query(promql)
 
-    def kiali_graph(self, namespace: str) -> dict[str, Any]:
-        return Telemetry(self.kube, self.timeouts.request).kiali_graph(namespace)
+    def kiali_graph(self, namespace: str, duration: int) -> dict[str, Any]:
+        return Telemetry(self.kube, self.timeouts.request).kiali_graph(namespace, duration)
 
     def logs(self, pod: str, namespace: str) -> str:
         view = self._pod(pod, namespace)
@@ -297,6 +332,15 @@ class ClusterTarget:
     def ingress_url(self) -> str:
         return self._access.ingress_url
 
+    def https_ingress(self) -> HttpsIngress:
+        access = self._access
+        if access.ingress_https_url is None:
+            raise ConformanceError(NO_HTTPS_INGRESS)
+        return HttpsIngress(access.ingress_https_url, access.gateway_namespace)
+
+    def gateway_api_url(self, gateway: str, namespace: str, port: int) -> AbstractContextManager[str]:
+        return reach_cluster_gateway(self.kube, gateway, namespace, port, self.timeouts)
+
     def supports(self, feature: str) -> bool:
         # Istio implements every feature in the catalogue; the cluster may lack what one needs.
         return self.unsupported_reason(feature) is None
@@ -309,6 +353,12 @@ class ClusterTarget:
             # Workers share the cluster: a mesh-wide policy would reach the others' namespaces.
             return (f"it applies a mesh-wide PeerAuthentication, which the other workers' tests would see; "
                     f"run it without -n (this is worker {self.settings.worker})")
+        if feature == TLS_FEATURE and access.ingress_https_url is None:
+            return NO_HTTPS_INGRESS
+        if feature == KUBERNETES_INGRESS_FEATURE:
+            reason = ingress_gap(access.gateway.selector)
+            if reason:
+                return reason
         return access.unsupported.get(feature)
 
 

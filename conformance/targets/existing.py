@@ -81,7 +81,10 @@ class ExistingClusterProvisioner:
                              gateway_selector=dict(binding.selector), gateway_port=binding.port,
                              unsupported={**self.gateway_api.unsupported, **self._revision_unsupported(),
                                           **self._mesh_wide_unsupported(), **missing_addons(self._kube)},
-                             istio=self.installed)
+                             istio=self.installed,
+                             # HTTPS through the LoadBalancer only: without one IngressTLS is NOT_SUPPORTED.
+                             ingress_https_url=self.gateway.https_url, gateway_namespace=self.gateway.namespace,
+                             gateway_https_port=binding.https_port)
 
     def _revision_unsupported(self) -> dict[str, str]:
         """A second revision goes only beside a mesh meshconf installed (consent given with --yes)."""

@@ -36,7 +36,7 @@ TABLE_FILE = data_files.DATA_DIR / "gateway_api.yaml"
 HTTPROUTE_CRD = f"httproutes.{GATEWAY_API_GROUP}"
 ASSET = "standard-install.yaml"
 # The catalogue features whose manifests hold Gateway API objects.
-FEATURES = ("MeshHTTPRouteWeights",)
+FEATURES = ("MeshHTTPRouteWeights", "GatewayAPIIngress")
 # Annotations every object of a Gateway API release carries (config/crd/standard/*.yaml).
 BUNDLE_VERSION = f"{GATEWAY_API_GROUP}/bundle-version"
 CHANNEL = f"{GATEWAY_API_GROUP}/channel"

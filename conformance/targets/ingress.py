@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceError, TargetUnavailable
-from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE, ISTIO_NETWORKING_GROUP
+from conformance.names import (GATEWAY_HTTP_PORT, GATEWAY_HTTPS_PORT, INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE,
+                               ISTIO_NETWORKING_GROUP)
 from conformance.targets.base import Doc
 
 if TYPE_CHECKING:
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
 HELM_INGRESS_NAMESPACE = "istio-ingress"
 KNOWN_NAMESPACES = (ISTIO_NAMESPACE, HELM_INGRESS_NAMESPACE)
 KNOWN_SELECTORS = ("=".join(INGRESS_GATEWAY_LABEL), "istio=ingress")
-# The Service port both shapes name for plain HTTP.
+# The Service ports both shapes name for plain HTTP and for HTTPS (istioctl's profiles: 443 -> 8443;
+# the gateway chart: 443 -> 443).
 HTTP_PORT_NAME = "http2"
+HTTPS_PORT_NAME = "https"
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,12 @@ class GatewayBinding:
 
     selector: Mapping[str, str] = field(default_factory=lambda: dict([INGRESS_GATEWAY_LABEL]))
     port: int = GATEWAY_HTTP_PORT
+    https_port: int = GATEWAY_HTTPS_PORT  # where HTTPS servers listen: the https targetPort
 
     @property
     def is_the_manifests(self) -> bool:
-        return dict(self.selector) == dict([INGRESS_GATEWAY_LABEL]) and self.port == GATEWAY_HTTP_PORT
+        return (dict(self.selector) == dict([INGRESS_GATEWAY_LABEL]) and self.port == GATEWAY_HTTP_PORT
+                and self.https_port == GATEWAY_HTTPS_PORT)
 
     def bind(self, docs: Sequence[Doc]) -> list[Doc]:
         """The documents with every Istio Gateway that selects the manifests' gateway moved to this
@@ -69,6 +74,8 @@ class GatewayBinding:
             port = server.get("port") or {}
             if port.get("number") == GATEWAY_HTTP_PORT:
                 port["number"] = self.port
+            elif port.get("number") == GATEWAY_HTTPS_PORT:
+                port["number"] = self.https_port
         return bound
 
 
@@ -82,10 +89,21 @@ class IngressGateway:
     port: int  # the Service's http2 port: what a LoadBalancer address answers on
     target_port: int  # the pods' port behind it: where Gateway servers must listen
     address: str | None  # the LoadBalancer's IP or host name, if it has one
+    # The Service's https port and the pods' port behind it, when it has one.
+    https: tuple[int, int] | None = None
 
     @property
     def binding(self) -> GatewayBinding:
-        return GatewayBinding(dict(self.selector), self.target_port)
+        return GatewayBinding(dict(self.selector), self.target_port,
+                              self.https[1] if self.https else GATEWAY_HTTPS_PORT)
+
+    @property
+    def https_url(self) -> str | None:
+        """The gateway's HTTPS URL through its LoadBalancer, if it has one and an https port."""
+        if self.address is None or self.https is None:
+            return None
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"https://{host}:{self.https[0]}"
 
     @property
     def url(self) -> str | None:
@@ -151,7 +169,11 @@ def _gateway(namespace: str, labels: dict[str, str], service: Mapping[str, Any])
         )
     ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     address = next((e.get("ip") or e.get("hostname") for e in ingress if e.get("ip") or e.get("hostname")), None)
-    return IngressGateway(namespace, name, labels, int(http["port"]), target, address)
+    https = next((p for p in ports if p.get("name") == HTTPS_PORT_NAME), None)
+    https_ports = None
+    if https is not None and isinstance(https.get("targetPort", https["port"]), int):
+        https_ports = (int(https["port"]), int(https.get("targetPort", https["port"])))
+    return IngressGateway(namespace, name, labels, int(http["port"]), target, address, https_ports)
 
 
 def _selects_the_manifests_gateway(doc: Doc) -> bool:

@@ -174,6 +174,8 @@ class KindProvisioner:
             mesh_version=s.istio_version,
             unsupported=self.gateway_api.unsupported,
             istio=install,  # meshconf's own mesh: a second revision may go beside it
+            # kind maps the gateway's https nodePort (manifests/kind/ingress-nodeports.yaml) to this port.
+            ingress_https_url=f"https://{kind.LISTEN_ADDRESS}:{self.cluster.https_port}",
         )
 
     def _warn(self, warning: str | None) -> None:
@@ -281,7 +283,7 @@ class KindProvisioner:
         features = ", ".join(gateway_api_crds.FEATURES)
         if release is None:
             return (f"# Gateway API: no release known for Istio {s.istio_version}; without its CRDs on the "
-                    f"cluster, {features} is NOT_SUPPORTED")
+                    f"cluster, {features} {'is' if len(gateway_api_crds.FEATURES) == 1 else 'are'} NOT_SUPPORTED")
         kept = "" if s.keep else "; a reused cluster loses them again at teardown"
         return (f"# if the cluster lacks CRD {gateway_api_crds.HTTPROUTE_CRD}: server-side apply "
                 f"{release.describe()}, those of its objects the cluster lacks, cached in {s.cache_dir} "

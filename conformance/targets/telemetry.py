@@ -61,9 +61,11 @@ class Telemetry:
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
-    def kiali_graph(self, namespace: str) -> dict[str, Any]:
-        """Kiali's workload graph of a namespace: {"nodes": [...], "edges": [...]}."""
-        body = self._get(KIALI, "/kiali/api/namespaces/graph", {"namespaces": namespace, "graphType": "workload"})
+    def kiali_graph(self, namespace: str, duration: int) -> dict[str, Any]:
+        """Kiali's workload graph of a namespace over the last `duration` seconds (Kiali's own
+        default is 10 minutes: kiali graph/options.go): {"nodes": [...], "edges": [...]}."""
+        params = {"namespaces": namespace, "graphType": "workload", "duration": f"{duration}s"}
+        body = self._get(KIALI, "/kiali/api/namespaces/graph", params)
         elements = body.get("elements")
         if not isinstance(elements, dict):
             raise ConformanceError(f"Kiali's graph of {namespace!r} has no elements: {str(body)[:300]}")

@@ -15,6 +15,14 @@ from conformance.names import spiffe_id
 from conformance.waiting import Verdict
 
 Series = Mapping[str, Any]
+# Istio's standard HTTP metrics (istio/proxy 1.28.0 istio_stats.cc; istio.io docs reference/config/metrics),
+# as the suite reads them and the local mesh makes them.
+REQUESTS_TOTAL = "istio_requests_total"
+REQUEST_DURATION = "istio_request_duration_milliseconds"
+# The duration histogram's bounds in ms: Envoy's default buckets, which Istio keeps
+# (envoyproxy/envoy source/common/stats/histogram_impl.cc HistogramSettingsImpl::defaultBuckets).
+ENVOY_DEFAULT_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+                         60000, 300000, 600000, 1800000, 3600000)
 # The labels that tell one edge of the traffic from another in a message.
 SHOWN = ("reporter", "source_workload", "destination_workload", "destination_version", "response_code",
          "connection_security_policy")

@@ -8,8 +8,8 @@ every field outside this allow-list is refused with its exact path.
 This module holds the entry points and the kind tables; each API area's allow-trees and
 value checks live in its own module: istio_subset_networking.py (VirtualService,
 DestinationRule, Gateway), istio_subset_security.py (AuthorizationPolicy,
-PeerAuthentication) and istio_subset_gateway_api.py (HTTPRoute; of the Gateway API, only
-HTTPRoutes whose parents are Services, GAMMA, routing inside the mesh, are implemented).
+PeerAuthentication) and istio_subset_gateway_api.py (HTTPRoutes whose parents are Services, GAMMA,
+or Gateways of class istio, and those Gateways).
 """
 
 from collections.abc import Collection, Mapping
@@ -84,15 +84,10 @@ def check_supported(doc: Mapping[str, Any]) -> None:
 
 def _check_gateway_api(doc: Mapping[str, Any]) -> None:
     kind = doc.get("kind")
-    if kind == "Gateway":
-        raise UnsupportedResource(
-            f"{describe(doc)}: kind Gateway of apiVersion {doc.get('apiVersion')!r}: Gateway API Gateways "
-            f"are not implemented by the local mesh yet (an Istio Gateway of {ISTIO_NETWORKING_GROUP} is)"
-        )
     if kind not in _GATEWAY_API_SCHEMAS:
         raise UnsupportedResource(
             f"kind {kind!r} ({doc.get('apiVersion')}) is not implemented by the local mesh; of "
-            f"{GATEWAY_API_GROUP} it implements {', '.join(GATEWAY_API_KINDS)} with Service parents"
+            f"{GATEWAY_API_GROUP} it implements {', '.join(GATEWAY_API_KINDS)}"
         )
     _require_api_version(doc, GATEWAY_API_VERSIONS)
     check_fields(doc, _GATEWAY_API_SCHEMAS[kind], describe(doc))

@@ -1,5 +1,6 @@
 """The Gateway API kinds the local mesh implements: HTTPRoutes whose parents are Services (GAMMA,
-routing inside the mesh), with Service backends.
+routing inside the mesh) or Gateways of class istio (ingress), with Service backends; and Gateways
+of class istio with HTTP listeners, which the mesh deploys a gateway for (gateway_deployer.py).
 
 Their allow-trees (SPECS, the `spec` of each kind) and the checks of the allowed fields' values;
 istio_subset.py runs them. `name` in every check is the document as messages name it
@@ -11,12 +12,21 @@ from typing import Any
 
 from conformance.errors import UnsupportedResource
 from conformance.names import GATEWAY_API_GROUP
+from conformance.targets.gateway_api_ingress import ISTIO_GATEWAY_CLASS
 from conformance.targets.local.fields import ANY, Node
 
 SPECS: Mapping[str, Mapping[str, Node]] = {
+    "Gateway": {
+        "gatewayClassName": ANY,
+        "listeners": {
+            "name": ANY, "hostname": ANY, "port": ANY, "protocol": ANY,
+            "allowedRoutes": {"namespaces": {"from": ANY}},
+        },
+    },
     "HTTPRoute": {
-        "parentRefs": {"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY},
-        # Accepted and ignored: for a Service parent the Service names the host, as in Istio.
+        "parentRefs": {"group": ANY, "kind": ANY, "name": ANY, "namespace": ANY, "port": ANY, "sectionName": ANY},
+        # For a Service parent the Service names the host, as in Istio: ignored there. For a
+        # Gateway parent they choose the virtual hosts (translator/gateway_api_gateway.py).
         "hostnames": ANY,
         "rules": {
             "name": ANY,
@@ -32,23 +42,48 @@ SPECS: Mapping[str, Mapping[str, Node]] = {
 
 
 def check_values(doc: Mapping[str, Any], name: str) -> None:
-    """Parents must be Services (GAMMA) and backends Services of the route's own namespace."""
+    if doc.get("kind") == "Gateway":
+        _check_gateway(doc, name)
+        return
+    _check_http_route(doc, name)
+
+
+def _check_gateway(doc: Mapping[str, Any], name: str) -> None:
+    """Class istio (the one whose gateways istiod deploys), HTTP listeners, routes from Same or All."""
+    spec = doc.get("spec") or {}
+    if spec.get("gatewayClassName") != ISTIO_GATEWAY_CLASS:
+        raise UnsupportedResource(
+            f"{name}: field spec.gatewayClassName {spec.get('gatewayClassName')!r} is not implemented by the "
+            f"local mesh (only {ISTIO_GATEWAY_CLASS!r})")
+    for index, listener in enumerate(spec.get("listeners") or []):
+        where = f"spec.listeners[{index}]"
+        if listener.get("protocol") != "HTTP":
+            raise UnsupportedResource(
+                f"{name}: field {where}.protocol {listener.get('protocol')!r} is not implemented by the local "
+                f"mesh (only HTTP)")
+        allowed = ((listener.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
+        if allowed not in ("Same", "All"):
+            raise UnsupportedResource(
+                f"{name}: field {where}.allowedRoutes.namespaces.from {allowed!r} is not implemented by the "
+                f"local mesh (only Same or All)")
+
+
+def _check_http_route(doc: Mapping[str, Any], name: str) -> None:
+    """Parents must be Services (GAMMA) or Gateways, backends Services of the route's own namespace."""
     spec = doc.get("spec") or {}
     for index, ref in enumerate(spec.get("parentRefs") or []):
         # Gateway API defaults: group gateway.networking.k8s.io, kind Gateway.
         group = ref.get("group", GATEWAY_API_GROUP)
         kind = ref.get("kind", "Gateway")
-        if (group, kind) == (GATEWAY_API_GROUP, "Gateway"):
-            raise UnsupportedResource(
-                f"{name}: field spec.parentRefs[{index}] names Gateway {ref.get('name')!r}: "
-                f"Gateway API Gateways are not implemented by the local mesh yet (only Service parents, "
-                f"group \"\" kind Service)"
-            )
-        if (group, kind) != ("", "Service"):
+        if (group, kind) not in (("", "Service"), (GATEWAY_API_GROUP, "Gateway")):
             raise UnsupportedResource(
                 f"{name}: field spec.parentRefs[{index}] of group {group!r} kind {kind!r} is not "
-                f"implemented by the local mesh (only Service parents, group \"\" kind Service)"
+                f"implemented by the local mesh (only Services, group \"\" kind Service, and Gateways)"
             )
+        if kind == "Service" and ref.get("sectionName") is not None:
+            raise UnsupportedResource(
+                f"{name}: field spec.parentRefs[{index}].sectionName is not implemented by the local mesh "
+                f"for a Service parent")
     namespace = (doc.get("metadata") or {}).get("namespace")
     for rule_index, rule in enumerate(spec.get("rules") or []):
         for index, ref in enumerate(rule.get("backendRefs") or []):

@@ -11,6 +11,7 @@ from typing import Any
 from conformance.errors import ManifestError, UnsupportedResource
 from conformance.names import MESH_GATEWAY
 from conformance.targets.local.fields import ANY, MapOf, Node
+from conformance.targets.local.istio_subset_gateway_servers import SERVER_TLS, check_servers
 from conformance.targets.local.istio_values import duration_nanos, is_http_status
 from conformance.targets.local.model import CLUSTER_DOMAIN
 
@@ -87,7 +88,8 @@ SPECS: Mapping[str, Mapping[str, Node]] = {
                         "trafficPolicy": _TRAFFIC_POLICY},
     "Gateway": {
         "selector": ANY,
-        "servers": {"port": {"number": ANY, "name": ANY, "protocol": ANY}, "hosts": ANY, "name": ANY},
+        "servers": {"port": {"number": ANY, "name": ANY, "protocol": ANY}, "hosts": ANY, "name": ANY,
+                    "tls": SERVER_TLS},
     },
 }
 
@@ -104,17 +106,7 @@ def check_values(doc: Mapping[str, Any], name: str) -> None:
         _check_client_tls(doc, name)
         _check_resilience(doc, name)
     if kind == "Gateway":
-        _check_server_protocols(doc, name)
-
-
-def _check_server_protocols(doc: Mapping[str, Any], name: str) -> None:
-    for index, server in enumerate((doc.get("spec") or {}).get("servers") or []):
-        protocol = str((server.get("port") or {}).get("protocol", ""))
-        if protocol.upper() != "HTTP":
-            raise UnsupportedResource(
-                f"{name}: field spec.servers[{index}].port.protocol {protocol} is not "
-                f"implemented by the local mesh (only HTTP)"
-            )
+        check_servers(doc, name)
 
 
 def _check_client_tls(doc: Mapping[str, Any], name: str) -> None:

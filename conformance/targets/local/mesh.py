@@ -1,8 +1,6 @@
 """The local reference mesh: a store of applied objects, running pods, and config pushes."""
 
 import copy
-import json
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,17 +10,22 @@ from typing import Any
 
 from conformance.errors import ConformanceError
 from conformance.targets.local import workloads
+from conformance.targets.local.credentials import KeptCredentials
 from conformance.targets.local.admission.control import AdmissionControl
 from conformance.targets.local.admission.review import AdmissionRefused
+from conformance.targets.local.gateway_deployer import with_deployed_gateways
+from conformance.targets.local.mesh_state import mesh_state, write_registry
 from conformance.webhooks import CONFIGURATION_KINDS
-from conformance.targets.local.model import MeshState, Pod, Service
-from conformance.targets.local.objects import SYSTEM_NAMESPACES, Key, namespace_doc, namespace_of, object_key
+from conformance.targets.local.model import MeshState, Pod
+from conformance.targets.local.objects import (SYSTEM_NAMESPACES, Key, namespace_doc, namespace_key, namespace_of,
+                                               object_key)
 from conformance.targets.local.pods import (AddressPool, PodKey, RunningPod, new_running_pod, pod_document, pod_key,
                                             pod_model, pod_name, probe_readiness, waiting_for)
 from conformance.targets.local.processes import Supervisor
 from conformance.targets.local.telemetry.mesh_telemetry import MeshTelemetry, with_access_log
-from conformance.targets.local.translator import Translation
-from conformance.targets.local.translator.mutants import SHARED_ACCOUNT, SHARED_IDENTITY
+from conformance.targets.local.translator import ProxyConfig, Translation
+from conformance.targets.local.restarts import changes_config, restart_abruptly
+from conformance.targets.local.translator.mutants import SHARED_ACCOUNT, SHARED_IDENTITY, SWITCH_DROPS_REQUESTS
 from conformance.targets.local.validate import check_document
 from conformance.targets.local.xds.bootstrap import node_id
 from conformance.targets.local.xds.secrets import MeshCA, sds_secrets
@@ -71,7 +74,9 @@ class LocalMesh:
             self.addresses.release()
             raise
         self._snapshots = Snapshots()
+        self._last_changed: list[str] = []  # node ids the last push changed
         self._secrets: dict[str, dict[str, dict[str, Any]]] = {}
+        self._credentials = KeptCredentials()  # gateways' credentialName secrets, as Envoy keeps them
         self.registry = run_dir / "registry.json"
         self.objects: dict[Key, dict[str, Any]] = {}
         self.pods: dict[WorkloadKey, list[RunningPod]] = {}
@@ -115,6 +120,7 @@ class LocalMesh:
                 self.objects[object_key(doc, ns)] = doc
             try:
                 self._reconcile()
+                self._after_config_change(docs)
             except ConformanceError as refused:
                 self.objects = before
                 try:
@@ -134,6 +140,13 @@ class LocalMesh:
                     for key in [k for k in self.objects if k[1] == name]:
                         del self.objects[key]
             self._reconcile()
+            self._after_config_change(docs)
+
+    def _after_config_change(self, docs: Sequence[Mapping[str, Any]]) -> None:
+        # Only mutant switch-drops-requests does anything here (restarts.py).
+        if SWITCH_DROPS_REQUESTS in self.mutants and changes_config(docs):
+            proxies = [pod.proxy for pod in self.running() if pod.proxy is not None]
+            restart_abruptly(proxies, self._last_changed, self.supervisor)
 
     def _admit(self, doc: Mapping[str, Any], ns: str, new_namespaces: set[str],
                webhook_docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -142,7 +155,7 @@ class LocalMesh:
         document as admitted (a mutating webhook may have patched it)."""
         kind = doc.get("kind")
         where = f"{kind} {ns}/{doc['metadata']['name']}"
-        if ns and ns not in new_namespaces and ("Namespace", "", ns) not in self.objects:
+        if ns and ns not in new_namespaces and namespace_key(ns) not in self.objects:
             raise ConformanceError(f"{where}: namespace {ns!r} does not exist")
         operation = "UPDATE" if object_key(doc, ns) in self.objects else "CREATE"
         try:
@@ -164,7 +177,7 @@ class LocalMesh:
     def dry_run_pod(self, doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:
         """The Pod as admission makes it in `namespace`; nothing is created (dryRun=All)."""
         with self._lock:
-            if ("Namespace", "", namespace) not in self.objects:
+            if namespace_key(namespace) not in self.objects:
                 raise ConformanceError(f"Pod {namespace}/{doc['metadata']['name']}: namespace {namespace!r} does not exist")
             pod = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
             return self.admission.admit_pod(pod, namespace, self.namespace_labels(namespace), self._webhook_docs(),
@@ -188,10 +201,10 @@ class LocalMesh:
                     self.admission.remove_revision(name)
 
     def _webhook_docs(self) -> list[dict[str, Any]]:
-        return [d for (kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
+        return [d for (_, kind, _, _), d in self.objects.items() if kind in CONFIGURATION_KINDS]
 
     def namespace_labels(self, name: str) -> dict[str, str]:
-        doc = self.objects.get(("Namespace", "", name))
+        doc = self.objects.get(namespace_key(name))
         return dict(doc.get("metadata", {}).get("labels", {})) if doc else {}
 
     # -- workloads -----------------------------------------------------------
@@ -200,9 +213,11 @@ class LocalMesh:
         """Start the pods the Deployments want and stop the others. A pod leaves its Services'
         endpoints, and every proxy has taken that, before its processes stop (as Kubernetes
         removes a terminating pod from its EndpointSlices), so no request is sent to it after."""
+        # istiod's deployment controller first: the gateway objects of each Gateway API Gateway.
+        self.objects = with_deployed_gateways(self.objects)
         wanted = {
             (ns, name): workloads.workload(doc, ns)
-            for (kind, ns, name), doc in self.objects.items()
+            for (_, kind, ns, name), doc in self.objects.items()
             if kind == "Deployment"
         }
         changed = [key for key in self.pods if key not in wanted or self.pods[key][0].workload != wanted[key]]
@@ -221,6 +236,7 @@ class LocalMesh:
             for pod in leaving:
                 pod.stop(self.supervisor)
                 self._secrets.pop(node_id(pod.model), None)
+                self._credentials.forget(node_id(pod.model))
             for pod in new:
                 pod.start(self.supervisor, self.run_dir, self.registry)
 
@@ -259,23 +275,8 @@ class LocalMesh:
     # -- config distribution ---------------------------------------------------
 
     def state(self) -> MeshState:
-        def docs(kind: str) -> tuple[dict[str, Any], ...]:
-            return tuple(d for (k, _, _), d in self.objects.items() if k == kind)
-
-        services: list[Service] = [
-            workloads.service(d, ns) for (k, ns, _), d in self.objects.items() if k == "Service"
-        ]
-        return MeshState(
-            services=tuple(services),
-            pods=tuple(replace(p.model, ready=self._ready.get(pod_key(p), False)) for p in self.running()),
-            virtual_services=docs("VirtualService"),
-            destination_rules=docs("DestinationRule"),
-            gateways=docs("Gateway"),
-            mutants=self.mutants,
-            http_routes=docs("HTTPRoute"),
-            peer_authentications=docs("PeerAuthentication"),
-            authorization_policies=docs("AuthorizationPolicy"),
-        )
+        pods = tuple(replace(p.model, ready=self._ready.get(pod_key(p), False)) for p in self.running())
+        return mesh_state(self.objects, pods, self.mutants)
 
     def push(self) -> None:
         """Translate the mesh once, give each proxy its resources (a pod's that is not ready too),
@@ -290,7 +291,8 @@ class LocalMesh:
             translation = Translation(state)
             try:
                 resources = {
-                    pod.proxy.node_id: self._snapshots.of(translation.proxy(pod.model), self._secrets_of(pod.model))
+                    pod.proxy.node_id: self._snapshots.of(self._kept(pod.proxy.node_id, translation.proxy(pod.model)),
+                                                          self._secrets_of(pod.model))
                     for pod in self.running()
                     if pod.proxy is not None
                 }
@@ -298,10 +300,14 @@ class LocalMesh:
                 raise ConformanceError(f"the local control plane cannot send this configuration: {error}") from error
             finally:
                 self._snapshots.done()
-            self._write_registry(state)
+            write_registry(self.registry, state)
             self.telemetry.update(self.running(), state.services)
             changed = self.control_plane.push(resources)
+            self._last_changed = changed
             self.control_plane.wait_settled(changed, ACK_TIMEOUT, since=self.control_plane.version)
+
+    def _kept(self, node: str, config: ProxyConfig) -> ProxyConfig:
+        return replace(config, secrets=self._credentials.kept(node, config.secrets))
 
     def _secrets_of(self, pod: Pod) -> dict[str, dict[str, Any]]:
         node = node_id(pod)
@@ -312,20 +318,6 @@ class LocalMesh:
             certificate = self.ca.issue(namespace, service_account)
             self._secrets[node] = sds_secrets(certificate, self.ca.root_pem)
         return self._secrets[node]
-
-    def _write_registry(self, state: MeshState) -> None:
-        # The endpoints of a client without a sidecar are a Service's ready pods, as with kube-proxy.
-        entries = {
-            f"{svc.fqdn}:{port.port}": [
-                f"{pod.ip}:{port.target_port}" for pod in state.endpoints[svc.fqdn]
-            ]
-            for svc in state.services
-            for port in svc.ports
-        }
-        self.registry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.registry.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-        os.replace(tmp, self.registry)
 
     # -- readiness and teardown ----------------------------------------------
 

@@ -110,6 +110,10 @@ class MeshState:
     # Istio's security configuration (security.istio.io), in creation order.
     peer_authentications: tuple[Mapping[str, Any], ...] = ()
     authorization_policies: tuple[Mapping[str, Any], ...] = ()
+    # Gateway API Gateways (gateway.networking.k8s.io); `gateways` holds Istio's only.
+    gateway_api_gateways: tuple[Mapping[str, Any], ...] = ()
+    # Kubernetes Secrets (a gateway's credentialName names one of its namespace).
+    secrets: tuple[Mapping[str, Any], ...] = ()
 
     @cached_property
     def endpoints(self) -> dict[str, tuple[Pod, ...]]:

@@ -5,9 +5,11 @@ from typing import Any
 
 from conformance.webhooks import CONFIGURATION_KINDS
 
-Key = tuple[str, str, str]  # kind, namespace ("" for a cluster-scoped kind), name
+# API group ("" for the core group), kind, namespace ("" for a cluster-scoped kind), name: an Istio
+# Gateway and a Gateway API Gateway of one name are two objects, as on an API server.
+Key = tuple[str, str, str, str]
 # Kinds without a namespace.
-CLUSTER_SCOPED = frozenset({"Namespace", *CONFIGURATION_KINDS})
+CLUSTER_SCOPED = frozenset({"Namespace", "IngressClass", *CONFIGURATION_KINDS})
 # The namespaces every cluster has (kube-system is where Istio never injects).
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -17,7 +19,16 @@ def namespace_doc(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
 
 
 def object_key(doc: Mapping[str, Any], namespace: str) -> Key:
-    return (doc["kind"], namespace, doc["metadata"]["name"])
+    return (api_group(doc), doc["kind"], namespace, doc["metadata"]["name"])
+
+
+def api_group(doc: Mapping[str, Any]) -> str:
+    group, _, _ = str(doc.get("apiVersion", "")).rpartition("/")
+    return group
+
+
+def namespace_key(name: str) -> Key:
+    return ("", "Namespace", "", name)
 
 
 def namespace_of(doc: Mapping[str, Any], default: str) -> str:

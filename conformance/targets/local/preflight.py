@@ -8,7 +8,6 @@ memory limits sized for many processes. Not Docker, and not inotify: no file is 
 
 import os
 import random
-import re
 import resource
 import shutil
 import socket
@@ -118,11 +117,14 @@ def prometheus_check(find: Callable[[str], str | None] = shutil.which, timeout: 
         result = run_tool([binary, "--version"], timeout, prometheus.INSTALL)
     except (ToolMissing, OSError) as exc:
         return _prometheus_warning(f"{binary} does not run ({exc})")
-    # `prometheus --version` prints "prometheus, version 2.42.0+ds (branch: ...)".
-    version = re.search(r"version (\S+)", result.stdout + result.stderr)
-    if not result.ok or version is None:
+    found = prometheus.release(result.stdout + result.stderr)
+    if not result.ok or found is None:
         return _prometheus_warning(f"`{binary} --version` gave no version ({result.outcome()}): {result.tail(2)}")
-    return Check(name, True, f"Prometheus {version.group(1)} at {binary}")
+    version, release = found
+    if prometheus.too_old(release):
+        return _prometheus_warning(f"Prometheus {version} at {binary} is older than {prometheus.oldest()}, "
+                                   f"whose http_sd_configs the mesh's scrape configuration needs, and cannot run")
+    return Check(name, True, f"Prometheus {version} at {binary}")
 
 
 def _prometheus_warning(what: str) -> Check:

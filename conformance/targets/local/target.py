@@ -12,12 +12,14 @@ import httpx
 
 from conformance import __version__, manifests
 from conformance.errors import ConformanceError
-from conformance.names import GATEWAY_HTTP_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, PROXY_CONTAINER
+from conformance.names import GATEWAY_HTTP_PORT, GATEWAY_HTTPS_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.probes.batches import HostClient, reply_from_dict
 from conformance.settings import RunSettings
-from conformance.targets.base import Batch, Client, Doc, PodView, TargetFacts
+from conformance.targets import make_before_break
+from conformance.targets.base import Batch, Client, Doc, HttpsIngress, PodView, TargetFacts
 from conformance.targets.kube_views import pod_view
 from conformance.targets.local.envoy import envoy_version
+from conformance.targets.local.gateway_deployer import wait_for_gateway
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.objects import namespace_doc
 from conformance.targets.local.model import CONTROL_PORT
@@ -35,9 +37,10 @@ SUPPORTED = frozenset({
     "AuthorizationPolicy",
     "CircuitBreaking", "OutlierDetection", "Retries",
     "StandardMetrics", "ProxyStats",
-    "IngressGateway",
+    "IngressGateway", "IngressTLS", "GatewayAPIIngress", "KubernetesIngress",
     "RouteToVersion", "WeightedSplit", "HeaderMatchRouting", "CanaryProgression", "FaultInjection",
     "RequestTimeout", "MeshHTTPRouteWeights",
+    "ConfigChangeUnderLoad", "BlueGreen",
 })
 # Why the local mesh does not run a feature of the catalogue.
 UNSUPPORTED = {
@@ -137,13 +140,35 @@ class LocalTarget:
     # -- configuration -------------------------------------------------------
 
     def apply(self, docs: Sequence[Doc], namespace: str) -> None:
-        self._mesh.apply(docs, namespace)
+        # Make-before-break, as on a cluster (make_before_break.py): a push is ACKed while a new subset's
+        # cluster may still be warming (Envoy answers a route to it 503 NC), so the routes wait for it.
+        first, routes = make_before_break.apply_phases(docs)
+        if first:
+            self._mesh.apply(first, namespace)
+        if routes:
+            self._wait_subsets(first, namespace, present=True)
+            self._mesh.apply(routes, namespace)
 
     def exists(self, doc: Doc, namespace: str) -> bool:
         return self._mesh.holds(doc, namespace)
 
     def delete(self, docs: Sequence[Doc], namespace: str) -> None:
-        self._mesh.delete(docs, namespace)
+        # The reverse: in one push a subset's cluster would leave (CDS) before the route naming it (RDS).
+        routes, rest = make_before_break.delete_phases(docs)
+        if routes:
+            self._mesh.delete(routes, namespace)
+            self._wait_subsets(rest, namespace, present=False)
+        if rest:
+            self._mesh.delete(rest, namespace)
+
+    def _wait_subsets(self, docs: Sequence[Doc], namespace: str, present: bool) -> None:
+        """As the cluster target's, from each sidecar's Envoy admin API."""
+        path = make_before_break.CLUSTERS_PATH if present else make_before_break.ROUTES_PATH
+        sidecars = [p.model.name for p in self._mesh.running() if p.model.namespace == namespace and p.proxy]
+        make_before_break.wait_for_proxies(
+            lambda pod: self._proxy(pod, namespace).admin(f"/{path}").text, lambda: sidecars, path,
+            make_before_break.subset_clusters(docs, namespace), present, self.timeouts.consistency,
+            self.timeouts.poll, f"DestinationRule subsets {'in' if present else 'out of'} the sidecars of {namespace}")
 
     @contextmanager
     def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
@@ -248,7 +273,17 @@ class LocalTarget:
         # No LoadBalancer or nodePort here: the test host reaches the gateway pod's HTTP port directly.
         return f"http://{gateway.model.ip}:{GATEWAY_HTTP_PORT}"
 
-    def kiali_graph(self, namespace: str) -> dict[str, Any]:
+    def https_ingress(self) -> HttpsIngress:
+        gateway = self._pod(INGRESS_GATEWAY, ISTIO_NAMESPACE)
+        return HttpsIngress(f"https://{gateway.model.ip}:{GATEWAY_HTTPS_PORT}", ISTIO_NAMESPACE)
+
+    @contextmanager
+    def gateway_api_url(self, gateway: str, namespace: str, port: int) -> Iterator[str]:
+        # The test host reaches the gateway pod directly, as the ingress gateway's (no LoadBalancer).
+        pod = wait_for_gateway(self._mesh, gateway, namespace, self.timeouts)
+        yield f"http://{pod.model.ip}:{port}"
+
+    def kiali_graph(self, namespace: str, duration: int) -> dict[str, Any]:
         raise ConformanceError("the local reference mesh has no Kiali (ServiceGraph is NOT_SUPPORTED here)")
 
     def supports(self, feature: str) -> bool:

@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conformance.errors import UnsupportedResource
-from conformance.targets.local import istio_subset, workloads
+from conformance.targets.local import credentials, ingress_conversion, istio_subset, workloads
 from conformance.webhooks import CONFIGURATION_KINDS, webhooks_of
 
 # Every Istio kind the subset implements goes to its check (networking, and security.istio.io's).
@@ -23,8 +23,12 @@ def check_document(doc: Mapping[str, Any], namespace: str) -> None:
     # others (a Gateway API Gateway among them) are refused there with a clear reason.
     if kind in ISTIO_KINDS or istio_subset.api_group(doc) == istio_subset.GATEWAY_API_GROUP:
         istio_subset.check_supported(doc)
+    elif kind in ingress_conversion.KINDS:
+        ingress_conversion.check(doc, namespace)
     elif kind in workloads.ALLOWED:
         workloads.check(doc, namespace)
+    elif kind == credentials.KIND:
+        credentials.check(doc, namespace)
     elif kind in CONFIGURATION_KINDS:
         webhooks_of(doc)  # refuses what the local API server does not implement
     else:

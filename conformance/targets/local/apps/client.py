@@ -95,7 +95,7 @@ def parse_batch(raw: bytes) -> Batch:
 
 
 def send_one(session: Session, batch: Batch) -> dict[str, object]:
-    started = time.perf_counter()
+    started, at = time.perf_counter(), time.time()  # `at`: the wall clock, to relate to a change's moment
     try:
         response = session.send(batch.url, batch.method, batch.headers, batch.body)
     except Exception as exc:  # whatever went wrong, it is this request's result, not the batch's
@@ -105,6 +105,7 @@ def send_one(session: Session, batch: Batch) -> dict[str, object]:
             "body": "",
             "error": describe_error(exc),
             "elapsed": round(time.perf_counter() - started, 6),
+            "started": at,
         }
     return {
         "status": response.status,
@@ -112,6 +113,7 @@ def send_one(session: Session, batch: Batch) -> dict[str, object]:
         "body": response.body.decode("utf-8", "replace")[:BODY_CHARS],
         "error": None,
         "elapsed": round(time.perf_counter() - started, 6),
+        "started": at,
     }
 
 

@@ -10,10 +10,12 @@ Logging changes nothing in how a request is handled.
 """
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.errors import ConformanceError
 from conformance.targets.local.model import Pod
 
 # istio_stats' reporters: a sidecar's outbound and a gateway report as "source", a sidecar's
@@ -143,13 +145,26 @@ class AccessLogTail:
         self.path = path
         self._offset = 0
 
-    def read(self) -> list[LoggedRequest]:
+    def read(self) -> Iterator[LoggedRequest]:
+        """Each new complete record, moving past it only once the caller has taken it: a line
+        that does not parse, or whose record the caller fails on, stops this read and every later
+        one there, with the error, and no record is lost or counted twice."""
         try:
             with self.path.open("rb") as log:
                 log.seek(self._offset)
                 data = log.read()
         except FileNotFoundError:  # nothing logged yet: Envoy creates the file with its first listener
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        return [parse_record(line) for line in complete.decode().splitlines() if line.strip()]
+            return
+        start = 0
+        while (end := data.find(b"\n", start) + 1) > 0:  # a line without its end is not written yet
+            line, start = data[start:end], end
+            if line.strip():
+                yield self._parse(line)
+            self._offset += len(line)
+
+    def _parse(self, line: bytes) -> LoggedRequest:
+        try:
+            return parse_record(line.decode())
+        except (ValueError, AttributeError) as exc:  # not JSON, not an object, or a field of the wrong type
+            raise ConformanceError(f"{self.path}: the record at byte {self._offset} does not parse "
+                                   f"({type(exc).__name__}: {exc}): {line[:200]!r}") from None

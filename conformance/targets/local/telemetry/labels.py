@@ -32,6 +32,7 @@ STANDARD_LABELS = (
 SPECIAL_CLUSTERS = frozenset({"BlackHoleCluster", PASSTHROUGH_CLUSTER, "InboundPassthroughCluster",
                               "InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6"})
 BLACK_HOLE_ROUTE = "block_all"
+GATEWAY_PROXY = "gateway"  # Pod.proxy of a gateway
 # Response code details Envoy gives a response its upstream sent (not one Envoy made itself).
 VIA_UPSTREAM = "via_upstream"
 
@@ -138,8 +139,11 @@ def _own(proxy: WorkloadMetadata, side: str, local_san: str) -> Labels:
 
 def _destination_service(request: LoggedRequest, proxy: WorkloadMetadata, directory: Directory) -> DestinationService:
     """The Host header, unless the route or cluster says better: Istio's catch-all routes and
-    clusters by their names, a service's cluster by the service its telemetry metadata names."""
-    host = name = request.authority
+    clusters by their names, a service's cluster by the service its telemetry metadata names.
+    Istio turns the Host-header fallback off for a sidecar's inbound and for gateways (istio/istio
+    1.28.0 pilot/pkg/model/telemetry.go disableHostHeaderFallback; istio_stats.cc
+    disable_host_header_fallback_): there a request no cluster names leaves both empty."""
+    host = name = "" if _no_host_fallback(request, proxy) else request.authority
     if request.route_name == BLACK_HOLE_ROUTE:
         return DestinationService(host, "BlackHoleCluster", "")
     if request.route_name == PASSTHROUGH_VHOST:
@@ -150,6 +154,10 @@ def _destination_service(request: LoggedRequest, proxy: WorkloadMetadata, direct
     if service is None:
         return DestinationService(host, name, "")
     return DestinationService(service.fqdn, service.name, service.namespace)
+
+
+def _no_host_fallback(request: LoggedRequest, proxy: WorkloadMetadata) -> bool:
+    return request.reporter == DESTINATION or proxy.pod.proxy == GATEWAY_PROXY
 
 
 def _cluster_service(cluster: str, proxy: WorkloadMetadata, directory: Directory) -> Service | None:

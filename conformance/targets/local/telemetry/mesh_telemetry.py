@@ -1,5 +1,6 @@
 """The local mesh's telemetry: each proxied pod's access log made into Istio's metrics at scrape
-time, served per pod, and scraped by a real Prometheus when this machine has one."""
+time, served per pod, and scraped by a real Prometheus when this machine has one, started when
+first asked for (prometheus.py)."""
 
 import threading
 from collections.abc import Sequence
@@ -62,11 +63,7 @@ class MeshTelemetry:
         self._lock = threading.Lock()
         self._targets: list[dict[str, Any]] = []
         self.server = MetricsServer(address, self.scrape, self.targets)
-        try:
-            self.prometheus = LocalPrometheus(run_dir / "prometheus", address, self.server.targets_url, supervisor)
-        except BaseException:
-            self.server.stop()
-            raise
+        self.prometheus = LocalPrometheus(run_dir / "prometheus", address, self.server.targets_url, supervisor)
 
     def update(self, pods: Sequence[RunningPod], services: Sequence[Service]) -> None:
         """The mesh's pods and Services now: peers to name, proxies to serve and to scrape."""
@@ -102,7 +99,7 @@ class MeshTelemetry:
         return self.prometheus.query(promql)
 
     def prometheus_unavailable(self) -> str | None:
-        return self.prometheus.unavailable
+        return self.prometheus.unavailable()
 
     def stop(self) -> None:
         """Stop serving; Prometheus ends with the mesh's other children."""

@@ -20,11 +20,7 @@ from prometheus_client.exposition import generate_latest
 
 from conformance.targets.local.telemetry.labels import STANDARD_LABELS, Labels
 from conformance.targets.local.translator.mutants import METRICS_SWAPPED_LABELS, METRICS_UNDERCOUNT
-
-REQUESTS_TOTAL = "istio_requests_total"
-REQUEST_DURATION = "istio_request_duration_milliseconds"
-ENVOY_DEFAULT_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
-                         60000, 300000, 600000, 1800000, 3600000)
+from conformance.verdicts.telemetry import ENVOY_DEFAULT_BUCKETS, REQUEST_DURATION, REQUESTS_TOTAL
 # The labels that name one side of a request, each with a source_ and a destination_ form.
 SIDE_LABELS = ("workload", "workload_namespace", "principal", "app", "version", "canonical_service",
                "canonical_revision", "cluster")

@@ -38,7 +38,7 @@ class MetricsServer:
             raise ConformanceError(f"the local mesh's metrics cannot listen on {address}:{port}: "
                                    f"{exc.strerror or exc}") from None
         self._server.daemon_threads = True
-        self.address = f"{address}:{port}"
+        self.address = f"{address}:{self._server.server_address[1]}"  # the port bound, when asked for 0
         self.targets_url = f"http://{self.address}{TARGETS_PATH}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="meshconf-metrics", daemon=True)
         self._thread.start()
@@ -64,7 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self.scrape(pods[0])
-        except (ConformanceError, OSError) as exc:  # the pod's Envoy did not answer
+        # The pod's Envoy did not answer, or its access log holds a record that cannot be counted.
+        except (ConformanceError, OSError, ValueError) as exc:
             self._reply(503, f"{exc}\n".encode())
             return
         if body is None:

@@ -11,6 +11,7 @@ sidecar, the gateway, and mutants.
 from conformance.targets.local.istio_subset import check_supported
 from conformance.targets.local.model import MeshState, Pod
 from conformance.targets.local.translator.gateway import gateway_config
+from conformance.targets.local.translator.gateway_api_gateway import with_gateway_api
 from conformance.targets.local.translator.index import MeshIndex
 from conformance.targets.local.translator.mutants import KNOWN_MUTANTS, check_mutants
 from conformance.targets.local.translator.resources import (
@@ -42,6 +43,7 @@ class Translation:
         # The store checks documents when they are applied; checking again here means a field
         # the translator does not read can never be ignored silently.
         for doc in (*state.virtual_services, *state.destination_rules, *state.gateways, *state.http_routes,
+                    *state.gateway_api_gateways,
                     *state.peer_authentications, *state.authorization_policies):
             check_supported(doc)
         self.state = state
@@ -63,5 +65,5 @@ class Translation:
         if pod.proxy == "sidecar":
             return sidecar_config(pod, index, self.outbound(pod.namespace))
         if pod.proxy == "gateway":
-            return gateway_config(pod, index)
+            return with_gateway_api(gateway_config(pod, index), pod, index)
         raise ValueError(f"pod {pod.namespace}/{pod.name} has no proxy (proxy={pod.proxy!r})")

@@ -3,7 +3,8 @@
 As istiod builds them (istio/istio pilot/pkg/networking/core/gateway.go, tag 1.28.0):
 one HTTP listener per server port whose connection manager trusts the peer address
 (buildGatewayConnectionManager, createGatewayHTTPFilterChainOpts), and one route config
-per port that matches hosts without their port (buildGatewayHTTPRouteConfig).
+per port that matches hosts without their port (buildGatewayHTTPRouteConfig). HTTPS servers, and
+HTTP servers redirecting to them, are gateway_tls.py's.
 """
 
 from typing import Any
@@ -14,11 +15,15 @@ from conformance.targets.local.istio_subset import describe
 from conformance.targets.local.model import Pod
 from conformance.targets.local.telemetry.access_log import SOURCE, access_logs
 from conformance.targets.local.translator import authorization
+from conformance.targets.local.translator import gateway_tls
 from conformance.targets.local.translator.clusters_listeners import (
+    http_connection_manager,
     http_listener,
+    listener,
     outbound_clusters,
     route_config,
 )
+from conformance.targets.local.translator.gateway_ports import listen_port
 from conformance.targets.local.translator.index import MeshIndex, name_of, namespace_of
 from conformance.targets.local.translator.resources import ProxyConfig
 from conformance.targets.local.translator.vs_routes import vs_routes
@@ -35,33 +40,75 @@ def gateway_config(pod: Pod, index: MeshIndex) -> ProxyConfig:
             continue
         for position, server in enumerate(gateway["spec"].get("servers") or []):
             port = server["port"]
-            if str(port.get("protocol", "")).upper() != "HTTP":
+            if str(port.get("protocol", "")).upper() not in ("HTTP", gateway_tls.HTTPS):
                 raise UnsupportedResource(
                     f"{describe(gateway)}: field spec.servers[{position}].port.protocol "
-                    f"{port.get('protocol')} is not implemented by the local mesh (only HTTP)"
+                    f"{port.get('protocol')} is not implemented by the local mesh (only HTTP and HTTPS)"
                 )
-            servers_by_port.setdefault(int(port["number"]), []).append((gateway, server))
+            # A Service port of the gateway means its targetPort (gateway_ports.py).
+            servers_by_port.setdefault(listen_port(pod, int(port["number"]), index), []).append((gateway, server))
     listeners, routes = [], {}
     for number, servers in sorted(servers_by_port.items()):
+        if any(gateway_tls.is_https(server) for _, server in servers):
+            https, https_routes = _https_listener(pod, number, servers, index)
+            listeners.append(https)
+            routes.update(https_routes)
+            continue
         route_name = f"http.{number}"
-        # AuthorizationPolicies selecting the gateway apply on its listeners, as on a sidecar's
-        # inbound ones (istio/istio pilot/pkg/networking/core/listener_builder.go buildHTTPConnectionManager).
-        listener = http_listener(
-            f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name, "OUTBOUND",
-            first_filters=authorization.inbound_filters(pod, index), access_log=access_logs(pod, SOURCE),
-        )
-        _gateway_connection_manager(listener["filter_chains"][0]["filters"][0]["typed_config"])
-        listeners.append(listener)
-        route = route_config(route_name, _gateway_virtual_hosts(number, servers, index))
+        listeners.append(gateway_http_listener(pod, number, route_name, index))
+        virtual_hosts = gateway_tls.with_https_redirects(_gateway_virtual_hosts(number, servers, index), servers, number)
+        route = route_config(route_name, virtual_hosts)
         # gateway.go buildGatewayHTTPRouteConfig: a client's Host may carry any port (the
         # Service's 80 in front of the server's 8080, say); the domains carry none.
         route["ignore_port_in_host_matching"] = True
         routes[route_name] = route
     clusters, endpoints = outbound_clusters(index)
-    return ProxyConfig(listeners, clusters, routes, endpoints)
+    secrets = gateway_tls.credential_secrets(index.state.secrets, pod.namespace)
+    return ProxyConfig(listeners, clusters, routes, endpoints, secrets)
 
 
-def _gateway_connection_manager(hcm: dict[str, Any]) -> None:
+def _https_listener(pod: Pod, number: int, servers: list[tuple[Doc, Doc]],
+                    index: MeshIndex) -> tuple[dict, dict[str, dict]]:
+    """One listener with a TLS filter chain per HTTPS server, each routing by its own route config
+    (gateway.go buildGatewayTCPBasedFilterChains). A port has HTTP or HTTPS servers, never both
+    (model/gateway.go MergeGateways skips the server that would mix them; the local mesh refuses it)."""
+    plain = [server for _, server in servers if not gateway_tls.is_https(server)]
+    if plain:
+        raise UnsupportedResource(f"port {number} of the gateway has both HTTP and HTTPS servers; Istio drops "
+                                  "one of them, the local mesh implements neither")
+    chains, routes, hosts = [], {}, set()
+    for gateway, server in servers:
+        # Two chains matching one SNI would be refused by Envoy: istiod skips the later server
+        # (model/gateway.go MergeGateways, CheckDuplicates).
+        if hosts & set(server.get("hosts") or []):
+            continue
+        hosts |= set(server.get("hosts") or [])
+        route_name = gateway_tls.https_route_name(gateway, server)
+        hcm = http_connection_manager(f"outbound_0.0.0.0_{number}", route_name,
+                                      first_filters=authorization.inbound_filters(pod, index),
+                                      access_log=access_logs(pod, SOURCE))
+        gateway_connection_manager(hcm)
+        chains.append(gateway_tls.https_filter_chain(server, hcm))
+        routes[route_name] = route_config(route_name, _gateway_virtual_hosts(number, [(gateway, server)], index))
+        routes[route_name]["ignore_port_in_host_matching"] = True
+    https = listener(f"{pod.ip}_{number}", pod.ip, number, "OUTBOUND", [])
+    https.update(gateway_tls.https_listener_fields(chains, index.state.mutants))
+    return https, routes
+
+
+def gateway_http_listener(pod: Pod, number: int, route_name: str, index: MeshIndex) -> dict[str, Any]:
+    """A gateway's plain HTTP listener on `number`, its routes from RDS `route_name`.
+    AuthorizationPolicies selecting the gateway apply on it, as on a sidecar's inbound listeners
+    (istio/istio pilot/pkg/networking/core/listener_builder.go buildHTTPConnectionManager)."""
+    listener = http_listener(
+        f"{pod.ip}_{number}", pod.ip, number, f"outbound_0.0.0.0_{number}", route_name, "OUTBOUND",
+        first_filters=authorization.inbound_filters(pod, index), access_log=access_logs(pod, SOURCE),
+    )
+    gateway_connection_manager(listener["filter_chains"][0]["filters"][0]["typed_config"])
+    return listener
+
+
+def gateway_connection_manager(hcm: dict[str, Any]) -> None:
     """The settings istiod gives a gateway's HTTP connection manager and not a sidecar's."""
     # The gateway is the mesh's edge: the peer of the connection is the client, which Envoy
     # appends to X-Forwarded-For (createGatewayHTTPFilterChainOpts useRemoteAddress: true).
@@ -156,9 +203,9 @@ def _intersecting_hosts(server: Doc, vs: Doc, gateway_ns: str) -> list[str]:
             if namespace not in ("*", namespace_of(vs)):
                 continue
         for vs_host in vs["spec"].get("hosts") or []:
-            if _covers(vs_host, server_host):
+            if host_covers(vs_host, server_host):
                 narrower = server_host
-            elif _covers(server_host, vs_host):
+            elif host_covers(server_host, vs_host):
                 narrower = vs_host
             else:
                 continue
@@ -167,7 +214,7 @@ def _intersecting_hosts(server: Doc, vs: Doc, gateway_ns: str) -> list[str]:
     return hosts
 
 
-def _covers(pattern: str, host: str) -> bool:
+def host_covers(pattern: str, host: str) -> bool:
     """Whether every name `host` stands for also matches `pattern` (`*`, `*.suffix`, exact)."""
     if pattern == "*":
         return True

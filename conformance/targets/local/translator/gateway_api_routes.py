@@ -33,8 +33,9 @@ def mesh_http_routes(namespace: str, index: MeshIndex) -> dict[str, list[_Attach
     found: dict[str, list[_Attachment]] = {}
     for route in index.state.http_routes:
         route_ns = namespace_of(route)
-        # check_supported has refused every parent that is not a Service.
         for ref in route["spec"].get("parentRefs") or []:
+            if ref.get("kind", "Gateway") != "Service":
+                continue  # a Gateway parent: the gateway's routes (gateway_api_gateway.py), not the mesh's
             service_ns = ref.get("namespace") or route_ns
             fqdn = resolve_host(ref["name"], service_ns)
             consumer = service_ns != route_ns

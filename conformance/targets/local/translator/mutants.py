@@ -21,6 +21,9 @@ NO_OUTLIER_DETECTION = "no-outlier-detection"
 NO_RETRIES = "no-retries"
 METRICS_SWAPPED_LABELS = "metrics-swapped-labels"
 METRICS_UNDERCOUNT = "metrics-undercount"
+GATEWAY_API_IGNORED = "gateway-api-ignored"
+SWITCH_DROPS_REQUESTS = "switch-drops-requests"
+GATEWAY_IGNORES_SNI = "gateway-ignores-sni"
 # The one identity (namespace, service account) every workload gets under SHARED_IDENTITY.
 SHARED_ACCOUNT = ("default", "default")
 
@@ -57,6 +60,12 @@ KNOWN_MUTANTS: dict[str, str] = {
     METRICS_SWAPPED_LABELS: "Istio's request metrics give every source_* label the destination_* value and "
     "the reverse (workload, namespace, principal, app, version, canonical service and revision, cluster)",
     METRICS_UNDERCOUNT: "Istio's request metrics leave one request in every ten uncounted, on every proxy",
+    GATEWAY_API_IGNORED: "Gateway API Gateways get no listeners: the gateway Istio deploys for one runs and is "
+    "Programmed, but nothing listens on its listener ports",
+    SWITCH_DROPS_REQUESTS: "a change of mesh configuration kills the Envoys whose resources it changed and starts "
+    "them again (restarts.py), instead of updating them in place",
+    GATEWAY_IGNORES_SNI: "the ingress gateway's first HTTPS server matches any SNI: a name no server has gets "
+    "its certificate instead of a closed connection",
 }
 
 

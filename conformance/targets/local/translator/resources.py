@@ -65,6 +65,8 @@ class ProxyConfig:
     routes: dict[str, dict]  # route config name -> RouteConfiguration JSON, with "@type"
     # EDS cluster name -> ClusterLoadAssignment JSON, with "@type"
     endpoints: dict[str, dict] = field(default_factory=dict)
+    # SDS secrets istiod serves this proxy (a gateway's credentialNames), by name: Secret JSON, with "@type"
+    secrets: dict[str, dict] = field(default_factory=dict)
 
 
 def delimited_stat_prefix(prefix: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 from conformance.errors import ManifestError
 from conformance.targets.base import Doc
 from conformance.targets.local.istio_subset import describe
+from conformance.targets.local.ingress_conversion import ingress_prefix
 from conformance.targets.local.istio_values import duration_nanos
 from conformance.targets.local.model import Service
 from conformance.targets.local.translator.clusters_listeners import cluster_action, outbound_cluster_name
@@ -35,7 +36,8 @@ def vs_routes(vs: Doc, index: MeshIndex, listener_port: int) -> list[dict]:
         action = _route_action(vs, position, http, index, listener_port)
         fault = _fault_config(http.get("fault"), f"{describe(vs)}: spec.http[{position}].fault")
         for match in http.get("match") or [None]:
-            route: dict[str, Any] = {"match": _route_match(match, mutants), "route": action}
+            # A VirtualService made from an Ingress matches prefixes by path segment.
+            route: dict[str, Any] = {"match": ingress_prefix(_route_match(match, mutants), vs), "route": action}
             if http.get("name"):
                 route["name"] = http["name"]
             if fault is not None and NO_FAULT_INJECTION not in mutants:

@@ -25,13 +25,14 @@ class Snapshots:
         self._seen: dict[int, tuple[Mapping[str, Any], Resource]] = {}  # id -> (object, resource)
 
     def of(self, config: ProxyConfig, secrets: Mapping[str, Mapping[str, Any]] | None = None) -> Snapshot:
-        """`secrets`: the proxy's SDS secrets by name (Secret JSON with "@type")."""
+        """`secrets`: the proxy's SDS secrets by name (Secret JSON with "@type"), as istio-agent
+        serves them; with those istiod serves it (config.secrets: a gateway's credentials)."""
         return {
             LISTENER_TYPE: {r["name"]: self._resource(r) for r in config.listeners},
             CLUSTER_TYPE: {r["name"]: self._resource(r) for r in config.clusters},
             ROUTE_TYPE: {name: self._resource(r) for name, r in config.routes.items()},
             ENDPOINT_TYPE: {name: self._resource(r) for name, r in config.endpoints.items()},
-            SECRET_TYPE: {name: self._resource(r) for name, r in (secrets or {}).items()},
+            SECRET_TYPE: {name: self._resource(r) for name, r in {**(secrets or {}), **config.secrets}.items()},
         }
 
     def done(self) -> None:

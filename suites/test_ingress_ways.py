@@ -1,0 +1,85 @@
+"""MESH-INGRESS: the same Bookinfo page through a Gateway API Gateway and a Kubernetes Ingress, each
+measured beside the Istio Gateway of test_ingress.py (status, and latency p50/p95 from the test host)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+import pytest
+
+from conformance import manifests
+from conformance.checks import converge, decide, measure
+from conformance.probes.latency import WayLatency, compare, way_latency
+from conformance.settings import RunSettings
+from conformance.targets.base import Client, Target
+from conformance.verdicts import all_status
+from conformance.fixtures.mesh import Apply, Bookinfo, Evidence
+
+ISTIO_GATEWAY_MANIFEST = "istio/ingress/bookinfo-gateway.yaml"
+GATEWAY_API_MANIFEST = "gateway-api/ingress/bookinfo-gateway.yaml"
+INGRESS_CLASS_MANIFEST = "kubernetes/ingress/ingressclass-istio.yaml"
+INGRESS_MANIFEST = "kubernetes/ingress/bookinfo-ingress.yaml"
+HOST = "bookinfo.meshconf.test"  # the Istio Gateway's and the Gateway API listener's host
+INGRESS_HOST = "bookinfo-ingress.meshconf.test"  # the Ingress rule's host
+OTHER_HOST = "unserved.meshconf.test"
+GATEWAY = "bookinfo-gateway-api"  # the Gateway API Gateway of GATEWAY_API_MANIFEST
+LISTENER_PORT = 8080  # its listener's port
+PAGE_MARK = "Simple Bookstore App"
+MEASURE = 20  # requests per way, one at a time, so that each latency is a request's alone
+UNSERVED = 5
+
+
+def measure_way(outside: Client, url: str, host: str, way: str, run_settings: RunSettings) -> WayLatency:
+    """Converge on the page through one way in, then MEASURE requests: all 200 with the page."""
+    send = partial(outside.send, url, headers={"Host": host})
+    converge(partial(send, 1), lambda b: all_status(b, 200, PAGE_MARK), run_settings.timeouts,
+             f"{host}/productpage answers through the {way}")
+    pages = measure(partial(send, MEASURE, 1), f"{MEASURE} x GET {host}/productpage through the {way}")
+    decide(all_status(pages, 200, PAGE_MARK))
+    return way_latency(way, pages)
+
+
+def unserved_host(outside: Client, url: str, way: str) -> str:
+    """A host no route of that way serves gets 404."""
+    replies = measure(partial(outside.send, url, UNSERVED, 1, {"Host": OTHER_HOST}),
+                      f"GET {OTHER_HOST}/productpage through the {way}")
+    return decide(all_status(replies, 404))
+
+
+@pytest.mark.feature("GatewayAPIIngress")
+def test_gateway_api_ingress(applied: Apply, target: Target, bookinfo: Bookinfo, run_settings: RunSettings,
+                             evidence: Evidence) -> None:
+    applied(ISTIO_GATEWAY_MANIFEST, GATEWAY_API_MANIFEST)
+    outside = target.outside_client()
+    with target.gateway_api_url(GATEWAY, bookinfo.namespace, LISTENER_PORT) as base:
+        way = measure_way(outside, f"{base}/productpage", HOST, "Gateway API Gateway", run_settings)
+        missing = unserved_host(outside, f"{base}/productpage", "Gateway API Gateway")
+    reference = measure_way(outside, f"{target.ingress_url()}/productpage", HOST, "Istio Gateway", run_settings)
+    evidence(f"{compare([reference, way])}; {OTHER_HOST} through the Gateway API Gateway: {missing}")
+
+
+@contextmanager
+def istio_ingress_class(target: Target) -> Iterator[str]:
+    """The IngressClass `istio` for the block: applied when the cluster has none, and then removed
+    after; a cluster's own is used as it is, never changed. Says which it was."""
+    docs = manifests.load(INGRESS_CLASS_MANIFEST)
+    if target.exists(docs[0], ""):
+        yield "the cluster's own IngressClass istio"
+        return
+    target.apply(docs, "")
+    try:
+        yield "IngressClass istio (controller istio.io/ingress-controller) applied for the test"
+    finally:
+        target.delete(docs, "")
+
+
+@pytest.mark.feature("KubernetesIngress")
+def test_kubernetes_ingress(applied: Apply, target: Target, run_settings: RunSettings, evidence: Evidence) -> None:
+    outside = target.outside_client()
+    url = f"{target.ingress_url()}/productpage"
+    with istio_ingress_class(target) as ingress_class:
+        applied(ISTIO_GATEWAY_MANIFEST, INGRESS_MANIFEST)
+        way = measure_way(outside, url, INGRESS_HOST, "Kubernetes Ingress", run_settings)
+        missing = unserved_host(outside, url, "Kubernetes Ingress")
+        reference = measure_way(outside, url, HOST, "Istio Gateway", run_settings)
+    evidence(f"{compare([reference, way])}; {OTHER_HOST} through the ingress gateway: {missing}; {ingress_class}")
