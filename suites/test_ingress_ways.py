@@ -1,23 +1,20 @@
 """MESH-INGRESS: the same Bookinfo page through a Gateway API Gateway and a Kubernetes Ingress, each
 measured beside the Istio Gateway of test_ingress.py (status, and latency p50/p95 from the test host)."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 
 import pytest
 
-from conformance import manifests
 from conformance.checks import converge, decide, measure
 from conformance.probes.latency import WayLatency, compare, way_latency
 from conformance.settings import RunSettings
 from conformance.targets.base import Client, Target
 from conformance.verdicts import all_status
 from conformance.fixtures.mesh import Apply, Bookinfo, Evidence
+from conformance.ingress_class import istio_ingress_class
 
 ISTIO_GATEWAY_MANIFEST = "istio/ingress/bookinfo-gateway.yaml"
 GATEWAY_API_MANIFEST = "gateway-api/ingress/bookinfo-gateway.yaml"
-INGRESS_CLASS_MANIFEST = "kubernetes/ingress/ingressclass-istio.yaml"
 INGRESS_MANIFEST = "kubernetes/ingress/bookinfo-ingress.yaml"
 HOST = "bookinfo.meshconf.test"  # the Istio Gateway's and the Gateway API listener's host
 INGRESS_HOST = "bookinfo-ingress.meshconf.test"  # the Ingress rule's host
@@ -58,26 +55,11 @@ def test_gateway_api_ingress(applied: Apply, target: Target, bookinfo: Bookinfo,
     evidence(f"{compare([reference, way])}; {OTHER_HOST} through the Gateway API Gateway: {missing}")
 
 
-@contextmanager
-def istio_ingress_class(target: Target) -> Iterator[str]:
-    """The IngressClass `istio` for the block: applied when the cluster has none, and then removed
-    after; a cluster's own is used as it is, never changed. Says which it was."""
-    docs = manifests.load(INGRESS_CLASS_MANIFEST)
-    if target.exists(docs[0], ""):
-        yield "the cluster's own IngressClass istio"
-        return
-    target.apply(docs, "")
-    try:
-        yield "IngressClass istio (controller istio.io/ingress-controller) applied for the test"
-    finally:
-        target.delete(docs, "")
-
-
 @pytest.mark.feature("KubernetesIngress")
 def test_kubernetes_ingress(applied: Apply, target: Target, run_settings: RunSettings, evidence: Evidence) -> None:
     outside = target.outside_client()
     url = f"{target.ingress_url()}/productpage"
-    with istio_ingress_class(target) as ingress_class:
+    with istio_ingress_class(target, run_settings.run_id) as ingress_class:
         applied(ISTIO_GATEWAY_MANIFEST, INGRESS_MANIFEST)
         way = measure_way(outside, url, INGRESS_HOST, "Kubernetes Ingress", run_settings)
         missing = unserved_host(outside, url, "Kubernetes Ingress")

@@ -10,7 +10,8 @@ import pytest
 from conformance import features
 from conformance.errors import ConformanceError, TargetUnavailable
 from conformance.names import INGRESS_GATEWAY, ISTIO_NAMESPACE
-from conformance.targets.cluster import ClusterTarget
+from conformance.targets.cluster import TLS_FEATURE, ClusterTarget
+from conformance.targets.gateway_api_ingress import KUBERNETES_INGRESS_FEATURE
 from conformance.targets.existing import MESH_WIDE_FEATURE, ExistingClusterProvisioner, istiod_version
 from conformance.targets.istio_revision import REVISION_FEATURE
 from tests.cluster_builders import seed_namespace, write_kubeconfig
@@ -287,3 +288,31 @@ def test_the_istio_version_comes_from_the_image_on_the_cluster(api: FakeApi, tmp
     provisioner.down()
     # The Kubernetes version is the API server's /version (v1.33.1 in the fake), not any table's.
     assert (access.mesh_version, access.kubernetes_version) == ("1.29.2", "1.33.1")
+
+
+@pytest.mark.parametrize("yes", [False, True])
+def test_features_creating_objects_outside_the_runs_namespaces_need_yes_on_a_context(
+        api: FakeApi, tmp_path: Path, fake_tools: FakeTools, yes: bool) -> None:
+    api.objects[ISTIOD_PATH] = ISTIOD
+    api.objects["/api/v1/namespaces/istio-system/services/istio-ingressgateway"] = GATEWAY
+    install_crds(api, *GATEWAY_API_CRDS)
+    assert {features.get(TLS_FEATURE).name, features.get(KUBERNETES_INGRESS_FEATURE).name} == {
+        "IngressTLS", "KubernetesIngress"}
+    target = ClusterTarget(settings(yes=yes), ExistingClusterProvisioner(
+        settings(yes=yes), kubeconfig=write_kubeconfig(tmp_path / "kc", api.port)))
+    target.up()
+    try:
+        assert target.supports(KUBERNETES_INGRESS_FEATURE) == yes
+        assert target.unsupported_reason(KUBERNETES_INGRESS_FEATURE) == (None if yes else (
+            "it creates the cluster-scoped IngressClass istio when context 'fake' has none, and an Ingress that "
+            "the shared ingress gateway serves; pass --yes to allow it"))
+        assert target.supports(TLS_FEATURE) == yes  # the gateway's Service has an https port: only --yes lacks
+        assert target.unsupported_reason(TLS_FEATURE) == (None if yes else (
+            "it creates a Secret (a test certificate and its private key) in the ingress gateway's namespace "
+            "istio-system and adds an HTTPS server to the shared ingress gateway of context 'fake'; "
+            "pass --yes to allow it"))
+        assert target.supports("IngressGateway") and target.supports("GatewayAPIIngress")  # the run's namespaces
+    finally:
+        target.down()
+    assert [r.method for r in api.requests if r.method != "GET"] == []
+    assert fake_tools.all_calls() == []

@@ -15,11 +15,11 @@ from conformance.probes.edge_tls import EdgeCA, Handshake, HttpsProbe, KeyPair, 
 from conformance.targets.base import Batch, Reply
 from conformance.targets.local import credentials
 from conformance.targets.local.istio_subset import check_supported
-from conformance.targets.local.model import MeshState
+from conformance.targets.local.model import MeshState, Pod
 from conformance.targets.local.translator import ProxyConfig, translate
 from conformance.targets.local.translator.mutants import GATEWAY_IGNORES_SNI
 from conformance.targets.local.validate import check_document
-from conformance.verdicts.edge_tls import certificate_for, no_certificate, redirects_to_https
+from conformance.verdicts.edge_tls import certificate_for, not_the_hosts_certificate, redirects_to_https
 from tests.builders import GATEWAY_NS, INGRESS, NS, gateway, gateway_vs, hcm_of, mesh
 from tests.envoy_builders import Proxies, direct_pod
 
@@ -194,8 +194,7 @@ def test_kept_credentials_outlive_their_secret_for_the_proxy_that_had_them() -> 
 @pytest.mark.parametrize("mutants", [frozenset(), frozenset({GATEWAY_IGNORES_SNI})])
 def test_envoy_serves_the_credential_for_its_host_and_nothing_for_another(
         tmp_path: Path, loopback_ips: list[str], mutants: frozenset[str]) -> None:
-    pod = direct_pod("istio-ingressgateway", loopback_ips[0], {"istio": "ingressgateway"}, 0, namespace=GATEWAY_NS)
-    pod = replace(pod, proxy="gateway", container_ports=())
+    pod = gateway_pod(loopback_ips[0])
     state = MeshState(pods=(pod,), gateways=(https_gateway("gw", [HOST]),), secrets=(secret(),), mutants=mutants)
     probe = HttpsProbe(5.0)
     url = f"https://{pod.ip}:8443"
@@ -204,11 +203,39 @@ def test_envoy_serves_the_credential_for_its_host_and_nothing_for_another(
         served = probe.handshake(url, HOST, CA.root_pem)
         unserved = probe.handshake(url, OTHER, CA.root_pem)
     assert (served.presented, served.verified, served.dns_names) == (True, True, (HOST,)), served.describe()
+    assert served.from_ca and "meshconf test CA" in served.issuer
+    verdict = not_the_hosts_certificate(unserved, HOST)
     if mutants:
         assert (unserved.presented, unserved.verified, unserved.dns_names) == (True, False, (HOST,))
         assert "Hostname mismatch" in str(unserved.error)
+        assert not verdict.ok and f"SNI {OTHER} got {HOST}'s certificate" in verdict.message
     else:
         assert not unserved.presented, unserved.describe()
+        assert verdict.ok and "no filter chain serves it" in verdict.message
+
+
+def test_on_a_port_shared_with_a_star_host_another_name_gets_that_servers_certificate(
+        tmp_path: Path, loopback_ips: list[str]) -> None:
+    """As on a cluster's shared ingress gateway: a `*` server's chain matches any SNI the test's
+    server does not, so the unserved name gets a certificate, but not the test host's."""
+    pod = gateway_pod(loopback_ips[0])
+    elsewhere = EdgeCA("another team's CA")
+    state = MeshState(pods=(pod,), gateways=(https_gateway("gw", [HOST]), https_gateway("any", ["*"], "any-cert")),
+                      secrets=(secret(), secret("any-cert", pair=elsewhere.issue("*.example.org"))))
+    probe = HttpsProbe(5.0)
+    with Proxies(tmp_path) as proxies:
+        proxies.start(pod, state)
+        served = probe.handshake(f"https://{pod.ip}:8443", HOST, CA.root_pem)
+        unserved = probe.handshake(f"https://{pod.ip}:8443", OTHER, CA.root_pem)
+    assert certificate_for(served, HOST).ok, served.describe()
+    assert (unserved.presented, unserved.dns_names, unserved.from_ca) == (True, ("*.example.org",), False)
+    verdict = not_the_hosts_certificate(unserved, HOST)
+    assert verdict.ok and verdict.message.endswith(f"another server's certificate, not {HOST}'s"), verdict.message
+
+
+def gateway_pod(ip: str) -> Pod:
+    pod = direct_pod("istio-ingressgateway", ip, {"istio": "ingressgateway"}, 0, namespace=GATEWAY_NS)
+    return replace(pod, proxy="gateway", container_ports=())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,14 +243,21 @@ def test_envoy_serves_the_credential_for_its_host_and_nothing_for_another(
 
 
 def test_the_verdicts_pass_only_on_what_they_name() -> None:
-    good = Handshake(HOST, True, (HOST,), verified=True)
-    assert certificate_for(good, HOST).ok and not no_certificate(good).ok
-    wrong = Handshake(OTHER, True, (HOST,), verified=False, error="Hostname mismatch")
+    good = Handshake(HOST, True, (HOST,), verified=True, issuer="CN=meshconf test CA", from_ca=True)
+    assert certificate_for(good, HOST).ok and not not_the_hosts_certificate(good, HOST).ok
+    wrong = Handshake(OTHER, True, (HOST,), verified=False, error="Hostname mismatch", issuer="CN=meshconf test CA",
+                      from_ca=True)
     assert not certificate_for(wrong, OTHER).ok
-    assert no_certificate(wrong).message.endswith(f"SNI {OTHER}: a certificate for {HOST} (not verified: "
-                                                  "Hostname mismatch)")
+    assert not_the_hosts_certificate(wrong, HOST).message.endswith(
+        f"SNI {OTHER}: a certificate for {HOST} issued by CN=meshconf test CA (not verified: Hostname mismatch)")
+    # The test CA's certificate under another name, or another CA's naming the host: still the host's.
+    assert not not_the_hosts_certificate(Handshake(OTHER, True, (OTHER,), from_ca=True), HOST).ok
+    assert not not_the_hosts_certificate(Handshake(OTHER, True, (HOST,), issuer="CN=other"), HOST).ok
+    # A shared gateway's `*` server: another CA's certificate for other names passes, as no certificate does.
+    star = Handshake(OTHER, True, ("*.example.org",), error="unable to get local issuer", issuer="CN=other")
+    assert not_the_hosts_certificate(star, HOST).ok and not certificate_for(star, OTHER).ok
     refused = Handshake(OTHER, False, error="ConnectionResetError")
-    assert no_certificate(refused).ok and not certificate_for(refused, OTHER).ok
+    assert not_the_hosts_certificate(refused, HOST).ok and not certificate_for(refused, OTHER).ok
     location = f"https://{HOST}/productpage"
     redirect = Reply(301, {"location": location}, "")
     assert redirects_to_https(Batch("u", "c", (redirect, redirect)), location).ok

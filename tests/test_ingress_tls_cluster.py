@@ -19,6 +19,7 @@ from tests.cluster_builders import StaticProvisioner, seed_namespace
 from tests.existing_builders import (GATEWAY, ISTIOD, ISTIOD_PATH, chart_gateway, install_istio_crds, kube_config,
                                      service_path, settings)
 from tests.fakeapi import FakeApi
+from tests.release_builders import GATEWAY_API_CRDS, install_crds
 
 TLS_MANIFEST = "istio/ingress/bookinfo-gateway-tls.yaml"
 TLS_GATEWAY = "/apis/networking.istio.io/v1/namespaces/bookinfo/gateways/bookinfo-gateway-tls"
@@ -68,7 +69,10 @@ def test_the_suite_applies_the_secret_in_the_gateways_namespace_and_the_bound_ga
     api.objects[service_path(helm_gateway)] = helm_gateway
     seed_namespace(api, "bookinfo")
     seed_namespace(api, ISTIO_NAMESPACE)
-    target = ClusterTarget(settings(), ExistingClusterProvisioner(settings(), kubeconfig=kube_config(tmp_path, api)))
+    install_crds(api, *GATEWAY_API_CRDS)  # so that --yes has nothing to install
+    # --yes: IngressTLS writes a Secret into the shared gateway's namespace (existing.py).
+    target = ClusterTarget(settings(yes=True), ExistingClusterProvisioner(settings(yes=True),
+                                                                          kubeconfig=kube_config(tmp_path, api)))
     target.up()
     try:
         ingress = target.https_ingress()

@@ -16,9 +16,11 @@ import pytest
 
 from conformance import manifests
 from conformance.errors import NotConverged
+from conformance.names import RUN_ID_LABEL
 from conformance.targets.cluster import ClusterTarget
 from conformance.targets.gateway_api_ingress import GATEWAY_NAME_LABEL, managed_name
 from conformance.targets.local.gateway_deployer import managed_objects
+from conformance.ingress_class import istio_ingress_class
 from tests.cluster_builders import object_path, running_cluster
 from tests.fakeapi import FakeApi
 from tests.fakeforward import fake_port_forward
@@ -137,3 +139,35 @@ def test_kubernetes_ingress_needs_the_gateway_istio_serves_ingress_on(cluster: C
     reason = cluster.unsupported_reason("KubernetesIngress") or ""
     assert "istio=ingressgateway by default; this cluster's ingress gateway is istio=ingress" in reason
     assert cluster.supports("IngressGateway")  # an Istio Gateway is bound to whichever gateway is found
+
+
+INGRESS_CLASS_PATH = "/apis/networking.k8s.io/v1/ingressclasses/istio"
+
+
+def test_the_harness_labels_the_ingress_class_it_creates_and_deletes_only_its_own(
+        cluster: ClusterTarget, api: FakeApi) -> None:
+    with istio_ingress_class(cluster, "r1") as said:
+        assert api.objects[INGRESS_CLASS_PATH]["metadata"]["labels"] == {RUN_ID_LABEL: "r1"}
+        assert said == "IngressClass istio (controller istio.io/ingress-controller) applied for the test"
+    assert INGRESS_CLASS_PATH not in api.objects
+    with istio_ingress_class(cluster, "r1"):
+        # Replaced meanwhile by someone else's (another run's label): it is theirs to delete.
+        api.objects[INGRESS_CLASS_PATH]["metadata"]["labels"] = {RUN_ID_LABEL: "r2"}
+    assert INGRESS_CLASS_PATH in api.objects
+    with istio_ingress_class(cluster, "r1") as said:  # now the cluster's own, used as it is
+        assert said == "the cluster's own IngressClass istio"
+    assert api.objects[INGRESS_CLASS_PATH]["metadata"]["labels"] == {RUN_ID_LABEL: "r2"}
+
+
+def test_a_clusters_ingress_class_istio_of_another_controller_is_not_supported(
+        cluster: ClusterTarget, api: FakeApi) -> None:
+    [ingress_class] = manifests.load("kubernetes/ingress/ingressclass-istio.yaml")
+    cluster.apply([{**ingress_class, "spec": {"controller": "k8s.io/ingress-nginx"}}], "")
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        with istio_ingress_class(cluster, "r1"):
+            raise AssertionError("the block must not run: Istio would ignore the Ingress")
+    assert str(skipped.value) == (
+        "NOT_SUPPORTED: KubernetesIngress on target kind: the cluster's IngressClass istio names controller "
+        "'k8s.io/ingress-nginx', not istio.io/ingress-controller, so Istio ignores an Ingress of that class; "
+        "meshconf does not change a cluster's own IngressClass")
+    assert api.objects[INGRESS_CLASS_PATH]["spec"] == {"controller": "k8s.io/ingress-nginx"}  # untouched

@@ -16,7 +16,7 @@ from conformance.targets.cluster import ClusterTarget
 from conformance.targets.debug_bundle import Istioctl, collect_cluster_debug
 from conformance.targets.kube import Kube
 from conformance.targets.provision import KindProvisioner
-from tests.cluster_builders import HEALTHY, Machine
+from tests.cluster_builders import HEALTHY, Machine, write_kubeconfig
 from tests.fakeapi import FakeApi, items
 from tests.fakes import FakeTools
 
@@ -172,3 +172,22 @@ def test_debug_bundle_never_holds_credentials(api: FakeApi, tmp_path: Path, fake
     for name, data in files.items():
         for secret in forbidden:
             assert secret.encode() not in data, f"{name} holds {secret[:12]}..."
+
+
+def test_applied_secrets_reach_the_bundle_with_their_keys_and_without_their_values(tmp_path: Path) -> None:
+    key_pem = "-----BEGIN PRIVATE KEY-----\nMIIEdGVzdC1rZXk=\n-----END PRIVATE KEY-----\n"
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+              "metadata": {"name": "bookinfo-credential", "namespace": "istio-system"},
+              "data": {"tls.key": base64.b64encode(key_pem.encode()).decode(), "tls.crt": "Y2VydA=="},
+              "stringData": {"note": key_pem}}
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"}, "data": {"a": "kept"}}
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", 1)
+    collect_cluster_debug(None, tmp_path / "bundle", kubeconfig, applied=[secret, config])
+    text = (tmp_path / "bundle" / "applied.yaml").read_text()
+    written, plain = yaml.safe_load_all(text)
+    assert written["data"] == {"tls.key": "REDACTED", "tls.crt": "REDACTED"}
+    assert written["stringData"] == {"note": "REDACTED"}
+    assert written["metadata"] == secret["metadata"] and written["type"] == "kubernetes.io/tls"
+    assert plain == config  # only a Secret's values are hidden
+    assert "PRIVATE KEY" not in text and secret["data"]["tls.key"] not in text
+    assert secret["data"]["tls.key"] != "REDACTED"  # the applied object itself is left as it was

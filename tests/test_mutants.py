@@ -88,7 +88,7 @@ BREAKS: dict[str, dict[str, str]] = {
     # Five invalid resources stored, and one refused by the local mesh's own limits, not by Istio.
     "validation-off": {"ValidationWebhook": "6 of 8 validation cases differ from Istio's validation"},
     # The unserved name gets the served host's certificate instead of a refused handshake.
-    "gateway-ignores-sni": {"IngressTLS": "SNI unserved.meshconf.test: a certificate for bookinfo-tls.meshconf.test"},
+    "gateway-ignores-sni": {"IngressTLS": "SNI unserved.meshconf.test got bookinfo-tls.meshconf.test's certificate"},
     # The gateway Istio deploys for the Gateway runs, and the Gateway is Programmed, but nothing listens.
     "gateway-api-ignored": {"GatewayAPIIngress": "answers through the Gateway API Gateway: not converged"},
 }

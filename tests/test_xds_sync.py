@@ -44,6 +44,9 @@ def test_a_nack_keeps_envoys_reason_until_a_later_push_is_acked() -> None:
     assert proxy.refusals() == ["proxy ns/a: Envoy refused LDS version 1: malformed IP address: not-an-ip"]
     assert proxy.update({LISTENER_TYPE: resources("l2")}, 2) == [LISTENER_TYPE]
     [second] = proxy.due()
+    # The newer version is awaited like any push: the old NACK does not settle it.
+    assert proxy.status()["LDS"] == "STALE" and not proxy.settled()
+    assert proxy.refusals(since=2) == []
     proxy.requested(LISTENER_TYPE, frozenset(), second.nonce, "2", None)
     assert proxy.status()["LDS"] == "SYNCED" and proxy.refusals() == []
 

@@ -1,6 +1,6 @@
 """TLS at the edge, from the test host: a test CA made at run time, HTTPS requests to the ingress
 gateway's address with a chosen SNI and CA bundle, and bare handshakes that record what certificate
-(if any) a server name is given.
+(if any) a server name is given, and whether the test CA issued it.
 
 No key is ever checked in: each run makes its own CA and certificate (ECDSA P-256).
 """
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -77,20 +78,24 @@ class EdgeCA:
 
 @dataclass(frozen=True)
 class Handshake:
-    """What a TLS handshake offering `server_name` gave: the certificate presented (its DNS SANs),
-    whether it verified against the CA bundle for that name, or why there was none."""
+    """What a TLS handshake offering `server_name` gave: the certificate presented (its DNS SANs and
+    issuer), whether the CA bundle's certificate signed it, whether it verified against the bundle
+    for that name (chain and host name), or why there was none."""
 
     server_name: str
     presented: bool
     dns_names: tuple[str, ...] = ()
     verified: bool = False
     error: str | None = None  # the handshake's failure, or the verification's
+    issuer: str = ""
+    from_ca: bool = False  # signed by a certificate of the CA bundle, whatever name it carries
 
     def describe(self) -> str:
         if not self.presented:
             return f"SNI {self.server_name}: no certificate ({self.error})"
         check = "verified" if self.verified else f"not verified: {self.error}"
-        return f"SNI {self.server_name}: a certificate for {', '.join(self.dns_names) or 'no DNS name'} ({check})"
+        return (f"SNI {self.server_name}: a certificate for {', '.join(self.dns_names) or 'no DNS name'} "
+                f"issued by {self.issuer or 'no one named'} ({check})")
 
 
 class HttpsProbe:
@@ -129,12 +134,15 @@ class HttpsProbe:
             der = self._peer_certificate(address, server_name, _accept_any())
         except (OSError, ssl.SSLError) as exc:
             return Handshake(server_name, presented=False, error=f"{type(exc).__name__}: {exc}")
-        names = tuple(_dns_names(x509.load_der_x509_certificate(der)))
+        leaf = x509.load_der_x509_certificate(der)
+        names = tuple(_dns_names(leaf))
+        issuer, from_ca = leaf.issuer.rfc4514_string(), _issued_by(leaf, ca_pem)
         try:
             self._peer_certificate(address, server_name, ssl.create_default_context(cadata=ca_pem))
         except (OSError, ssl.SSLError) as exc:
-            return Handshake(server_name, True, names, verified=False, error=f"{type(exc).__name__}: {exc}")
-        return Handshake(server_name, True, names, verified=True)
+            return Handshake(server_name, True, names, verified=False, error=f"{type(exc).__name__}: {exc}",
+                             issuer=issuer, from_ca=from_ca)
+        return Handshake(server_name, True, names, verified=True, issuer=issuer, from_ca=from_ca)
 
     def _peer_certificate(self, address: tuple[str, int], server_name: str, context: ssl.SSLContext) -> bytes:
         with socket.create_connection(address, timeout=self._timeout) as raw:
@@ -165,6 +173,17 @@ def _address(url: str) -> tuple[str, int]:
     if parts.hostname is None:
         raise ValueError(f"no host in {url!r}")
     return parts.hostname, parts.port or 443
+
+
+def _issued_by(leaf: x509.Certificate, ca_pem: str) -> bool:
+    """Whether a certificate of the bundle signed `leaf` (the signature checked, not only the names)."""
+    for ca in x509.load_pem_x509_certificates(ca_pem.encode()):
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:

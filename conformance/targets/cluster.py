@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from conformance.errors import ConformanceError
-from conformance.names import DEFAULT_REVISION, ISTIO_NAMESPACE, PROXY_CONTAINER, RUN_ID_LABEL, istiod_name
+from conformance.names import (DEFAULT_REVISION, ISTIO_NAMESPACE, PROXY_CONTAINER, RUN_ID_LABEL,
+                              SIDECAR_STATUS_ANNOTATION, istiod_name)
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
@@ -194,8 +195,13 @@ class ClusterTarget:
         # The reverse: routes out of the proxies before the subsets they name.
         routes, rest = make_before_break.delete_phases(docs)
         if routes:
-            self.kube.delete(routes, namespace)
-            self._wait_subsets(rest, namespace, present=False)
+            try:
+                self.kube.delete(routes, namespace)
+                self._wait_subsets(rest, namespace, present=False)
+            except BaseException as failure:
+                # The subsets go anyway: left behind they would reach the session namespace's later tests.
+                _cleanup_after(failure, f"delete the rest in {namespace}", lambda: self.kube.delete(rest, namespace))
+                raise
         self.kube.delete(rest, namespace)
 
     def _wait_subsets(self, docs: Sequence[Doc], namespace: str, present: bool) -> None:
@@ -203,18 +209,43 @@ class ClusterTarget:
         naming them (not present); Istio's documentation says "wait a few seconds", this waits for it."""
         markers = make_before_break.subset_clusters(docs, namespace)
         path = make_before_break.CLUSTERS_PATH if present else make_before_break.ROUTES_PATH
+        # What a sidecar that left during the wait reads as: nothing left to wait for in it.
+        settled = "\n".join(markers) if present else ""
 
-        def sidecars() -> list[str]:
-            return [p.name for p in self.kube.pods(namespace) if p.ready and PROXY_CONTAINER in p.containers]
+        def read(pod: str) -> str:
+            try:
+                return self._pilot_agent(pod, namespace, path)
+            except ConformanceError:
+                if pod in self._sidecars(namespace):
+                    raise
+                return settled  # gone or no longer ready (a rollout, a pod terminating): takes no traffic
 
         make_before_break.wait_for_proxies(
-            lambda pod: self._pilot_agent(pod, namespace, path), sidecars, path, markers, present,
+            read, lambda: self._sidecars(namespace), path, markers, present,
             self.timeouts.consistency, self.timeouts.poll,
             f"DestinationRule subsets {'in' if present else 'out of'} the routes of the sidecars in {namespace}")
 
+    def _sidecars(self, namespace: str) -> list[str]:
+        """The ready pods of `namespace` with an istio-proxy: a container, or an init container when
+        Istio injects native sidecars (restartPolicy Always; the default from Istio 1.27 on Kubernetes
+        1.33+, istio/istio pkg/kube/inject/inject.go)."""
+        pods = self.kube.pods(namespace)
+        proxied = [p for p in pods if PROXY_CONTAINER in (*p.containers, *p.init_containers)]
+        injected = [p.name for p in pods if SIDECAR_STATUS_ANNOTATION in p.annotations]
+        if injected and not proxied:
+            # A wait over no sidecar would pass at once: better to say the sidecars cannot be found.
+            raise ConformanceError(
+                f"pods {', '.join(injected)} in {namespace} are injected ({SIDECAR_STATUS_ANNOTATION}) but none has "
+                f"a container or init container {PROXY_CONTAINER}: cannot wait for their sidecars")
+        return [p.name for p in proxied if p.ready]
+
     def exists(self, doc: Doc, namespace: str) -> bool:
+        return self.stored(doc, namespace) is not None
+
+    def stored(self, doc: Doc, namespace: str) -> dict[str, Any] | None:
+        """The object of doc's kind and name as the API server holds it (in `namespace`), or None."""
         meta = doc["metadata"]
-        return self.kube.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace") or namespace) is not None
+        return self.kube.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace") or namespace)
 
     # -- admission ---------------------------------------------------------------------
 

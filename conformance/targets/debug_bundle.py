@@ -23,6 +23,8 @@ from conformance.targets.kube_credentials import REDACTED, kubeconfig_credential
 # Pods whose proxy config the debug bundle dumps: the ones suites send traffic from.
 CLIENT_APPS = ("curl", "fortio")
 DEBUG_TIMEOUT = 30.0  # each istioctl call of the debug bundle
+# Where a v1 Secret holds its values (kubernetes/kubernetes pkg/apis/core/types.go, Secret).
+SECRET_VALUE_FIELDS = ("data", "stringData")
 T = TypeVar("T")
 
 
@@ -47,8 +49,8 @@ def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
                           istioctl: Istioctl | None = None) -> None:
     """A debug bundle: the kubeconfig redacted, webhooks, and for istio-system plus `namespaces`
     (those the run created) the pods as YAML (managedFields dropped), events and every
-    container's logs (istio-proxy included); the applied manifests when given; with
-    `istioctl`, `proxy-status` and the proxy config of each client pod in `namespaces`.
+    container's logs (istio-proxy included); the applied manifests when given (Secrets' values
+    redacted); with `istioctl`, `proxy-status` and the proxy config of each client pod in `namespaces`.
 
     No credential of the kubeconfig may reach the bundle: every file's text passes through a
     scrubber of its secret values (and what they base64-decode to). A part that cannot be read
@@ -57,7 +59,7 @@ def collect_cluster_debug(kube: Kube | None, directory: Path, kubeconfig: Path,
     bundle = _Bundle(directory, kubeconfig)
     bundle.write("kubeconfig.redacted.yaml", lambda: redacted_kubeconfig(kubeconfig))
     if applied is not None:
-        bundle.write("applied.yaml", lambda: yaml.safe_dump_all([dict(d) for d in applied if d], sort_keys=False))
+        bundle.write("applied.yaml", lambda: yaml.safe_dump_all([redacted(d) for d in applied if d], sort_keys=False))
     if kube is None:
         return
     bundle.write("webhooks.yaml", lambda: yaml.safe_dump(kube.webhooks(), sort_keys=False))
@@ -149,6 +151,15 @@ class _Bundle:
         path = self.directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+
+def redacted(doc: Doc) -> dict[str, Any]:
+    """`doc` with a Secret's values replaced, its keys kept: the bundle says which keys were
+    applied, never a private key (IngressTLS applies one)."""
+    if doc.get("kind") != "Secret" or doc.get("apiVersion") != "v1":
+        return dict(doc)
+    return {**doc, **{field: {key: REDACTED for key in doc[field] or {}}
+                      for field in SECRET_VALUE_FIELDS if field in doc}}
 
 
 def _without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from conformance.names import INGRESS_GATEWAY_LABEL, ISTIO_NAMESPACE
 from conformance.settings import RunSettings
 from conformance.targets import gateway_api_crds, ingress, istio, istio_release, istio_support, versions
 from conformance.targets.base import Doc
-from conformance.targets.cluster import MESH_WIDE_FEATURE, ClusterAccess
+from conformance.targets.cluster import MESH_WIDE_FEATURE, TLS_FEATURE, ClusterAccess
 from conformance.targets.kube import Kube
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
+from conformance.targets.gateway_api_ingress import KUBERNETES_INGRESS_FEATURE
 from conformance.targets.istio_revision import REVISION_FEATURE, not_ours
 from conformance.targets.provision import Phases, ensure_gateway_api, istio_install, wait_mesh_ready
 from conformance.targets.telemetry import missing_addons
@@ -80,7 +81,9 @@ class ExistingClusterProvisioner:
         return ClusterAccess(self.kubeconfig, s.context, ingress_url, kubernetes.lstrip("v"), version,
                              gateway_selector=dict(binding.selector), gateway_port=binding.port,
                              unsupported={**self.gateway_api.unsupported, **self._revision_unsupported(),
-                                          **self._mesh_wide_unsupported(), **missing_addons(self._kube)},
+                                          **self._mesh_wide_unsupported(),
+                                          **self._shared_objects_unsupported(self.gateway.namespace),
+                                          **missing_addons(self._kube)},
                              istio=self.installed,
                              # HTTPS through the LoadBalancer only: without one IngressTLS is NOT_SUPPORTED.
                              ingress_https_url=self.gateway.https_url, gateway_namespace=self.gateway.namespace,
@@ -99,6 +102,22 @@ class ExistingClusterProvisioner:
         return {MESH_WIDE_FEATURE: (
             f"it applies a mesh-wide PeerAuthentication (STRICT, in {ISTIO_NAMESPACE}) for a few seconds, which "
             f"every workload of context {self.settings.context!r} would see; pass --yes to allow it")}
+
+    def _shared_objects_unsupported(self, gateway_namespace: str) -> dict[str, str]:
+        """Features that create objects outside the run's namespaces, which the run's namespace
+        cleanup would not reach and other users of the context would see: only with --yes."""
+        if self.settings.yes:
+            return {}
+        context = self.settings.context
+        return {
+            TLS_FEATURE: (
+                f"it creates a Secret (a test certificate and its private key) in the ingress gateway's namespace "
+                f"{gateway_namespace} and adds an HTTPS server to the shared ingress gateway of context {context!r}; "
+                "pass --yes to allow it"),
+            KUBERNETES_INGRESS_FEATURE: (
+                f"it creates the cluster-scoped IngressClass istio when context {context!r} has none, and an Ingress "
+                "that the shared ingress gateway serves; pass --yes to allow it"),
+        }
 
     def _install(self, kubernetes: str) -> None:
         s = self.settings

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceError
+from conformance import features
 from conformance.names import GATEWAY_API_GROUP, INGRESS_GATEWAY_LABEL
+from conformance.targets.kube_views import rollout_gap
 from conformance.settings import Timeouts
 from conformance.waiting import wait_for
 
@@ -67,14 +69,11 @@ def programmed_gap(doc: Mapping[str, Any] | None, where: str) -> str | None:
 
 
 def deployment_gap(doc: Mapping[str, Any] | None, where: str) -> str | None:
-    """Why the gateway's Deployment is not ready (every wanted replica available); None once it is."""
+    """Why the gateway's Deployment is not rolled out (kube_views.rollout_gap); None once it is."""
     if doc is None:
         return f"Deployment {where} does not exist (no gateway deployed for the Gateway)"
-    wanted = int((doc.get("spec") or {}).get("replicas", 1))
-    available = int((doc.get("status") or {}).get("availableReplicas") or 0)
-    if available < wanted:
-        return f"Deployment {where}: {available} of {wanted} replicas available"
-    return None
+    gap = rollout_gap(doc)
+    return f"Deployment {gap}" if gap else None
 
 
 @contextmanager
@@ -101,7 +100,7 @@ def reach_cluster_gateway(kube: "Kube", gateway: str, namespace: str, port: int,
 # Kubernetes Ingress, which istiod serves on the gateway meshConfig.ingressSelector names: by
 # default the pods labelled istio=ingressgateway (istio/istio 1.28.0 pilot/pkg/config/kube/ingress/
 # gateways.go getIngressGatewaySelector; pkg/config/mesh/mesh.go leaves ingressSelector unset).
-KUBERNETES_INGRESS_FEATURE = "KubernetesIngress"
+KUBERNETES_INGRESS_FEATURE = features.get("KubernetesIngress").name  # fails at import if renamed there
 
 
 def ingress_gap(gateway_selector: Mapping[str, str]) -> str | None:

@@ -8,9 +8,14 @@ the DestinationRules first and waits until the proxies have their subsets' clust
 sends the VirtualServices; a delete removes the VirtualServices first and waits until no proxy's
 routes name those subsets before it removes the DestinationRules.
 
+A proxy has a subset when its config_dump lists the cluster among its dynamic_active_clusters: a
+cluster still warming is not listed there (Envoy answers a route to it 503 NC), and an active one
+may have no host (a subset selecting no pod). It no longer routes to a subset when no route of its
+dynamic_route_configs names the cluster.
+
 The local target applies in the same phases. Each of its applies is one push that returns once
 the proxies ACKed it, but an ACKed subset cluster may still be warming (its endpoints not taken
-yet), so it too waits for the subsets in Envoy's /clusters; and one push sends a proxy its clusters
+yet), so it too waits for the subsets in its Envoys' config_dump; and one push sends a proxy its clusters
 before its routes (CDS before RDS, as istiod orders them), so a subset and its route deleted in one
 push would leave the route naming a cluster that is gone.
 """
@@ -61,7 +66,8 @@ def fqdn(host: str, namespace: str) -> str:
 
 def wait_for_proxies(read: Callable[[str], str], proxies: Callable[[], list[str]], path: str,
                      markers: Sequence[str], present: bool, timeout: float, poll: float, what: str) -> None:
-    """Until every proxy's `path` names all `markers` (present) or none of them (not present)."""
+    """Until every proxy's `path` (what `read` returns for a pod) names all `markers` (present) or
+    none of them (not present)."""
     if not markers:
         return
 
@@ -69,16 +75,9 @@ def wait_for_proxies(read: Callable[[str], str], proxies: Callable[[], list[str]
         lagging = []
         for pod in proxies():
             text = read(pod)
-            found = [m for m in markers if names(text, m, path)]
+            found = [m for m in markers if m in text]
             if (len(found) < len(markers)) if present else found:
                 lagging.append(pod)
-        return f"not yet: {', '.join(lagging)}" if lagging else None
+        return f"not yet in {path}: {', '.join(lagging)}" if lagging else None
 
     wait_for(pending, timeout, poll, what)
-
-
-def names(text: str, marker: str, path: str) -> bool:
-    """Whether a proxy's `path` output names the subset cluster `marker`: among its active clusters
-    (a cluster still warming is listed apart, as dynamic_warming_clusters, and Envoy answers a route
-    to it 503 NC; an active one may have no host, a subset selecting no pod), or in its routes."""
-    return marker in text

@@ -14,11 +14,16 @@ def certificate_for(handshake: Handshake, host: str) -> Verdict:
     return Verdict(False, f"expected a certificate for {host} verified against the test CA; {handshake.describe()}")
 
 
-def no_certificate(handshake: Handshake) -> Verdict:
-    """A server name no Gateway serves gets no certificate: the handshake is refused."""
+def not_the_hosts_certificate(handshake: Handshake, host: str) -> Verdict:
+    """A server name the test's Gateway does not serve does not get `host`'s certificate (one the
+    test CA signed, or one naming `host`). No certificate passes (no filter chain matches), and so
+    does another server's: on a shared gateway port a server with host `*` serves any name."""
     if not handshake.presented:
         return Verdict(True, f"{handshake.describe()}: no filter chain serves it")
-    return Verdict(False, f"expected no certificate for a host the Gateway does not serve; {handshake.describe()}")
+    if handshake.from_ca or host in handshake.dns_names:
+        return Verdict(False, f"SNI {handshake.server_name} got {host}'s certificate, which only {host} may get; "
+                              f"{handshake.describe()}")
+    return Verdict(True, f"{handshake.describe()}: another server's certificate, not {host}'s")
 
 
 def redirects_to_https(batch: Batch, location: str) -> Verdict:

@@ -3,12 +3,14 @@
 Each reply is placed on the harness's clock by its start time on the client's clock and the
 bounds of the clocks' offset (conformance/load.py): a reply is "before" a moment only if it
 started before it for every offset the bounds allow, "after" likewise; the rest is undecided
-and held to the weaker rule (answered, by either version).
+and held to the weaker rule (answered, by either version). A load whose replies cannot all be placed
+is the harness's failure (ConformanceError), not a verdict on the mesh.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from conformance.errors import ConformanceError
 from conformance.load import ClockOffset, Window, clock_offset
 from conformance.probes.classify import version_of
 from conformance.targets.base import Batch, Reply
@@ -32,7 +34,6 @@ class Placed:
 class Timeline:
     replies: tuple[Placed, ...]
     offset: ClockOffset
-    unplaced: int  # replies without a start time from the client
 
     def relative(self, placed: Placed, moment: float) -> str:
         """When `placed` started, in seconds after `moment` (a range when the clocks leave one)."""
@@ -40,26 +41,28 @@ class Timeline:
         return f"{low:+.3f}s" if high - low < 0.0005 else f"{low:+.3f}..{high:+.3f}s"
 
 
-def timeline(batches: Sequence[Batch], windows: Sequence[Window]) -> Timeline | None:
-    """The load's replies on the harness's clock; None when the client gave no start times."""
+def timeline(batches: Sequence[Batch], windows: Sequence[Window]) -> Timeline:
+    """The load's replies on the harness's clock. ConformanceError when there are none, or when the
+    client gave a reply no start time (its `date` prints no %N, as busybox's): such a reply cannot be
+    placed against a change, and that is the client's limit, not the mesh's."""
+    unplaced = sum(r.started is None for batch in batches for r in batch)
+    if unplaced:
+        total = sum(len(batch) for batch in batches)
+        raise ConformanceError(f"{unplaced} of {total} replies of the load have no start time from the client "
+                               "(its `date +%s.%N` printed no nanoseconds?): they cannot be placed against the change")
     offset = clock_offset(list(batches), list(windows))
     if offset is None:
-        return None
-    placed, unplaced, index = [], 0, 0
-    for batch in batches:
-        for reply in batch:
-            index += 1
-            if reply.started is None:
-                unplaced += 1
-                continue
-            placed.append(Placed(index, reply, reply.started - offset.high, reply.started - offset.low))
-    return Timeline(tuple(placed), offset, unplaced)
+        raise ConformanceError("the continuous load sent no request: there is nothing to place against the change")
+    placed = [Placed(index, reply, reply.started - offset.high, reply.started - offset.low)
+              for index, reply in enumerate((r for batch in batches for r in batch), start=1)
+              if reply.started is not None]
+    return Timeline(tuple(placed), offset)
 
 
 def failed(reply: Reply) -> bool:
-    """A request the switch cost: a 5xx (Envoy's 503 for a missing cluster or a reset upstream) or
-    no HTTP response at all."""
-    return reply.status == 0 or reply.status >= 500
+    """A request the change cost: any reply but a 200 (Envoy's 503 for a missing cluster, its 404 NR
+    for a route not there yet) or no HTTP response at all."""
+    return reply.status != 200
 
 
 def _named(line: Timeline, bad: Sequence[Placed], change: float) -> str:
@@ -69,21 +72,8 @@ def _named(line: Timeline, bad: Sequence[Placed], change: float) -> str:
         for p in bad[:NAMED])
 
 
-def _unusable(line: Timeline | None) -> str | None:
-    if line is None:
-        return "the client reported no start times: the requests cannot be placed against the change"
-    if line.unplaced:
-        return f"{line.unplaced} replies have no start time from the client: they cannot be placed against the change"
-    if not line.replies:
-        return "no request was sent during the change"
-    return None
-
-
-def no_failures_during(line: Timeline | None, change: float, what: str) -> Verdict:
-    """ConfigChangeUnderLoad: not one request of the load failed (5xx or no response) around `change`."""
-    why = _unusable(line)
-    if why or line is None:
-        return Verdict(False, f"{what}: {why}")
+def no_failures_during(line: Timeline, change: float, what: str) -> Verdict:
+    """ConfigChangeUnderLoad: every request of the load around `change` answered 200."""
     bad = [p for p in line.replies if failed(p.reply)]
     before = sum(p.latest < change for p in line.replies)
     if bad:
@@ -101,15 +91,12 @@ class Switch:
     switch_time: float | None  # first green reply's start minus the change, latest estimate; None if none
 
 
-def blue_green(line: Timeline | None, change: float, applied: float, blue: str, green: str,
+def blue_green(line: Timeline, change: float, applied: float, blue: str, green: str,
                budget: float, what: str) -> Switch:
     """BlueGreen: every request answered; each started before `change` by `blue`; each started after
     convergence (the later of `applied`, when the change was accepted, and the first green reply) by
     `green`; the first green reply within `budget` seconds of the change."""
-    why = _unusable(line)
-    if why or line is None:
-        return Switch(Verdict(False, f"{what}: {why}"), None)
-    bad = [p for p in line.replies if p.reply.status != 200]
+    bad = [p for p in line.replies if failed(p.reply)]
     if bad:
         return Switch(Verdict(False, f"{what}: {len(bad)} of {len(line.replies)} requests failed during the switch, "
                                      f"relative to the change: {_named(line, bad, change)}"), None)

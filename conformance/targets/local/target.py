@@ -12,6 +12,7 @@ import httpx
 
 from conformance import __version__, manifests
 from conformance.errors import ConformanceError
+from conformance.targets.debug_bundle import redacted
 from conformance.names import GATEWAY_HTTP_PORT, GATEWAY_HTTPS_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.probes.batches import HostClient, reply_from_dict
 from conformance.settings import RunSettings
@@ -245,7 +246,9 @@ class LocalTarget:
         mesh = self._mesh
         if mesh.registry.exists():
             shutil.copy(mesh.registry, directory / "registry.json")
-        (directory / "objects.json").write_text(json.dumps(list(mesh.objects.values()), indent=1))
+        # A Secret's values stay out, as in a cluster's bundle (IngressTLS applies a private key).
+        objects = [redacted(doc) for doc in mesh.objects.values()]
+        (directory / "objects.json").write_text(json.dumps(objects, indent=1))
         (directory / "proxy-status.txt").write_text(proxy_status(mesh.control_plane.snapshot()))
         for pod in mesh.running():
             base = directory / f"{pod.model.namespace}.{pod.model.name}"

@@ -19,13 +19,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from conformance.targets.local import credentials
+from conformance.targets.local.istio_subset_gateway_servers import HTTPS
 from conformance.targets.local.translator.clusters_listeners import hcm_filter
 from conformance.targets.local.translator.mtls import SERVER_HTTP_ALPNS, sds_secret, tls_inspector
 from conformance.targets.local.translator.mutants import GATEWAY_IGNORES_SNI
 from conformance.targets.local.translator.resources import DOWNSTREAM_TLS_TYPE, SECRET_TYPE, TLS_SOCKET
 
 Doc = Mapping[str, Any]
-HTTPS = "HTTPS"
 # listener.go defaultGatewayTransportSocketConnectTimeout: a handshake must end within 15 s.
 TRANSPORT_SOCKET_CONNECT_TIMEOUT = "15s"
 # The SDS resource of a credentialName (pilot/pkg/model/credentials/resource.go KubernetesSecretType).

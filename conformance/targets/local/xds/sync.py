@@ -80,7 +80,8 @@ class TypeSync:
         return held.message if held is not None else empty_route(name)
 
     def status(self, type_url: str) -> str:
-        if self.nack is not None:
+        # A NACK stands for the version it refused; a newer one sent since is awaited like any push.
+        if self.nack is not None and str(self.nack_version) == self.sent_version:
             return NACK
         if not self.requested:
             return NOT_SENT if self.wanted(type_url) else SYNCED
