@@ -80,10 +80,12 @@ class Supervisor:
                     # which then tears down in order and still writes its report.
                     process_group=0,
                 )
+            # Recorded while the signals are still held: an interrupt cannot land between the
+            # start and the record, so teardown always knows every child.
+            child = Child(name, process, log)
+            self._children.append(child)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        child = Child(name, process, log)
-        self._children.append(child)
         return child
 
     def stop(self, child: Child, grace: float = 2.0) -> None:
