@@ -79,7 +79,7 @@ def duration_buckets(ns: str, reporter: str, source: str, destination: str, coun
 # Stand-ins for the addons' pods
 
 
-def _serve(answer: Callable[[str, dict[str, list[str]]], tuple[int, Any]]) -> ThreadingHTTPServer:
+def serve_json(answer: Callable[[str, dict[str, list[str]]], tuple[int, Any]]) -> ThreadingHTTPServer:
     """An HTTP server on 127.0.0.1 answering GETs with answer(path, query) as JSON."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -210,7 +210,7 @@ def addons(api: FakeApi, monkeypatch: pytest.MonkeyPatch, major: int = 3) -> Ite
     """Ready Prometheus and Kiali pods in istio-system whose ports (9090, 20001), forwarded, reach
     the stand-ins."""
     prometheus, kiali = Prometheus(major), Kiali()
-    servers = {PROMETHEUS.port: _serve(prometheus.answer), KIALI.port: _serve(kiali.answer)}
+    servers = {PROMETHEUS.port: serve_json(prometheus.answer), KIALI.port: serve_json(kiali.answer)}
     forwarded = fake_port_forward(monkeypatch, {port: s.server_address[:2] for port, s in servers.items()})
     for addon in (PROMETHEUS, KIALI):
         seed_addon(api, addon.name)

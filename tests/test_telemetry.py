@@ -1,12 +1,9 @@
 """Prometheus and Kiali on a cluster, through a port-forward: against the fake Kubernetes API,
 with each addon pod a real HTTP server on this machine that answers as the addon does."""
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -14,6 +11,7 @@ from conformance.errors import ConformanceError
 from conformance.targets.kube import Kube
 from conformance.targets.telemetry import Telemetry
 from tests.fakeapi import FakeApi
+from tests.telemetry_builders import serve_json
 from tests.fakeforward import fake_port_forward
 
 SAMPLE = {"metric": {"__name__": "istio_requests_total", "destination_workload": "reviews-v1",
@@ -33,26 +31,11 @@ class Addons:
         self.servers = {"prometheus": self._serve("prometheus"), "kiali": self._serve("kiali")}
 
     def _serve(self, addon: str) -> ThreadingHTTPServer:
-        addons = self
+        def answer(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+            self.asked.append((addon, path, query))
+            return self.prometheus if addon == "prometheus" else (200, {"elements": GRAPH})
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                addons.asked.append((addon, url.path, parse_qs(url.query)))
-                status, body = addons.prometheus if addon == "prometheus" else (200, {"elements": GRAPH})
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
+        return serve_json(answer)
 
     def close(self) -> None:
         for server in self.servers.values():
