@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     features.select(args.profile, args.feature)  # unknown names fail here, before anything starts
     settings = select.resolve(settings_from(args, args.target))
     options.check_applicable(args, settings.target, settings.target_reason)
+    options.check_upgrade_from(settings)
     results = Path(args.results)
     alluredir = Path(args.alluredir) if args.alluredir else results / "allure"
     report = Path(args.report) if args.report else results / "report.yaml"

@@ -4,6 +4,8 @@ The CLI prints such errors as one line and exits non-zero; anything else is a bu
 and keeps its traceback.
 """
 
+from collections.abc import Callable
+
 
 class ConformanceError(Exception):
     """An error the user can act on; its message says what is wrong."""
@@ -23,3 +25,11 @@ class TargetUnavailable(ConformanceError):
 
 class NotConverged(ConformanceError):
     """Configuration did not take effect within the consistency timeout."""
+
+
+def cleanup_after(failure: BaseException, what: str, cleanup: Callable[[], object]) -> None:
+    """Run cleanup after `failure`; its own failure is noted on `failure`, which stays the error."""
+    try:
+        cleanup()
+    except ConformanceError as exc:
+        failure.add_note(f"and {what} failed too: {exc}")

@@ -236,6 +236,14 @@ CATALOGUE: tuple[Feature, ...] = (
         "failed request, every request before the switch answered by blue, every one after convergence by "
         "green; the switch time measured.",
     ),
+    Feature(
+        "MeshUpgrade",
+        "MESH-TRAFFIC",
+        Level.EXTENDED,
+        "A canary upgrade under continuous load: workloads injected by the old Istio's revision move to the mesh's "
+        "own (namespace istio.io/rev, rolling restart) and the old revision is removed; no request fails, every "
+        "proxy ends on the new istiod and Istio version, each step timed (clusters where meshconf installs Istio).",
+    ),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in CATALOGUE}

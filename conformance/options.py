@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conformance.errors import ConformanceError
+from conformance.mesh_upgrade import upgrade_problem
 from conformance.settings import RunSettings
 from conformance.targets import ingress
 
@@ -13,12 +14,13 @@ VALUES = ("istio_version", "kubernetes_version", "install_method", "cluster_name
           "ingress_https_port")
 SWITCHES = ("reuse", "keep", "force", "yes")
 # Values handed on only when given (their default, None, means "look for it").
-OPTIONAL_VALUES = ("ingress_selector", "ingress_namespace")
+OPTIONAL_VALUES = ("ingress_selector", "ingress_namespace", "upgrade_from")
 
 # The targets each option means something on; given for another target, it is refused by name
 # rather than silently ignored.
 APPLIES_TO: dict[str, tuple[str, ...]] = {
     "istio_version": ("kind", "kubeconfig"),
+    "upgrade_from": ("kind", "kubeconfig"),
     "kubernetes_version": ("kind",),
     "install_method": ("kind", "kubeconfig"),
     "cluster_name": ("kind",),
@@ -94,6 +96,8 @@ def add_cluster_options(add: Callable[..., Any]) -> None:
     """`add` is argparse's add_argument or pytest's addoption: both take the same arguments."""
     defaults = RunSettings()
     add("--istio-version", default=defaults.istio_version, help="cluster targets: the Istio version to install")
+    add("--upgrade-from", default=defaults.upgrade_from, metavar="VERSION",
+        help="cluster targets: the Istio release MeshUpgrade upgrades from (default: the previous minor's newest patch)")
     add("--kubernetes-version", default=defaults.kubernetes_version,
         help="kind: Kubernetes minor of the pinned node image")
     add("--install-method", choices=("istioctl", "helm"), default=defaults.install_method,
@@ -115,6 +119,14 @@ def add_cluster_options(add: Callable[..., Any]) -> None:
         help=f"kubeconfig: the ingress gateway's pod label (default: look for {known})")
     add("--ingress-namespace", default=defaults.ingress_namespace, metavar="NAME",
         help=f"kubeconfig: the ingress gateway's namespace (default: look in {', '.join(ingress.KNOWN_NAMESPACES)})")
+
+
+def check_upgrade_from(settings: RunSettings) -> None:
+    """Refuse a --upgrade-from that cannot be upgraded to the Istio under test, before anything starts."""
+    if settings.upgrade_from is not None:
+        problem = upgrade_problem(settings.upgrade_from, settings.istio_version)
+        if problem:
+            raise ConformanceError(problem)
 
 
 def as_pytest_args(values: Any) -> list[str]:

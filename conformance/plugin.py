@@ -14,6 +14,7 @@ import pytest
 
 from conformance import features, interrupts, options
 from conformance.errors import ConformanceError
+from conformance.probes.latency import WAY_PROPERTY, WayLatency
 from conformance.report import conformance_report, summary
 from conformance.report.results import NOT_SUPPORTED_PREFIX, Outcome, ResultBook
 from conformance.settings import TARGETS
@@ -162,8 +163,9 @@ class Recorder:
             return
         if report.when == "call":
             book.phases["tests"] = book.phases.get("tests", 0.0) + report.duration
+        ways = [WayLatency.from_property(str(v)) for k, v in report.user_properties if k == WAY_PROPERTY]
         book.record(report.nodeid, features.get(str(feature_name)), report.when, *_outcome(report),
-                    duration=report.duration)
+                    duration=report.duration, ways=ways)
 
 
 def _outcome(report: pytest.TestReport) -> tuple[Outcome, str]:

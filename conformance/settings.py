@@ -95,6 +95,7 @@ class RunSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     # Cluster targets (kind, kubeconfig)
     istio_version: str = DEFAULT_ISTIO_VERSION
+    upgrade_from: str | None = None  # MeshUpgrade's old Istio (None: the previous minor's newest patch)
     istio_releases: str = field(default_factory=istio_releases_from_env)  # release download base URL
     gateway_api_releases: str = field(default_factory=gateway_api_releases_from_env)  # the same for Gateway API
     kubernetes_version: str = "1.34"  # kind node image; supported by the Istio above

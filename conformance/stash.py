@@ -74,4 +74,5 @@ def _from_options(config: pytest.Config) -> RunSettings:
     if opt.target_reason:
         resolved = replace(resolved, target_reason=opt.target_reason)
     options.check_applicable(opt, resolved.target, resolved.target_reason)
+    options.check_upgrade_from(resolved)
     return resolved

@@ -10,7 +10,7 @@ import json
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -222,11 +222,14 @@ FAST = Timeouts(request=5, rollout=1.5, first_deploy=1.5, install=10, mesh_ready
 
 
 def cluster_target(api: FakeApi, directory: Path, istio_install: istio.IstioInstall | None = None,
-                   unsupported: Mapping[str, str] | None = None) -> ClusterTarget:
-    """A ClusterTarget (not up yet) on the fake API, with what a provisioner would hand on."""
+                   unsupported: Mapping[str, str] | None = None, settings: RunSettings | None = None,
+                   kubernetes_version: str = "1.33.1") -> ClusterTarget:
+    """A ClusterTarget (not up yet) on the fake API, with what a provisioner would hand on; `settings`
+    (by default the kind target's, run r1) with the fake API's FAST budgets."""
     access = ClusterAccess(write_kubeconfig(directory / "kubeconfig", api.port), None, "http://127.0.0.1:9",
-                           "1.33.1", ISTIO_VERSION, unsupported=dict(unsupported or {}), istio=istio_install)
-    return ClusterTarget(RunSettings(target="kind", run_id="r1", timeouts=FAST), StaticProvisioner(access),
+                           kubernetes_version, ISTIO_VERSION, unsupported=dict(unsupported or {}), istio=istio_install)
+    settings = replace(settings or RunSettings(target="kind", run_id="r1"), timeouts=FAST)
+    return ClusterTarget(settings, StaticProvisioner(access),
                          kube_factory=lambda path, context, timeouts: Kube(path, context, timeouts=timeouts,
                                                                             poll_interval=0.02))
 

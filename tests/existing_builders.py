@@ -1,11 +1,18 @@
 """Shared helpers of the kubeconfig target's tests: istiod, ingress gateway Services and pods as an
-existing cluster has them, run settings, and a kubeconfig of the fake API server."""
+existing cluster has them, run settings, a kubeconfig of the fake API server, and a stand-in for the
+gateway pod's HTTPS listener."""
 
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from conformance.probes.edge_tls import KeyPair
 from conformance.settings import RunSettings
 from conformance.targets.crd_schema import CRD_DIR, ISTIO_CRD_FILE
 from tests.cluster_builders import write_kubeconfig
@@ -76,3 +83,49 @@ def install_istio_crds(api: FakeApi) -> None:
     for crd in yaml.safe_load_all((CRD_DIR / ISTIO_CRD_FILE).read_text()):
         if crd and crd["metadata"]["name"] in ISTIO_TRAFFIC_CRDS:
             api.install_crd(crd)
+
+
+class TlsGateway:
+    """The gateway pod's HTTPS listener as a Gateway server with credentialName has it: it presents
+    one certificate and answers 200 with `server: istio-envoy`; it records the SNI of each handshake
+    and the Host of each request."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self.port = int(server.server_address[1])
+        self.server_names: list[str | None] = []
+        self.hosts: list[str] = []
+
+
+@contextmanager
+def tls_gateway(pair: KeyPair, directory: Path) -> Iterator[TlsGateway]:
+    (directory / "tls.crt").write_text(pair.chain_pem)  # ssl loads a chain only from files
+    (directory / "tls.key").write_text(pair.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "tls.crt", directory / "tls.key")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    fake = TlsGateway(server)
+
+    def record_sni(_sock: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        fake.server_names.append(name)
+
+    context.sni_callback = record_sni
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fake.hosts.append(self.headers.get("host", ""))
+            self.send_response_only(200)
+            self.send_header("server", "istio-envoy")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server.RequestHandlerClass = Handler
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()

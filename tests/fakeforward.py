@@ -1,9 +1,12 @@
 """A stand-in for the Kubernetes client's port-forward (ws_client.PortForward): the pod side
-of each forward is a TCP server on this machine, chosen by the forwarded pod port."""
+of each forward is a TCP server on this machine, chosen by the forwarded pod port. And a record of
+the forwards a target holds (Kube.port_forward), opened and closed, connected to or not."""
 
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -60,3 +63,28 @@ def fake_port_forward(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(kube_module, "portforward", portforward)
     return calls
+
+
+@dataclass
+class HeldForwards:
+    """The (pod, namespace, port) of every Kube.port_forward opened, and of those closed again."""
+
+    opened: list[tuple[str, str, int]] = field(default_factory=list)
+    closed: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+def record_held_forwards(monkeypatch: pytest.MonkeyPatch) -> HeldForwards:
+    held = HeldForwards()
+    original = kube_module.Kube.port_forward
+
+    @contextmanager
+    def port_forward(self: kube_module.Kube, pod: str, namespace: str, port: int) -> Iterator[tuple[str, int]]:
+        with original(self, pod, namespace, port) as address:
+            held.opened.append((pod, namespace, port))
+            try:
+                yield address
+            finally:
+                held.closed.append((pod, namespace, port))
+
+    monkeypatch.setattr(kube_module.Kube, "port_forward", port_forward)
+    return held

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conformance import cli
+from conformance.mesh_upgrade import LATEST_PATCHES
 from conformance.settings import RunSettings
 from conformance.targets import istio_support, kind
 from tests.builders import REPO
@@ -130,3 +131,7 @@ def test_meshconf_is_installed_with_pip_not_from_a_checkout() -> None:
     package = yaml.safe_load(WORKFLOW.read_text())["jobs"]["conformance"]["env"]["MESHCONF_PACKAGE"]
     assert package.startswith("mesh-conformance")
     assert not any(s.get("with", {}).get("submodules") for s in steps())
+
+
+def test_the_matrix_runs_the_patch_meshupgrade_knows_for_each_minor() -> None:
+    assert {istio_support.minor(e["istio"]): e["istio"] for e in matrix()} == LATEST_PATCHES

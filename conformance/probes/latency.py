@@ -1,10 +1,17 @@
 """Status and latency of one batch through one way in, for reports that compare ways of exposing a page."""
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from conformance.tables import render_table
 from conformance.targets.base import Batch
+
+# A suite test's user property carrying one WayLatency, as JSON text: it crosses from a pytest-xdist
+# worker to the process that writes the reports, and reads as itself in JUnit's <property>.
+WAY_PROPERTY = "ingressWay"
+WAY_COLUMNS = ("way", "requests", "statuses", "p50 ms", "p95 ms")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -28,8 +35,24 @@ class WayLatency:
     p95_ms: float
 
     def describe(self) -> str:
-        statuses = ", ".join(f"{count} x {status}" for status, count in sorted(self.statuses.items()))
-        return f"{self.way}: {statuses}; latency p50 {self.p50_ms:.1f} ms, p95 {self.p95_ms:.1f} ms"
+        return f"{self.way}: {self.status_counts()}; latency p50 {self.p50_ms:.1f} ms, p95 {self.p95_ms:.1f} ms"
+
+    def status_counts(self) -> str:
+        return ", ".join(f"{count} x {status}" for status, count in sorted(self.statuses.items()))
+
+    def cells(self) -> tuple[str, ...]:
+        """This way's row under WAY_COLUMNS."""
+        return (self.way, str(self.requests), self.status_counts(), f"{self.p50_ms:.1f}", f"{self.p95_ms:.1f}")
+
+    def to_property(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_property(cls, text: str) -> "WayLatency":
+        data = json.loads(text)
+        # JSON keys are strings; a status is a number
+        statuses = {int(status): count for status, count in data.pop("statuses").items()}
+        return cls(statuses=statuses, **data)
 
 
 def way_latency(way: str, batch: Batch) -> WayLatency:
@@ -45,3 +68,8 @@ def compare(ways: Sequence[WayLatency]) -> str:
         if reference.p50_ms > 0:
             lines.append(f"{other.way} p50 is {other.p50_ms / reference.p50_ms:.2f}x {reference.way}'s")
     return "; ".join(lines)
+
+
+def ways_table(ways: Sequence[WayLatency]) -> str:
+    """The ways side by side, as plain text (an Allure attachment)."""
+    return render_table(WAY_COLUMNS, [w.cells() for w in ways])

@@ -8,7 +8,7 @@ import yaml
 
 from conformance import __version__
 from conformance.features import Level
-from conformance.report.results import Outcome, ResultBook, overall_result, profile_result
+from conformance.report.results import MeasuredWay, Outcome, ResultBook, overall_result, profile_result
 
 
 def build(book: ResultBook) -> dict[str, Any]:
@@ -47,6 +47,7 @@ def build(book: ResultBook) -> dict[str, Any]:
                 ],
             }
         )
+    ways = book.measured_ways()
     return {
         "apiVersion": "meshconf.dev/v1alpha1",
         "kind": "ConformanceReport",
@@ -68,7 +69,22 @@ def build(book: ResultBook) -> dict[str, Any]:
         "result": overall_result(book),
         "profiles": profiles,
         "features": features,
+        # Only when a way in was measured (GatewayAPIIngress, KubernetesIngress).
+        **({"ingressComparison": [comparison_row(w) for w in ways]} if ways else {}),
         "timings": {k: round(v, 3) for k, v in book.phases.items()},
+    }
+
+
+def comparison_row(measured: MeasuredWay) -> dict[str, Any]:
+    way = measured.way
+    return {
+        "way": way.way,
+        "feature": measured.feature.name,
+        "outcome": measured.outcome.value,
+        "requests": way.requests,
+        "statuses": dict(sorted(way.statuses.items())),
+        "p50Ms": round(way.p50_ms, 2),
+        "p95Ms": round(way.p95_ms, 2),
     }
 
 

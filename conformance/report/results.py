@@ -1,10 +1,12 @@
 """Per-test and per-feature outcomes, as the plugin records them."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from conformance.features import Feature, Level
+from conformance.probes.latency import WayLatency
 from conformance.targets.base import TargetFacts
 
 NOT_SUPPORTED_PREFIX = "NOT_SUPPORTED: "
@@ -30,6 +32,15 @@ class Record:
     duration: float = 0.0
     # False until a phase decided the outcome: a setup that passed decides nothing.
     decided: bool = False
+    ways: list[WayLatency] = field(default_factory=list)  # the ways in this test measured
+
+
+class MeasuredWay(NamedTuple):
+    """One row of the ingress comparison: a way, the feature whose test measured it, and that feature's outcome."""
+
+    feature: Feature
+    outcome: Outcome
+    way: WayLatency
 
 
 @dataclass
@@ -46,17 +57,21 @@ class ResultBook:
     interrupted: bool = False
 
     def record(self, nodeid: str, feature: Feature, when: str, outcome: Outcome, reason: str = "",
-               duration: float = 0.0) -> None:
+               duration: float = 0.0, ways: Sequence[WayLatency] = ()) -> None:
         """One phase's report (setup, call, teardown) of one test.
 
         Only the call phase can pass a test; a failure or skip in any phase decides it, and a
         later failure (teardown) overrides a pass. Until then the test reads as interrupted.
+        The ways are taken from the call phase, passed or failed: every phase's report repeats the
+        test's properties, and what the call measured is a fact whatever was decided after.
         """
         rec = next((r for r in self.records if r.nodeid == nodeid), None)
         if rec is None:
             rec = Record(nodeid, feature, Outcome.SKIPPED, INTERRUPTED)
             self.records.append(rec)
         rec.duration += duration
+        if when == "call":
+            rec.ways.extend(ways)
         if outcome is Outcome.PASSED and when != "call":
             return
         if not rec.decided or _rank(outcome) > _rank(rec.outcome):
@@ -67,6 +82,15 @@ class ResultBook:
 
     def feature_outcome(self, feature: Feature) -> tuple[Outcome, str]:
         return aggregate(self.for_feature(feature), self.interrupted)
+
+    def measured_ways(self) -> list[MeasuredWay]:
+        """Every way measured, in catalogue order of the features, then in the order each test measured them.
+
+        A way measured by two features (the Istio Gateway, the reference of both) keeps one row per
+        feature: they are two measurements, at different moments, beside different ways.
+        """
+        return [MeasuredWay(f, self.feature_outcome(f)[0], way)
+                for f in self.selected for r in self.for_feature(f) for way in r.ways]
 
 
 def _rank(outcome: Outcome) -> int:

@@ -1,4 +1,4 @@
-"""The terminal summary: one line per feature, and where the run went."""
+"""The terminal summary: one line per feature, where the run went, and the ways in side by side."""
 
 from io import StringIO
 from typing import Any
@@ -6,7 +6,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from conformance.report.results import Outcome, ResultBook
+from conformance.probes.latency import WAY_COLUMNS
+from conformance.report.results import MeasuredWay, Outcome, ResultBook
 
 _STYLE = {Outcome.PASSED: "green", Outcome.FAILED: "bold red", Outcome.SKIPPED: "yellow",
           Outcome.NOT_SUPPORTED: "cyan"}
@@ -26,7 +27,19 @@ def render(book: ResultBook, width: int = 110) -> str:
     if book.facts:
         console.print(f"target: {book.facts.target} ({book.target_reason}); {book.facts.mode}")
     console.print(table)
+    ways = book.measured_ways()
+    if ways:
+        console.print(comparison_table(ways))
     return out.getvalue()
+
+
+def comparison_table(ways: list[MeasuredWay]) -> Table:
+    table = Table(title="ways in: the same page through each", title_justify="left")
+    for column in ("feature", "outcome", *WAY_COLUMNS):
+        table.add_column(column)
+    for feature, outcome, way in ways:
+        table.add_row(feature.name, f"[{_STYLE[outcome]}]{outcome.value}[/]", *way.cells())
+    return table
 
 
 def print_summary(book: ResultBook, terminalreporter: Any) -> None:

@@ -37,6 +37,9 @@ class PodView:
     ip: str
     ready: bool
     service_account: str
+    # Being deleted (metadata.deletionTimestamp): a pod a rollout replaced may still run, and even be
+    # Ready, for its grace period.
+    terminating: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,17 @@ class HttpsIngress:
     namespace: str
 
 
+class RevisionHandle(Protocol):
+    """A control plane revision installed for a block (Target.revision)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def remove(self) -> None:
+        """Uninstall it now, before the block ends."""
+        ...
+
+
 @runtime_checkable
 class Client(Protocol):
     """A client workload in the mesh; one send() is one batch (one exec on a cluster).
@@ -124,7 +138,10 @@ class Target(Protocol):
     def apply(self, docs: Sequence[Doc], namespace: str) -> None: ...
     def delete(self, docs: Sequence[Doc], namespace: str) -> None: ...
     def namespace(self, name: str, labels: Mapping[str, str]) -> AbstractContextManager[str]: ...
-    def wait_ready(self, namespace: str) -> None: ...
+    def wait_ready(self, namespace: str, first_pull: bool = False) -> None:
+        """Until every Deployment of the namespace has rolled out; `first_pull`: its pods pull images no
+        pod of this run has used yet (e.g. another Istio's proxy), which gets the first deploy's budget."""
+        ...
     def exists(self, doc: Doc, namespace: str) -> bool:
         """Whether the API server holds an object of doc's kind and name (in `namespace`)."""
         ...
@@ -140,9 +157,19 @@ class Target(Protocol):
         webhooks are called and nothing is stored (they declare sideEffects None)."""
         ...
 
-    def revision(self, name: str) -> AbstractContextManager[None]:
-        """A second Istio control plane, revision `name`, installed for the block and removed
-        after it; only where meshconf owns the mesh (supports("RevisionInjection"))."""
+    def revision(self, name: str, version: str | None = None) -> AbstractContextManager["RevisionHandle"]:
+        """A second Istio control plane, revision `name` of Istio `version` (None: the mesh's own),
+        installed for the block and removed after it unless its handle's remove() did first; only
+        where meshconf owns the mesh (supports("RevisionInjection"); another version: supports("MeshUpgrade"))."""
+        ...
+
+    def relabel_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
+        """Set labels of a namespace this run created (None removes one), as `kubectl label` does."""
+        ...
+
+    def restart_workloads(self, namespace: str) -> list[str]:
+        """Restart every Deployment of the namespace as `kubectl rollout restart` does, and return
+        their names once every one has rolled out (supports("MeshUpgrade"))."""
         ...
 
     # observation

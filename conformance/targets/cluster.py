@@ -5,15 +5,15 @@ exists); everything after it is the same Kubernetes and Istio operations.
 """
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from conformance.errors import ConformanceError
-from conformance.names import (DEFAULT_REVISION, ISTIO_NAMESPACE, PROXY_CONTAINER, RUN_ID_LABEL,
-                              SIDECAR_STATUS_ANNOTATION, istiod_name)
+from conformance.errors import ConformanceError, cleanup_after
+from conformance.mesh_upgrade import UPGRADE_FEATURE, upgrade_gap
+from conformance.names import ISTIO_NAMESPACE, PROXY_CONTAINER, RUN_ID_LABEL, SIDECAR_STATUS_ANNOTATION
 from conformance.probes import curl_batch
 from conformance.probes.batches import HostClient
 from conformance.settings import RunSettings
@@ -22,21 +22,18 @@ from conformance.targets import make_before_break
 from conformance.targets.gateway_api_ingress import KUBERNETES_INGRESS_FEATURE, ingress_gap, reach_cluster_gateway
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.istio import IstioInstall
-from conformance.targets.istio_revision import (REVISION_FEATURE, Revision, injector_configuration, not_ours,
-                                                revision_gap)
+from conformance.targets.istio_revision import REVISION_FEATURE, InstalledRevision, beside, installed_revision, not_ours
 from conformance.targets.kube import Kube
 from conformance.targets.kube_views import pod_view
 from conformance.targets.telemetry import Telemetry
-from conformance.waiting import wait_for
-from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION
 
 # The feature that applies mesh-wide policy (a PeerAuthentication in the root namespace), which
 # every workload of the cluster sees while it holds.
 MESH_WIDE_FEATURE = "MutualTLSStrict"
 # The feature that needs the ingress gateway's HTTPS port, and why it cannot run without one.
 TLS_FEATURE = "IngressTLS"
-NO_HTTPS_INGRESS = ("the ingress gateway's Service has no port named https that the test host can reach "
-                    "(a LoadBalancer address or a port-forward to its targetPort)")
+NO_HTTPS_INGRESS = ("the ingress gateway's Service has no port named https with a numbered targetPort (the test "
+                    "host reaches HTTPS at its LoadBalancer address, else through a port-forward to that targetPort)")
 
 
 @dataclass(frozen=True)
@@ -200,7 +197,7 @@ class ClusterTarget:
                 self._wait_subsets(rest, namespace, present=False)
             except BaseException as failure:
                 # The subsets go anyway: left behind they would reach the session namespace's later tests.
-                _cleanup_after(failure, f"delete the rest in {namespace}", lambda: self.kube.delete(rest, namespace))
+                cleanup_after(failure, f"delete the rest in {namespace}", lambda: self.kube.delete(rest, namespace))
                 raise
         self.kube.delete(rest, namespace)
 
@@ -257,35 +254,20 @@ class ClusterTarget:
             raise ConformanceError(f"admitted_pod takes a v1 Pod, not {doc.get('apiVersion')} {doc.get('kind')}")
         return pod_view(self.kube.dry_run_create(doc, namespace))
 
-    @contextmanager
-    def revision(self, name: str) -> Iterator[None]:
-        revision = self._revision_beside_mesh(name)
-        try:
-            revision.install()  # uninstalled below whatever happens from here
-            self._wait_revision(name)
-            yield
-        except BaseException as failure:
-            _cleanup_after(failure, f"uninstall Istio revision {name}", revision.uninstall)
-            raise
-        revision.uninstall()
-
-    def _revision_beside_mesh(self, name: str) -> Revision:
+    def revision(self, name: str, version: str | None = None) -> AbstractContextManager[InstalledRevision]:
         mesh, reason = self._access.istio, self.unsupported_reason(REVISION_FEATURE)
         if mesh is None or reason is not None:
             raise ConformanceError(f"cannot install Istio revision {name}: {reason}")
-        if name == DEFAULT_REVISION or mesh.revision == name:
-            raise ConformanceError(f"revision {name!r} is the installed mesh's own: name another")
-        return Revision(mesh, name)
+        s = self.settings
+        return installed_revision(self.kube, beside(mesh, name, version, s.cache_dir, s.istio_releases), self.timeouts)
 
-    def _wait_revision(self, name: str) -> None:
-        def pending() -> str | None:
-            return revision_gap(
-                name,
-                self.kube.get("apps/v1", "Deployment", istiod_name(name), ISTIO_NAMESPACE),
-                self.kube.get(ADMISSION_API_VERSION, "MutatingWebhookConfiguration", injector_configuration(name)),
-            )
+    def relabel_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
+        self.kube.label_namespace(name, labels, self.settings.run_id)
 
-        wait_for(pending, self.timeouts.rollout, self.kube.poll_interval, f"Istio revision {name} ready")
+    def restart_workloads(self, namespace: str) -> list[str]:
+        restarted = self.kube.restart_deployments(namespace)
+        self.kube.wait_rollout(namespace, self.timeouts.rollout)
+        return restarted
 
     @contextmanager
     def namespace(self, name: str, labels: Mapping[str, str]) -> Iterator[str]:
@@ -298,8 +280,8 @@ class ClusterTarget:
             self.kube.delete_namespace(name, self.settings.run_id)
             self._namespaces.remove(name)
 
-    def wait_ready(self, namespace: str) -> None:
-        budget = self.timeouts.rollout if self._deployed else self.timeouts.first_deploy
+    def wait_ready(self, namespace: str, first_pull: bool = False) -> None:
+        budget = self.timeouts.rollout if self._deployed and not first_pull else self.timeouts.first_deploy
         self._deployed = True
         self.kube.wait_rollout(namespace, budget)
 
@@ -378,8 +360,13 @@ class ClusterTarget:
 
     def unsupported_reason(self, feature: str) -> str | None:
         access = self._access
-        if feature == REVISION_FEATURE and access.istio is None:  # nothing to install a revision with
-            return access.unsupported.get(feature, not_ours(access.context))
+        if feature in (REVISION_FEATURE, UPGRADE_FEATURE) and access.istio is None:  # nothing to install a revision with
+            return access.unsupported.get(REVISION_FEATURE, not_ours(access.context))
+        if feature == UPGRADE_FEATURE:
+            s = self.settings
+            reason = upgrade_gap(s.upgrade_from, access.mesh_version, access.kubernetes_version, s.force)
+            if reason:
+                return reason
         if feature == MESH_WIDE_FEATURE and self.settings.worker:
             # Workers share the cluster: a mesh-wide policy would reach the others' namespaces.
             return (f"it applies a mesh-wide PeerAuthentication, which the other workers' tests would see; "
@@ -391,11 +378,3 @@ class ClusterTarget:
             if reason:
                 return reason
         return access.unsupported.get(feature)
-
-
-def _cleanup_after(failure: BaseException, what: str, cleanup: Callable[[], object]) -> None:
-    """Run cleanup after `failure`; its own failure is noted on `failure`, which stays the error."""
-    try:
-        cleanup()
-    except ConformanceError as exc:
-        failure.add_note(f"and {what} failed too: {exc}")

@@ -24,7 +24,8 @@ from conformance.targets.kube import Kube
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, cached_istioctl, collect_cluster_debug
 from conformance.targets.gateway_api_ingress import KUBERNETES_INGRESS_FEATURE
 from conformance.targets.istio_revision import REVISION_FEATURE, not_ours
-from conformance.targets.provision import Phases, ensure_gateway_api, istio_install, wait_mesh_ready
+from conformance.phases import Phases
+from conformance.targets.provision import ensure_gateway_api, istio_install, wait_mesh_ready
 from conformance.targets.telemetry import missing_addons
 
 # An image tag is the Istio version, optionally with the image variant after a "-"
@@ -71,7 +72,7 @@ class ExistingClusterProvisioner:
             version = self._installed_version()
         self.mesh_version = version
         self.gateway = self._find_gateway()
-        ingress_url = self._ingress_url(self.gateway)
+        ingress_url, https_url = self._ingress_urls(self.gateway)
         binding = self.gateway.binding  # what every Gateway applied from now on is bound to
         if self.installed is not None:
             # A mesh we installed is waited for like on kind; an assumed one is used as it is.
@@ -85,8 +86,8 @@ class ExistingClusterProvisioner:
                                           **self._shared_objects_unsupported(self.gateway.namespace),
                                           **missing_addons(self._kube)},
                              istio=self.installed,
-                             # HTTPS through the LoadBalancer only: without one IngressTLS is NOT_SUPPORTED.
-                             ingress_https_url=self.gateway.https_url, gateway_namespace=self.gateway.namespace,
+                             # None without an https port: then IngressTLS is NOT_SUPPORTED (cluster.py).
+                             ingress_https_url=https_url, gateway_namespace=self.gateway.namespace,
                              gateway_https_port=binding.https_port)
 
     def _revision_unsupported(self) -> dict[str, str]:
@@ -159,20 +160,33 @@ class ExistingClusterProvisioner:
                                 s.ingress_selector or "=".join(INGRESS_GATEWAY_LABEL))
         return ingress.find(self._kube, s.ingress_namespace, s.ingress_selector)
 
-    def _ingress_url(self, gateway: ingress.IngressGateway) -> str:
-        """The gateway's LoadBalancer address on its http2 port, else a port-forward to its pods'
-        targetPort held for the whole run."""
+    def _ingress_urls(self, gateway: ingress.IngressGateway) -> tuple[str, str | None]:
+        """The gateway's HTTP and HTTPS URLs (HTTPS None without an https port): its LoadBalancer
+        address on the http2 and https ports, else port-forwards to those ports' targetPorts on one
+        ready gateway pod, held for the whole run."""
         if gateway.url is not None:
-            return gateway.url
+            return gateway.url, gateway.https_url
+        pod = self._ready_gateway_pod(gateway)
+        http_url = self._forwarded_url("http", pod, gateway.namespace, gateway.target_port)
+        if gateway.https_target_port is None:
+            return http_url, None
+        # The pods' https targetPort is where the bound Gateways' HTTPS servers listen (ingress.py):
+        # a client connects to the forward and sends the test host as SNI and Host.
+        return http_url, self._forwarded_url("https", pod, gateway.namespace, gateway.https_target_port)
+
+    def _ready_gateway_pod(self, gateway: ingress.IngressGateway) -> str:
         pods = self._kube.ready_pods(gateway.namespace, gateway.selector)
         if not pods:
             raise TargetUnavailable(
                 f"no ready ingress gateway pod ({', '.join(f'{k}={v}' for k, v in gateway.selector.items())}) "
                 f"in {gateway.namespace} on {self.settings.context!r}"
             )
-        forward = self._kube.port_forward(pods[0].name, gateway.namespace, gateway.target_port)
-        host, port = self._stack.enter_context(forward)
-        return f"http://{host}:{port}"
+        return pods[0].name
+
+    def _forwarded_url(self, scheme: str, pod: str, namespace: str, pod_port: int) -> str:
+        """A port-forward to the pod's port, closed at down()."""
+        host, port = self._stack.enter_context(self._kube.port_forward(pod, namespace, pod_port))
+        return f"{scheme}://{host}:{port}"
 
     @property
     def _kube(self) -> Kube:

@@ -14,7 +14,9 @@ A Gateway server binds to its port number as given when no port of the gateway's
 that number, and to that port's targetPort when one has (istio/istio pilot/pkg/model/gateway.go,
 resolvePorts). So a Gateway that listens on the http2 targetPort is reached through the Service's
 http2 port in both shapes: GatewayBinding.bind rewrites the manifests' Gateways to the selector and
-targetPort of the gateway found, and is the only place that does.
+targetPort of the gateway found, and is the only place that does. HTTPS servers likewise listen on the
+`https` port's targetPort, so a port-forward to that pod port reaches them as the Service's https port
+does (the gateway chart: 443 -> 443; istioctl's profiles: 443 -> 8443).
 """
 
 import copy
@@ -89,13 +91,20 @@ class IngressGateway:
     port: int  # the Service's http2 port: what a LoadBalancer address answers on
     target_port: int  # the pods' port behind it: where Gateway servers must listen
     address: str | None  # the LoadBalancer's IP or host name, if it has one
-    # The Service's https port and the pods' port behind it, when it has one.
+    # The Service's https port and the pods' port behind it, when it has one with a numbered targetPort.
     https: tuple[int, int] | None = None
 
     @property
+    def https_target_port(self) -> int | None:
+        """The pods' port behind the Service's https port: where HTTPS servers listen, and what a
+        port-forward for HTTPS goes to; None without an https port."""
+        return self.https[1] if self.https else None
+
+    @property
     def binding(self) -> GatewayBinding:
+        https_port = self.https_target_port
         return GatewayBinding(dict(self.selector), self.target_port,
-                              self.https[1] if self.https else GATEWAY_HTTPS_PORT)
+                              GATEWAY_HTTPS_PORT if https_port is None else https_port)
 
     @property
     def https_url(self) -> str | None:

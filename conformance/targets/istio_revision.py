@@ -7,13 +7,21 @@ and when it is ready to inject. Upstream: istio.io "Canary Upgrades"
 
 import shlex
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from conformance.names import ISTIO_NAMESPACE, istiod_name
+from conformance.errors import ConformanceError, cleanup_after
+from conformance.names import DEFAULT_REVISION, ISTIO_NAMESPACE, istiod_name
+from conformance.settings import Timeouts
+from conformance.targets import istio_release
 from conformance.targets.istio import IstioInstall, Runner, run_command
+from conformance.targets.kube import Kube
 from conformance.targets.kube_views import rollout_gap
+from conformance.waiting import wait_for
+from conformance.webhooks import API_VERSION as ADMISSION_API_VERSION
 
 # The feature that needs a second control plane revision, which only a mesh meshconf installed gets.
 REVISION_FEATURE = "RevisionInjection"
@@ -35,6 +43,9 @@ REVISION_REQUESTS = {
 }
 # istioctl sets chart values under IstioOperator's spec.values (istio.io docs/setup/install/istioctl).
 ISTIOCTL_VALUES = "values."
+# The IstioOperator component with Istio's CRDs and the default validator (istio/istio
+# manifests/charts/base), as an istioctl --set path.
+BASE_COMPONENT = "components.base.enabled"
 
 
 def not_ours(context: str | None) -> str:
@@ -47,12 +58,23 @@ def not_ours(context: str | None) -> str:
 
 @dataclass(frozen=True)
 class Revision:
-    """Revision `name` of istiod, installed beside `mesh` (meshconf's installation) as it was installed.
+    """Revision `name` of istiod, installed beside `mesh` (meshconf's installation) as it was installed;
+    of another Istio release when `version` is given (MeshUpgrade's old one), whose istioctl is in
+    `release_dir`.
 
     The *_argvs methods are pure: they are what `--plan` prints."""
 
     mesh: IstioInstall
     name: str
+    version: str | None = None
+    release_dir: Path | None = None
+
+    @property
+    def _install(self) -> IstioInstall:
+        """The mesh's installation as this revision's release makes it."""
+        if self.version is None or self.version == self.mesh.version:
+            return self.mesh
+        return replace(self.mesh, version=self.version, release_dir=self.release_dir)
 
     def install_argvs(self) -> list[list[str]]:
         """istioctl: the minimal profile with --revision. Helm: only the istiod chart as release
@@ -60,12 +82,14 @@ class Revision:
         the default validator to the new revision (manifests/charts/base/templates/
         defaultrevision-validatingwebhookconfiguration.yaml). Without a profile the istiod chart's
         values are its defaults, as the minimal profile's are. Either way with REVISION_REQUESTS,
-        which the mesh's own values override."""
-        mesh = self.mesh
+        which the mesh's own values override. Of another release, istioctl leaves out the base
+        component too: its CRDs would replace the mesh's own, which serve both revisions."""
+        mesh = self._install
         if mesh.method == "istioctl":
             requests = {ISTIOCTL_VALUES + key: value for key, value in REVISION_REQUESTS.items()}
+            base = {BASE_COMPONENT: "false"} if mesh is not self.mesh else {}
             revision = replace(mesh, revision=self.name, profile=REVISION_PROFILE,
-                               values={**requests, **mesh.values})
+                               values={**requests, **mesh.values, **base})
             return [revision.install_argv()]
         sets = ["--set", f"revision={self.name}"]
         for key, value in {**REVISION_REQUESTS, **mesh.values}.items():
@@ -74,7 +98,7 @@ class Revision:
 
     def uninstall_argvs(self) -> list[list[str]]:
         """Removes this revision only: `istioctl uninstall --revision`, or its Helm release."""
-        mesh = self.mesh
+        mesh = self._install
         if mesh.method == "istioctl":
             return [replace(mesh, revision=self.name, profile=REVISION_PROFILE).uninstall_argv()]
         return [[mesh.helm, "uninstall", istiod_name(self.name), "--namespace", ISTIO_NAMESPACE, *mesh.helm_cluster()]]
@@ -88,6 +112,61 @@ class Revision:
 
     def uninstall(self, runner: Runner = run_command) -> list[subprocess.CompletedProcess[str]]:
         return self.mesh.run_every(self.uninstall_argvs(), runner)
+
+
+class InstalledRevision:
+    """A revision installed for a block. remove() takes it away before the block ends (MeshUpgrade's
+    last step, under load); otherwise, or when that failed, the block's end does."""
+
+    def __init__(self, revision: Revision) -> None:
+        self.revision = revision
+        self.removed = False
+
+    @property
+    def name(self) -> str:
+        return self.revision.name
+
+    def remove(self) -> None:
+        if not self.removed:
+            self.revision.uninstall()
+            self.removed = True
+
+
+def beside(mesh: IstioInstall, name: str, version: str | None, cache_dir: Path, releases: str) -> Revision:
+    """Revision `name` beside meshconf's mesh, of Istio `version` (None: the mesh's own); istioctl's
+    release of another version is downloaded (and cached) here, as the mesh's was."""
+    if name == DEFAULT_REVISION or mesh.revision == name:
+        raise ConformanceError(f"revision {name!r} is the installed mesh's own: name another")
+    if version is None or version == mesh.version or mesh.method != "istioctl":
+        return Revision(mesh, name, version)
+    release = istio_release.fetch_release(version, cache_dir, base_url=releases, timeout=mesh.timeout)
+    return Revision(mesh, name, version, release)
+
+
+@contextmanager
+def installed_revision(kube: Kube, revision: Revision, timeouts: Timeouts) -> Iterator[InstalledRevision]:
+    """`revision` installed and ready to inject for the block, and removed after it whatever happens
+    (unless remove() already did)."""
+    installed = InstalledRevision(revision)
+    try:
+        revision.install()
+        wait_revision(kube, revision.name, timeouts.rollout)
+        yield installed
+    except BaseException as failure:
+        cleanup_after(failure, f"uninstall Istio revision {revision.name}", installed.remove)
+        raise
+    installed.remove()
+
+
+def wait_revision(kube: Kube, name: str, timeout: float) -> None:
+    def pending() -> str | None:
+        return revision_gap(
+            name,
+            kube.get("apps/v1", "Deployment", istiod_name(name), ISTIO_NAMESPACE),
+            kube.get(ADMISSION_API_VERSION, "MutatingWebhookConfiguration", injector_configuration(name)),
+        )
+
+    wait_for(pending, timeout, kube.poll_interval, f"Istio revision {name} ready")
 
 
 def injector_configuration(revision: str) -> str:

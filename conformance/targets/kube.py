@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "meshconf"
 CRD_API_VERSION = "apiextensions.k8s.io/v1"
 CRD_KIND = "CustomResourceDefinition"
+MERGE_PATCH = "application/merge-patch+json"
+# The pod template annotation `kubectl rollout restart` sets to the time of the restart.
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,31 @@ class Kube(KubeClient):
                 if exc.status != 404:
                     raise
         self._wait_gone("v1", "Namespace", name, None)
+
+    def label_namespace(self, name: str, labels: Mapping[str, str | None], run_id: str) -> None:
+        """Set (or, for None, remove) labels of a namespace this run created: a JSON merge patch,
+        as `kubectl label` sends. Only for this run's namespaces, as delete_namespace."""
+        found = labels_of(self._get("v1", "Namespace", name) or {}).get(RUN_ID_LABEL)
+        if found != run_id:
+            raise ConformanceError(f"refusing to relabel namespace {name}: it lacks label {RUN_ID_LABEL}={run_id}")
+        if RUN_ID_LABEL in labels:
+            raise ConformanceError(f"refusing to change label {RUN_ID_LABEL} of namespace {name}")
+        with self._api_call(f"label namespace {name}"):
+            self.dynamic.patch(self._resource("v1", "Namespace"), name=name,
+                               body={"metadata": {"labels": dict(labels)}}, content_type=MERGE_PATCH)
+
+    def restart_deployments(self, namespace: str) -> list[str]:
+        """Restart every Deployment of a namespace as `kubectl rollout restart` does: a new pod template
+        annotation RESTARTED_AT (kubernetes/kubectl pkg/polymorphichelpers/objectrestarter.go), so the
+        Deployment controller replaces the pods by its rolling update strategy. Returns their names."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+        resource = self._resource("apps/v1", "Deployment")
+        names = [_name(d) for d in self._list("apps/v1", "Deployment", namespace)]
+        for name in names:
+            with self._api_call(f"restart deployment {qualified_name(name, namespace)}"):
+                self.dynamic.patch(resource, name=name, namespace=namespace, body=patch, content_type=MERGE_PATCH)
+        return names
 
     # ---- exec and port-forward -------------------------------------------
 

@@ -46,6 +46,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         ip=status.get("podIP") or "",
         ready=ready,
         service_account=spec.get("serviceAccountName") or "default",
+        terminating=bool(meta.get("deletionTimestamp")),
     )
 
 

