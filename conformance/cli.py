@@ -1,4 +1,4 @@
-"""meshconf: run | up | down | doctor | list."""
+"""meshconf: run | up | down | doctor | list | report | gate."""
 
 import argparse
 import os
@@ -18,6 +18,7 @@ from rich.table import Table
 import conformance.suites
 from conformance import features, options
 from conformance.errors import ConformanceError
+from conformance.report.gate import DEFAULT_REPORT, FORMATS, gate as compare_reports
 from conformance.settings import TARGETS, RunSettings, Timeouts
 from conformance.targets import select
 from conformance.targets.preflight import Check
@@ -73,6 +74,22 @@ def parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="print the feature catalogue")
     lst.add_argument("--mutants", action="store_true", help="list the local mesh's mutants instead")
+
+    rep = sub.add_parser("report", help="render a run's Allure results as HTML with Allure 3 (npx); "
+                         "without Node.js, print the command")
+    rep.add_argument("results", nargs="?", default="results", metavar="RESULTS",
+                     help="the run's results directory, whose allure/ is rendered (default ./results)")
+    rep.add_argument("--history", metavar="DIR", help="carry the report's history (trends) in DIR/history.jsonl")
+    rep.add_argument("--output", metavar="DIR", help="where the HTML goes (default RESULTS/allure-report)")
+
+    gate_parser = sub.add_parser("gate", help="compare a conformance report with a baseline, feature by feature: "
+                                 "exit 1 on a regression or a failed core feature, 2 on bad input")
+    gate_parser.add_argument("--baseline", required=True, metavar="OLD.yaml",
+                             help="the earlier report (e.g. the default branch's last run)")
+    gate_parser.add_argument("report", nargs="?", default=str(DEFAULT_REPORT), metavar="NEW.yaml",
+                             help=f"the new report (default {DEFAULT_REPORT})")
+    gate_parser.add_argument("--format", choices=FORMATS, default="text",
+                             help="text for a terminal, markdown for a pull request or $GITHUB_STEP_SUMMARY")
     return p
 
 
@@ -80,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     commands = {"list": lambda: list_mutants() if args.mutants else list_features(),
                 "run": lambda: run(args), "up": lambda: up(args), "down": lambda: down(args),
-                "doctor": lambda: doctor(args)}
+                "doctor": lambda: doctor(args), "gate": lambda: gate(args),
+                "report": lambda: report(args)}
     try:
         return commands[args.command]()
     except ConformanceError as exc:
@@ -303,6 +321,17 @@ def doctor_checks(target: str) -> list[Check]:
     from conformance.targets.local import preflight as local
 
     return local.preflight()
+
+
+def report(args: argparse.Namespace) -> int:
+    from conformance.report import render
+
+    return render.report(Path(args.results), Path(args.history) if args.history else None,
+                         Path(args.output) if args.output else None)
+
+
+def gate(args: argparse.Namespace) -> int:
+    return compare_reports(Path(args.baseline), Path(args.report), args.format)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ to which the workers send their reports. Only that process writes the report.
 """
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from conformance import features, interrupts, options
 from conformance.errors import ConformanceError
 from conformance.probes.latency import WAY_PROPERTY, WayLatency
 from conformance.report import conformance_report, summary
-from conformance.report.results import NOT_SUPPORTED_PREFIX, Outcome, ResultBook
+from conformance.report import allure_labels, allure_results, failure_kinds
+from conformance.report.results import DEBUG_BUNDLE_PROPERTY, NOT_SUPPORTED_PREFIX, Outcome, ResultBook
 from conformance.settings import TARGETS
 from conformance.stash import BOOK, CALL_REPORT, settings
 from conformance import parallel, stash
@@ -97,6 +99,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in keep:
         if is_suite_test(item):
             item.user_properties.append((FEATURE_PROPERTY, feature_of(item).name))
+            allure_labels.label(item, feature_of(item))
     config.stash[BOOK].selected = features.in_catalogue_order(kept)
     _resolve(config)
 
@@ -133,6 +136,10 @@ def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    failure = call.excinfo.value if call.excinfo else None
+    if is_suite_test(item) and isinstance(failure, (Exception, pytest.fail.Exception)):
+        # Before the report is made, so that pytest's and Allure's messages name the kind.
+        failure_kinds.annotate(failure, failure_kinds.kind_of(failure, call.excinfo.tb))  # type: ignore[union-attr]
     report: pytest.TestReport = yield
     if not is_suite_test(item):
         return report
@@ -164,8 +171,9 @@ class Recorder:
         if report.when == "call":
             book.phases["tests"] = book.phases.get("tests", 0.0) + report.duration
         ways = [WayLatency.from_property(str(v)) for k, v in report.user_properties if k == WAY_PROPERTY]
+        bundle = dict(report.user_properties).get(DEBUG_BUNDLE_PROPERTY)
         book.record(report.nodeid, features.get(str(feature_name)), report.when, *_outcome(report),
-                    duration=report.duration, ways=ways)
+                    duration=report.duration, ways=ways, debug_bundle=str(bundle) if bundle else None)
 
 
 def _outcome(report: pytest.TestReport) -> tuple[Outcome, str]:
@@ -185,7 +193,8 @@ def _failure_text(report: pytest.TestReport) -> str:
     """The failure's own message (a verdict's table included), without pytest's introspection."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
-    lines = text.strip().splitlines()
+    # The category note is for Allure's categories; the report's reason is the failure's own words.
+    lines = [line for line in text.strip().splitlines() if not line.startswith(failure_kinds.NOTE_PREFIX)]
     if "assert " in [line[:7] for line in lines]:
         lines = lines[: [line[:7] for line in lines].index("assert ")]
     prefix = "" if report.when == "call" else f"error in {report.when}: "
@@ -224,6 +233,9 @@ def _write_report(session: pytest.Session, exitstatus: int) -> None:
     path = settings(config).report
     if path is not None:
         conformance_report.write(book, path)
+    alluredir = getattr(config.option, "allure_report_dir", None)  # allure-pytest's --alluredir
+    if alluredir:
+        allure_results.write(Path(alluredir), book, os.environ)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conformance.report.report_schema import SCHEMA_DIR
 from conformance.targets.crd_schema import CRD_DIR, crd_files
 from tests.builders import REPO, WHOLE_MESH
 
@@ -72,6 +73,13 @@ def test_wheel_holds_the_crds_the_local_mesh_validates_against_with_their_proven
     assert {f"{in_wheel}/README.md", f"{in_wheel}/LICENSE"} <= names
 
 
+def test_wheel_holds_the_reports_json_schema_of_every_api_version(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    schemas = {f"conformance/report/schema/{path.name}" for path in SCHEMA_DIR.glob("*.json")}
+    assert "conformance/report/schema/meshconf.dev_v1alpha1.json" in schemas
+    assert schemas <= names, sorted(schemas - names)
+
+
 def test_installed_wheel_runs_from_an_empty_directory(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
@@ -94,3 +102,8 @@ def test_installed_wheel_runs_from_an_empty_directory(wheel: Path, tmp_path: Pat
     assert {f["name"]: f["outcome"] for f in report["features"]} == {"IngressGateway": "PASSED",
                                                                        "RouteToVersion": "PASSED"}
     assert report["features"][0]["tests"][0]["id"].startswith("suites/test_ingress.py::")
+    # The gate validates it against the schema the wheel carries (results/report.yaml by default).
+    gated = subprocess.run([sys.executable, "-m", "conformance.cli", "gate", "--baseline", "results/report.yaml"],
+                           cwd=empty, env=env, capture_output=True, text=True, timeout=60)
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    assert "PASS (exit 0)" in gated.stdout and "2 features: 0 regressions, 0 fixes, 2 unchanged" in gated.stdout

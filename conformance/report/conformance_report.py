@@ -8,10 +8,13 @@ import yaml
 
 from conformance import __version__
 from conformance.features import Level
+from conformance.report.headline import headline
 from conformance.report.results import MeasuredWay, Outcome, ResultBook, overall_result, profile_result
 
 
-def build(book: ResultBook) -> dict[str, Any]:
+def build(book: ResultBook, base: Path | None = None) -> dict[str, Any]:
+    """The report; with `base` (the report's folder), debug bundles under it are named relative to it,
+    as they sit beside the report in a CI artifact."""
     facts = book.facts
     profiles = []
     for profile in dict.fromkeys(f.profile for f in book.selected):
@@ -40,9 +43,11 @@ def build(book: ResultBook) -> dict[str, Any]:
                 "level": f.level.value,
                 "outcome": outcome.value,
                 **({"reason": reason} if reason else {}),
+                "headline": headline(outcome, reason),
                 "tests": [
                     {"id": r.nodeid, "outcome": r.outcome.value, "duration": round(r.duration, 3),
-                     **({"reason": r.reason} if r.reason else {})}
+                     **({"reason": r.reason} if r.reason else {}),
+                     **({"debugBundle": beside(r.debug_bundle, base)} if r.debug_bundle else {})}
                     for r in book.for_feature(f)
                 ],
             }
@@ -88,6 +93,16 @@ def comparison_row(measured: MeasuredWay) -> dict[str, Any]:
     }
 
 
+def beside(bundle: str, base: Path | None) -> str:
+    """`bundle` relative to `base` when it lies under it, else as it is."""
+    if base is None:
+        return bundle
+    try:
+        return Path(bundle).resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return bundle
+
+
 def write(book: ResultBook, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(build(book), sort_keys=False))
+    path.write_text(yaml.safe_dump(build(book, path.parent), sort_keys=False))

@@ -19,6 +19,8 @@ class Outcome(StrEnum):
     NOT_SUPPORTED = "NOT_SUPPORTED"
 
 
+# The user property in which a failed test's teardown names its debug bundle (fixtures/mesh.py).
+DEBUG_BUNDLE_PROPERTY = "debugBundle"
 # A test whose check never ran to the end (Ctrl-C, SIGTERM, a cancelled CI job) is never PASSED.
 INTERRUPTED = "interrupted"
 
@@ -33,6 +35,7 @@ class Record:
     # False until a phase decided the outcome: a setup that passed decides nothing.
     decided: bool = False
     ways: list[WayLatency] = field(default_factory=list)  # the ways in this test measured
+    debug_bundle: str | None = None  # the directory of its debug bundle, written when it failed
 
 
 class MeasuredWay(NamedTuple):
@@ -57,7 +60,7 @@ class ResultBook:
     interrupted: bool = False
 
     def record(self, nodeid: str, feature: Feature, when: str, outcome: Outcome, reason: str = "",
-               duration: float = 0.0, ways: Sequence[WayLatency] = ()) -> None:
+               duration: float = 0.0, ways: Sequence[WayLatency] = (), debug_bundle: str | None = None) -> None:
         """One phase's report (setup, call, teardown) of one test.
 
         Only the call phase can pass a test; a failure or skip in any phase decides it, and a
@@ -70,6 +73,7 @@ class ResultBook:
             rec = Record(nodeid, feature, Outcome.SKIPPED, INTERRUPTED)
             self.records.append(rec)
         rec.duration += duration
+        rec.debug_bundle = debug_bundle or rec.debug_bundle
         if when == "call":
             rec.ways.extend(ways)
         if outcome is Outcome.PASSED and when != "call":
@@ -82,6 +86,10 @@ class ResultBook:
 
     def feature_outcome(self, feature: Feature) -> tuple[Outcome, str]:
         return aggregate(self.for_feature(feature), self.interrupted)
+
+    def debug_bundles(self, feature: Feature) -> list[str]:
+        """The debug bundles the feature's failed tests left."""
+        return [r.debug_bundle for r in self.for_feature(feature) if r.debug_bundle]
 
     def measured_ways(self) -> list[MeasuredWay]:
         """Every way measured, in catalogue order of the features, then in the order each test measured them.

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conformance.probes.latency import WAY_COLUMNS
+from conformance.report.headline import headline
 from conformance.report.results import MeasuredWay, Outcome, ResultBook
 
 _STYLE = {Outcome.PASSED: "green", Outcome.FAILED: "bold red", Outcome.SKIPPED: "yellow",
@@ -19,9 +20,9 @@ def render(book: ResultBook, width: int = 110) -> str:
         table.add_column(column, overflow="fold")
     for f in book.selected:
         outcome, reason = book.feature_outcome(f)
-        # One line each here; the report keeps the whole text (a split's table included).
-        first = reason.splitlines()[0] if reason else ""
-        table.add_row(f.profile, f.name, f.level.value, f"[{_STYLE[outcome]}]{outcome.value}[/]", first)
+        # One line each here (a failure's debug bundles below it); the report keeps the whole text.
+        detail = "\n".join([headline(outcome, reason), *(f"debug: {d}" for d in book.debug_bundles(f))])
+        table.add_row(f.profile, f.name, f.level.value, f"[{_STYLE[outcome]}]{outcome.value}[/]", detail)
     out = StringIO()
     console = Console(file=out, width=width, force_terminal=False, color_system=None)
     if book.facts:
