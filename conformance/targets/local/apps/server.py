@@ -83,15 +83,17 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception:  # an app bug must answer 500, not kill the connection silently
                 traceback.print_exc(file=sys.stderr)
                 reply = text_reply("internal error\n", 500)
-        try:
-            self._write(reply)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        # Logged before the reply goes out (the time is the app's, to a ready reply): a client that has
+        # its reply may stop the app at once (SIGTERM), and the daemon handler thread with it.
         elapsed_ms = (time.perf_counter() - started) * 1000
         log_line(
             f'{time.strftime("%H:%M:%S")} {self.server.pod} {self.client_address[0]} '
             f'"{self.requestline}" {reply.status} {len(reply.body)} {elapsed_ms:.1f}ms'
         )
+        try:
+            self._write(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
 
