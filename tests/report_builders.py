@@ -31,7 +31,7 @@ WAY = WayLatency("Gateway API Gateway", 20, {200: 18, 503: 2}, 2.5, 4.25)
 
 
 def bundle_of(name: str) -> str:
-    return f"/work/results/debug/suites_test_{name}"
+    return f"results/debug/suites_test_{name}"
 
 
 def result_book(outcomes: Mapping[str, Outcome], facts: TargetFacts | None = LOCAL) -> ResultBook:

@@ -21,7 +21,7 @@ EVIDENCE = ("80/20 v1/v2 held: 650 requests, v1 524 (80.6%), v2 126 (19.4%); alp
             "50/50 v1/v3 held: 2400 requests")
 FAILURE = ("AssertionError: 80/20 v1/v2 rejected: 400 requests, v1 400 (100.0%), v2 0 (0.0%)\n"
            "| version | expected | observed |")
-BUNDLE = "/work/results/debug/suites_test_traffic.py__test_weighted_split"
+BUNDLE = "results/debug/suites_test_traffic.py__test_weighted_split"
 
 
 def test_the_key_figure_is_the_first_clause_of_the_evidence() -> None:
