@@ -25,7 +25,6 @@ one's harness RSS.
 import argparse
 import copy
 import json
-import math
 import os
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.manifests import load
+from conformance.probes.latency import percentile
 from conformance.targets.local.mesh import LocalMesh
 from conformance.targets.local.target import namespace_doc
 from conformance.targets.local.translator import Translation
@@ -145,12 +145,6 @@ def _owner(path: Path) -> int | None:
         return path.stat().st_uid
     except OSError:
         return None
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least `fraction` of them at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 # -- one size, in a child process ----------------------------------------------------------------

@@ -112,12 +112,7 @@ class Kube(KubeClient):
         existing = self._get("v1", "Namespace", name)
         if existing is None:
             return
-        found = labels_of(existing).get(RUN_ID_LABEL)
-        if found != run_id:
-            raise ConformanceError(
-                f"refusing to delete namespace {name}: it lacks label {RUN_ID_LABEL}={run_id} "
-                f"(found {found or 'no run label'}); meshconf deletes only what it created"
-            )
+        _require_ours(existing, run_id, "delete")
         resource = self._resource("v1", "Namespace")
         # The uid precondition: never delete a same-named namespace someone recreated meanwhile.
         options = {"preconditions": {"uid": existing.get("metadata", {}).get("uid")}}
@@ -132,9 +127,7 @@ class Kube(KubeClient):
     def label_namespace(self, name: str, labels: Mapping[str, str | None], run_id: str) -> None:
         """Set (or, for None, remove) labels of a namespace this run created: a JSON merge patch,
         as `kubectl label` sends. Only for this run's namespaces, as delete_namespace."""
-        found = labels_of(self._get("v1", "Namespace", name) or {}).get(RUN_ID_LABEL)
-        if found != run_id:
-            raise ConformanceError(f"refusing to relabel namespace {name}: it lacks label {RUN_ID_LABEL}={run_id}")
+        _require_ours(self._get("v1", "Namespace", name) or {"metadata": {"name": name}}, run_id, "relabel")
         if RUN_ID_LABEL in labels:
             raise ConformanceError(f"refusing to change label {RUN_ID_LABEL} of namespace {name}")
         with self._api_call(f"label namespace {name}"):
@@ -248,6 +241,17 @@ class Kube(KubeClient):
 
 def _is_crd(doc: Doc) -> bool:
     return doc.get("kind") == CRD_KIND and str(doc.get("apiVersion", "")).startswith("apiextensions.k8s.io/")
+
+
+def _require_ours(namespace: Doc, run_id: str, action: str) -> None:
+    """Refuse to `action` a namespace that does not carry this run's label: meshconf changes only what
+    it created."""
+    name, found = _name(namespace), labels_of(namespace).get(RUN_ID_LABEL)
+    if found != run_id:
+        raise ConformanceError(
+            f"refusing to {action} namespace {name}: it lacks label {RUN_ID_LABEL}={run_id} "
+            f"(found {found or 'no run label'}); meshconf changes only what it created"
+        )
 
 
 def _name(doc: Doc) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from conformance.targets.local.model import Service
 from conformance.targets.local.telemetry.access_log import DESTINATION, SOURCE, LoggedRequest
-from conformance.targets.local.telemetry.peers import DEFAULT_REVISION, Directory, Peer, WorkloadMetadata
+from conformance.targets.local.telemetry.peers import DEFAULT_CANONICAL_REVISION, Directory, Peer, WorkloadMetadata
 from conformance.targets.local.translator.resources import PASSTHROUGH_CLUSTER, PASSTHROUGH_VHOST
 
 UNKNOWN = "unknown"
@@ -85,17 +85,10 @@ def _source_reporter(request: LoggedRequest, proxy: WorkloadMetadata, directory:
     peer = peer or Peer()
     return {
         **_own(proxy, "source", request.upstream_local_uri_san),
-        "destination_workload": peer.workload or UNKNOWN,
-        "destination_workload_namespace": peer_namespace or UNKNOWN,
-        "destination_principal": peer_san or UNKNOWN,
-        "destination_app": peer.app or UNKNOWN,
-        "destination_version": peer.version or UNKNOWN,
+        **_peer_side("destination", peer, peer_namespace, peer_san),
         "destination_service": service.host or UNKNOWN,
-        "destination_canonical_service": peer.canonical_service or UNKNOWN,
-        "destination_canonical_revision": peer.canonical_revision or DEFAULT_REVISION,
         "destination_service_name": service.name or UNKNOWN,
         "destination_service_namespace": service.namespace or peer_namespace or UNKNOWN,
-        "destination_cluster": peer.cluster or UNKNOWN,
     }
 
 
@@ -108,18 +101,26 @@ def _destination_reporter(request: LoggedRequest, proxy: WorkloadMetadata, direc
     peer_san = request.downstream_peer_uri_san
     peer_namespace = _san_namespace(peer_san) or peer.namespace
     return {
-        "source_workload": peer.workload or UNKNOWN,
-        "source_workload_namespace": peer_namespace or UNKNOWN,
-        "source_principal": peer_san or UNKNOWN,
-        "source_app": peer.app or UNKNOWN,
-        "source_version": peer.version or UNKNOWN,
-        "source_canonical_service": peer.canonical_service or UNKNOWN,
-        "source_canonical_revision": peer.canonical_revision or DEFAULT_REVISION,
-        "source_cluster": peer.cluster or UNKNOWN,
+        **_peer_side("source", peer, peer_namespace, peer_san),
         **_own(proxy, "destination", request.downstream_local_uri_san),
         "destination_service": service.host or proxy.canonical_service,
         "destination_service_name": service.name or proxy.canonical_service,
         "destination_service_namespace": proxy.namespace,
+    }
+
+
+def _peer_side(side: str, peer: Peer, namespace: str, san: str) -> Labels:
+    """The other side, as the peer's exchanged (or endpoint) metadata and its certificate say; what
+    is not known is "unknown", a revision "latest" as istio_stats' defaults."""
+    return {
+        f"{side}_workload": peer.workload or UNKNOWN,
+        f"{side}_workload_namespace": namespace or UNKNOWN,
+        f"{side}_principal": san or UNKNOWN,
+        f"{side}_app": peer.app or UNKNOWN,
+        f"{side}_version": peer.version or UNKNOWN,
+        f"{side}_canonical_service": peer.canonical_service or UNKNOWN,
+        f"{side}_canonical_revision": peer.canonical_revision or DEFAULT_CANONICAL_REVISION,
+        f"{side}_cluster": peer.cluster or UNKNOWN,
     }
 
 

@@ -22,7 +22,7 @@ from conformance.targets.local.xds.bootstrap import CLUSTER_ID
 # pod the same two labels, manifests/charts/istio-control/istio-discovery/files/injection-template.yaml).
 CANONICAL_NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
 CANONICAL_REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
-DEFAULT_REVISION = "latest"
+DEFAULT_CANONICAL_REVISION = "latest"
 # The labels istio_stats reads a workload's app and version from (istio/proxy 1.28.0
 # extensions/common/metadata_object.h AppNameLabel, AppVersionLabel).
 APP_LABEL = "app"
@@ -67,7 +67,7 @@ class WorkloadMetadata:
 
     @property
     def canonical_revision(self) -> str:
-        return _first_label(self.labels, CANONICAL_REVISION_LABELS) or DEFAULT_REVISION
+        return _first_label(self.labels, CANONICAL_REVISION_LABELS) or DEFAULT_CANONICAL_REVISION
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Peer:
         """Learnt from the endpoint's telemetry metadata, `workload;namespace;canonical service;
         canonical revision;cluster` (util.go AppendLbEndpointMetadata, which leaves a "latest"
         revision out; metadata_object.cc convertEndpointMetadata): no app nor version."""
-        revision = "" if workload.canonical_revision == DEFAULT_REVISION else workload.canonical_revision
+        revision = "" if workload.canonical_revision == DEFAULT_CANONICAL_REVISION else workload.canonical_revision
         return Peer(workload.name, workload.namespace, workload.cluster, workload.canonical_service, revision)
 
 
